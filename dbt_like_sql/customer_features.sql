@@ -1,0 +1,94 @@
+-- schema: marts
+-- materialized: table
+-- group: warehouse
+-- description: One row per customer signed up by AS_OF: recency, frequency, monetary value net of refunds, category mix, engagement rates and tenure, from data up to AS_OF only.
+WITH customers AS (
+    SELECT customer_id, tier, tier_rank, points_balance, marketing_opt_in, is_holdout, signup_at
+    FROM {{ ref('dim_customers') }}
+    WHERE signup_at < CAST(:as_of_end AS TIMESTAMP)
+),
+tx AS (
+    SELECT
+        customer_id,
+        MAX(CASE WHEN NOT is_refund THEN occurred_at END) AS last_purchase_at,
+        COUNT(*) FILTER (WHERE NOT is_refund) AS purchases_total,
+        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS purchases_30d,
+        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days'
+                         AND occurred_at < CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS purchases_prev_30d,
+        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS purchases_90d,
+        COUNT(*) FILTER (WHERE is_refund) AS refunds_total,
+        SUM(amount) AS net_amount_total,
+        SUM(CASE WHEN occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN amount ELSE 0 END) AS net_amount_90d
+    FROM {{ ref('fct_transactions') }}
+    WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
+    GROUP BY customer_id
+),
+top_category AS (
+    SELECT customer_id, category, spend_share, categories
+    FROM (
+        SELECT
+            customer_id,
+            category,
+            spend_share,
+            COUNT(*) OVER (PARTITION BY customer_id) AS categories,
+            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY spend_share DESC NULLS LAST, category) AS position
+        FROM {{ ref('customer_category_shares') }}
+    ) ranked
+    WHERE position = 1
+),
+email AS (
+    SELECT
+        customer_id,
+        COUNT(*) FILTER (WHERE event_type = 'sent' AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS emails_sent_90d,
+        COUNT(*) FILTER (WHERE event_type = 'open' AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS opens_90d,
+        COUNT(*) FILTER (WHERE event_type = 'click' AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS clicks_90d,
+        MAX(CASE WHEN event_type IN ('open', 'click') THEN occurred_at END) AS last_engaged_at,
+        COUNT(*) FILTER (WHERE event_type IN ('unsubscribe', 'complaint')) > 0 AS has_opted_out
+    FROM {{ ref('fct_engagement_events') }}
+    WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
+    GROUP BY customer_id
+),
+redeemed AS (
+    SELECT
+        customer_id,
+        COUNT(*) AS redemptions_total,
+        COUNT(*) FILTER (WHERE redeemed_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS redemptions_90d,
+        COALESCE(SUM(points_spent), 0) AS points_spent_total
+    FROM {{ ref('fct_redemptions') }}
+    WHERE redeemed_at < CAST(:as_of_end AS TIMESTAMP)
+    GROUP BY customer_id
+)
+SELECT
+    c.customer_id,
+    CAST(:as_of AS DATE) AS as_of,
+    c.tier,
+    c.tier_rank,
+    c.points_balance,
+    c.marketing_opt_in,
+    c.is_holdout,
+    CAST(:as_of AS DATE) - CAST(c.signup_at AS DATE) AS tenure_days,
+    tx.last_purchase_at IS NOT NULL AS has_purchased,
+    COALESCE(CAST(:as_of AS DATE) - CAST(tx.last_purchase_at AS DATE), CAST(:as_of AS DATE) - CAST(c.signup_at AS DATE)) AS recency_days,
+    COALESCE(tx.purchases_total, 0) AS purchases_total,
+    COALESCE(tx.purchases_30d, 0) AS purchases_30d,
+    COALESCE(tx.purchases_prev_30d, 0) AS purchases_prev_30d,
+    COALESCE(tx.purchases_90d, 0) AS frequency_90d,
+    COALESCE(tx.refunds_total, 0) AS refunds_total,
+    COALESCE(tx.net_amount_total, 0) AS monetary_total,
+    COALESCE(tx.net_amount_90d, 0) AS monetary_90d,
+    top_category.category AS top_category,
+    top_category.spend_share AS top_category_share,
+    COALESCE(top_category.categories, 0) AS categories_bought,
+    COALESCE(email.emails_sent_90d, 0) AS emails_sent_90d,
+    CAST(email.opens_90d AS DOUBLE PRECISION) / NULLIF(email.emails_sent_90d, 0) AS open_rate_90d,
+    CAST(email.clicks_90d AS DOUBLE PRECISION) / NULLIF(email.emails_sent_90d, 0) AS click_rate_90d,
+    CAST(:as_of AS DATE) - CAST(email.last_engaged_at AS DATE) AS days_since_engagement,
+    COALESCE(email.has_opted_out, FALSE) AS has_opted_out,
+    COALESCE(redeemed.redemptions_total, 0) AS redemptions_total,
+    COALESCE(redeemed.redemptions_90d, 0) AS redemptions_90d,
+    COALESCE(redeemed.points_spent_total, 0) AS points_spent_total
+FROM customers c
+LEFT JOIN tx ON tx.customer_id = c.customer_id
+LEFT JOIN top_category ON top_category.customer_id = c.customer_id
+LEFT JOIN email ON email.customer_id = c.customer_id
+LEFT JOIN redeemed ON redeemed.customer_id = c.customer_id

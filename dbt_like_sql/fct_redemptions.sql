@@ -1,0 +1,8 @@
+-- schema: marts
+-- materialized: table
+-- group: warehouse
+-- description: Redemptions of known customers, with the reward's category.
+SELECT r.*, w.category
+FROM {{ ref('stg_redemptions') }} r
+JOIN {{ ref('dim_customers') }} c ON c.customer_id = r.customer_id
+LEFT JOIN {{ ref('dim_rewards') }} w ON w.reward_id = r.reward_id

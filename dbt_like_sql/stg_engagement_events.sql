@@ -1,0 +1,16 @@
+-- schema: staging
+-- materialized: partitioned
+-- partition_column: occurred_at
+-- group: staging
+-- description: Email engagement events of the window (sent, delivered, open, click, bounce, unsubscribe, complaint).
+SELECT
+    event_id,
+    customer_id,
+    event_type,
+    occurred_at,
+    CAST(occurred_at AS DATE) AS occurred_date,
+    message_id,
+    campaign,
+    COALESCE(LOWER(channel), 'email') AS channel
+FROM {{ source('raw', 'engagement_events') }}
+WHERE occurred_at >= :partition_start AND occurred_at < :partition_end

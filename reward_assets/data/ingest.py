@@ -1,0 +1,192 @@
+"""Loading landing files into the raw tables of the warehouse, with the quarantine.
+
+Snapshot entities (customers, rewards) replace their raw table. Event entities replace
+exactly the rows of a time window, so a partition or a date range can be re-run and
+always leaves the same tables. Each load is one transaction: a failure leaves the
+previous state, never half a window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from reward_assets.data.contract import LINEAGE_COLUMNS, Column, Entity
+from reward_assets.data.holdout import holdout_bucket
+from reward_assets.data.landing import (
+    ContractError,
+    files_for_window,
+    landing_files,
+    read_landing_file,
+)
+from reward_assets.data.validation import QUARANTINE_COLUMNS, quarantine_frame, validate
+from reward_assets.storage.warehouse import Warehouse
+
+QUARANTINE_TABLE = "raw.quarantine"
+_QUARANTINE_DDL = (
+    Column("entity"),
+    Column("source_file"),
+    Column("source_line", "integer"),
+    Column("record_id"),
+    Column("reason"),
+    Column("detail"),
+    Column("raw_values"),
+    Column("partition_date", "timestamp"),
+)
+
+
+@dataclass
+class LoadReport:
+    entity: str
+    files_read: int = 0
+    rows_read: int = 0
+    rows_loaded: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+    nulled_optional: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(self.quarantined.values())
+
+    @property
+    def rows_other_partitions(self) -> int:
+        """Rows read from shared or neighbouring files that belong to other partitions."""
+        return self.rows_read - self.rows_loaded - self.rows_quarantined
+
+
+def raw_columns(entity: Entity) -> list[Column]:
+    extra = [Column("holdout_bucket", "integer")] if entity.name == "customers" else []
+    return [*entity.columns, *extra, *LINEAGE_COLUMNS]
+
+
+def _prepare(conn: Connection, warehouse: Warehouse, entity: Entity) -> None:
+    warehouse.create_table(conn, entity.table, raw_columns(entity))
+    warehouse.create_table(conn, QUARANTINE_TABLE, _QUARANTINE_DDL)
+
+
+def _raw_frame(entity: Entity, good: pd.DataFrame) -> pd.DataFrame:
+    if entity.name == "customers":
+        good = good.assign(holdout_bucket=[holdout_bucket(c) for c in good["customer_id"]])
+    return good[[c.name for c in raw_columns(entity)]]
+
+
+def load_snapshot(warehouse: Warehouse, entity: Entity, data_dir: Path) -> LoadReport:
+    files = landing_files(data_dir, entity.name)
+    if not files:
+        raise ContractError(
+            f"no {entity.name} files under {data_dir}: expected {entity.name}.csv, "
+            f"{entity.name}.parquet or a {entity.name}/ folder of them"
+        )
+    report = LoadReport(entity.name, files_read=len(files))
+    frame = pd.concat(
+        [read_landing_file(f, entity.column_names, entity.required) for f in files],
+        ignore_index=True,
+    )
+    report.rows_read = len(frame)
+    result = validate(entity, frame)
+    with warehouse.begin() as conn:
+        _prepare(conn, warehouse, entity)
+        conn.execute(sa.text(f"DELETE FROM {entity.table}"))
+        conn.execute(sa.text(f"DELETE FROM {QUARANTINE_TABLE} WHERE entity = :e"), {"e": entity.name})
+        report.rows_loaded = warehouse.append(conn, entity.table, _raw_frame(entity, result.good))
+        warehouse.append(conn, QUARANTINE_TABLE, result.quarantine)
+    report.quarantined.update(result.quarantine["reason"])
+    report.nulled_optional.update(result.nulled)
+    return report
+
+
+def load_window(
+    warehouse: Warehouse,
+    entity: Entity,
+    data_dir: Path,
+    start: dt.datetime,
+    end: dt.datetime,
+    known_rewards: set[str] | None = None,
+) -> LoadReport:
+    """Replace the rows of `entity` whose event time falls in [start, end).
+
+    A duplicate of an id already loaded (in an earlier file of this load or outside the
+    window) is quarantined; the first occurrence stays. Redemptions of rewards not in
+    `known_rewards` are quarantined. Rows for unknown customers are loaded: the marts
+    hold them back until the customer arrives (see held_rows).
+    """
+    assert entity.event_time, f"{entity.name} is a snapshot entity"
+    files = files_for_window(landing_files(data_dir, entity.name), start.date(), end.date())
+    report = LoadReport(entity.name, files_read=len(files))
+    ts = entity.event_time
+    undated = [f.name for f in files if f.day is None]
+    with warehouse.begin() as conn:
+        _prepare(conn, warehouse, entity)
+        window = {"start": start, "end": end, "e": entity.name}
+        conn.execute(sa.text(f"DELETE FROM {entity.table} WHERE {ts} >= :start AND {ts} < :end"), window)
+        conn.execute(
+            sa.text(
+                f"DELETE FROM {QUARANTINE_TABLE} WHERE entity = :e AND "
+                "partition_date >= :start AND partition_date < :end"
+            ),
+            window,
+        )
+        if undated:
+            conn.execute(
+                sa.text(
+                    f"DELETE FROM {QUARANTINE_TABLE} WHERE entity = :e AND partition_date IS NULL "
+                    "AND source_file IN :files"
+                ).bindparams(sa.bindparam("files", expanding=True)),
+                {"e": entity.name, "files": undated},
+            )
+        for file in files:
+            frame = read_landing_file(file, entity.column_names, entity.required)
+            report.rows_read += len(frame)
+            result = validate(entity, frame)
+            quarantine = [_place(result.quarantine, file)]
+            good = result.good
+            day = good[ts].dt.floor("D")
+            if file.day is not None:
+                far = (day - pd.Timestamp(file.day)).abs() > pd.Timedelta(days=1)
+                quarantine.append(
+                    quarantine_frame(
+                        entity, good[far], "outside_file_date", f"{ts} not within a day of the file's date",
+                        day=pd.Timestamp(file.day),
+                    )
+                )
+                good, day = good[~far], day[~far]
+            good = good[(good[ts] >= start) & (good[ts] < end)]
+            seen = warehouse.existing_keys(conn, entity.table, entity.key, good[entity.key])
+            dup = good[entity.key].isin(seen)
+            quarantine.append(
+                quarantine_frame(
+                    entity, good[dup], "duplicate_id", f"{entity.key} already loaded", day=good.loc[dup, ts].dt.floor("D")
+                )
+            )
+            good = good[~dup]
+            if known_rewards is not None and "reward_id" in good:
+                unknown = ~good["reward_id"].isin(known_rewards)
+                quarantine.append(
+                    quarantine_frame(
+                        entity, good[unknown], "unknown_reward", "reward_id not in rewards", day=good.loc[unknown, ts].dt.floor("D")
+                    )
+                )
+                good = good[~unknown]
+            bad = pd.concat([q for q in quarantine if not q.empty] or [quarantine[0]], ignore_index=True)
+            # Bad rows of an undated file that cannot be dated are replaced by file, above.
+            bad = bad[bad["partition_date"].isna() | ((bad["partition_date"] >= start) & (bad["partition_date"] < end))]
+            warehouse.append(conn, QUARANTINE_TABLE, bad[QUARANTINE_COLUMNS])
+            report.rows_loaded += warehouse.append(conn, entity.table, _raw_frame(entity, good))
+            report.quarantined.update(bad["reason"])
+            report.nulled_optional.update(result.nulled)
+    return report
+
+
+def _place(quarantine: pd.DataFrame, file) -> pd.DataFrame:
+    """Date a quarantined row by its file when its own timestamp is unreadable."""
+    if file.day is not None:
+        quarantine = quarantine.assign(
+            partition_date=quarantine["partition_date"].fillna(pd.Timestamp(file.day))
+        )
+    return quarantine

@@ -1,0 +1,89 @@
+"""One asset per SQL model in dbt_like_sql/, with its data-quality checks."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pandas as pd
+
+from reward_assets.data.masking import mask_record
+from reward_assets.defs.partitions import daily_partitions, window_of
+from reward_assets.defs.resources import WarehouseResource
+from reward_assets.quality.checks import CHECKS, run_checks
+from reward_assets.settings import get_settings
+from reward_assets.storage.clock import as_of_params, resolve_as_of
+from reward_assets.storage.sql_models import SQL_DIR, SqlModel, load_models, materialize
+
+PREVIEW_ROWS = 5
+
+
+def model_params(warehouse, settings) -> dict:
+    return {
+        **as_of_params(resolve_as_of(warehouse, settings.as_of)),
+        "period_start": dt.datetime.combine(settings.partitions_start_date, dt.time()),
+        "holdout_threshold": round(settings.holdout_share * 10_000),
+    }
+
+
+def _preview(warehouse, model: SqlModel) -> str:
+    frame = warehouse.frame(f"SELECT * FROM {model.table} LIMIT {PREVIEW_ROWS}")
+    masked = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return dg.MetadataValue.md(
+        pd.DataFrame([mask_record(r) for r in masked]).to_markdown(index=False)
+    )
+
+
+def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDefinition:
+    checks = CHECKS.get(model.name, [])
+
+    @dg.asset(
+        name=model.name,
+        group_name=model.group,
+        description=f"{model.description}\n\nSQL: dbt_like_sql/{model.path.name}",
+        deps=[*model.refs, *(entity for _, entity in model.sources)],
+        kinds={"sql"},
+        partitions_def=daily_partitions if model.partitioned else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if model.partitioned else None,
+        check_specs=[
+            dg.AssetCheckSpec(c.name, asset=model.name, description=c.description, blocking=c.blocking)
+            for c in checks
+        ],
+        metadata={"table": model.table, "materialized": model.materialized},
+    )
+    def _asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        settings = get_settings()
+        with warehouse.open() as wh:
+            params = model_params(wh, settings)
+            window = None
+            if model.partitioned:
+                window = window_of(context)
+                params |= {"partition_start": window[0], "partition_end": window[1]}
+            written = materialize(wh, model, models, params)
+            metadata = {
+                "as_of": params["as_of"].isoformat(),
+                "dagster/row_count": wh.row_count(model.table),
+            }
+            if model.partitioned:
+                metadata["rows_in_window"] = written
+            else:
+                metadata["preview"] = _preview(wh, model)
+            outcomes = run_checks(wh, model, params, window)
+        yield dg.MaterializeResult(metadata=metadata)
+        for check in checks:
+            outcome = outcomes[check.name]
+            yield dg.AssetCheckResult(
+                check_name=check.name,
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "failing_rows": outcome.failing_rows,
+                    "checked_rows": outcome.checked_rows,
+                    "examples": json.dumps(outcome.examples, default=str),
+                },
+            )
+
+    return _asset
+
+
+_models = load_models(SQL_DIR)
+warehouse_assets = [sql_model_asset(model, _models) for model in _models.values()]

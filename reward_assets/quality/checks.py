@@ -1,0 +1,210 @@
+"""The data-quality checks on the cleaned tables, as plain definitions and a runner.
+
+GX expectations cover what a column says about itself; referential integrity, which GX
+has no expectation for across tables, is plain SQL returning the offending rows. Each
+check reports how many rows fail and a few masked examples.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import great_expectations as gx
+
+from reward_assets.data.masking import mask_value
+from reward_assets.data.validation import EMAIL_PATTERN
+from reward_assets.quality.gx import validate_frame
+from reward_assets.storage.sql_models import SqlModel
+from reward_assets.storage.warehouse import Warehouse
+
+E = gx.expectations
+Expectations = Callable[[Mapping[str, Any]], list[gx.expectations.Expectation]]
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class TableCheck:
+    name: str
+    description: str
+    blocking: bool
+    column: str | None = None
+    expectations: Expectations | None = None
+    # For checks GX cannot express: SQL selecting the offending rows ({table} is the model's).
+    violations_sql: str | None = None
+
+
+@dataclass
+class CheckOutcome:
+    passed: bool
+    failing_rows: int
+    checked_rows: int
+    examples: list[Any] = field(default_factory=list)
+
+
+def _unique_ids(column: str) -> Expectations:
+    return lambda p: [
+        E.ExpectColumnValuesToNotBeNull(column=column),
+        E.ExpectColumnValuesToBeUnique(column=column),
+    ]
+
+
+def _in_period(column: str) -> Expectations:
+    return lambda p: [
+        E.ExpectColumnValuesToBeBetween(
+            column=column, min_value=p["period_start"], max_value=p["as_of_end"]
+        )
+    ]
+
+
+def _at_least(column: str, minimum: int) -> Expectations:
+    return lambda p: [E.ExpectColumnValuesToBeBetween(column=column, min_value=minimum)]
+
+
+def _unique_id_check(column: str) -> TableCheck:
+    return TableCheck(
+        f"{column}_unique_not_null", f"Every {column} is present and unique.", True, column,
+        _unique_ids(column),
+    )
+
+
+def _period_check(column: str) -> TableCheck:
+    return TableCheck(
+        f"{column}_in_period", f"{column} falls between the first partition and AS_OF.", True,
+        column, _in_period(column),
+    )
+
+
+CHECKS: dict[str, list[TableCheck]] = {
+    "dim_customers": [
+        _unique_id_check("customer_id"),
+        TableCheck(
+            "email_valid", "Every email is present and well formed.", True, "email",
+            lambda p: [
+                E.ExpectColumnValuesToNotBeNull(column="email"),
+                E.ExpectColumnValuesToMatchRegex(column="email", regex=f"^{EMAIL_PATTERN}$"),
+            ],
+        ),
+        TableCheck(
+            "points_balance_non_negative", "No customer has a negative points balance.", True,
+            "points_balance", _at_least("points_balance", 0),
+        ),
+        TableCheck(
+            "signup_at_not_after_as_of", "No customer signs up after AS_OF.", False, "signup_at",
+            lambda p: [E.ExpectColumnValuesToBeBetween(column="signup_at", max_value=p["as_of_end"])],
+        ),
+    ],
+    "dim_rewards": [
+        _unique_id_check("reward_id"),
+        TableCheck(
+            "points_cost_positive", "Every reward costs at least one point.", True,
+            "points_cost", _at_least("points_cost", 1),
+        ),
+        TableCheck(
+            "inventory_non_negative", "No reward has negative stock.", True,
+            "inventory", _at_least("inventory", 0),
+        ),
+    ],
+    "stg_transactions": [_unique_id_check("transaction_id"), _period_check("occurred_at")],
+    "stg_redemptions": [
+        _unique_id_check("redemption_id"),
+        _period_check("redeemed_at"),
+        TableCheck(
+            "points_spent_non_negative", "No redemption spends negative points.", True,
+            "points_spent", _at_least("points_spent", 0),
+        ),
+    ],
+    "stg_engagement_events": [
+        _unique_id_check("event_id"),
+        _period_check("occurred_at"),
+    ],
+    "fct_transactions": [
+        TableCheck(
+            "customer_id_in_dim_customers", "Every transaction's customer is in dim_customers.",
+            True,
+            violations_sql=(
+                "SELECT t.transaction_id FROM {table} t LEFT JOIN marts.dim_customers c "
+                "ON c.customer_id = t.customer_id WHERE c.customer_id IS NULL"
+            ),
+        )
+    ],
+    "fct_redemptions": [
+        TableCheck(
+            "reward_id_in_dim_rewards", "Every redeemed reward is in dim_rewards.", True,
+            violations_sql=(
+                "SELECT r.redemption_id, r.reward_id FROM {table} r LEFT JOIN marts.dim_rewards w "
+                "ON w.reward_id = r.reward_id WHERE w.reward_id IS NULL"
+            ),
+        )
+    ],
+    "customer_features": [
+        _unique_id_check("customer_id"),
+        TableCheck(
+            "no_look_ahead", "Recency and tenure are never negative (no data after AS_OF).", True,
+            violations_sql=(
+                "SELECT customer_id, recency_days, tenure_days FROM {table} "
+                "WHERE recency_days < 0 OR tenure_days < 0"
+            ),
+        ),
+    ],
+}
+
+
+def _batches(
+    warehouse: Warehouse, model: SqlModel, columns: Sequence[str], window: tuple[dt.datetime, dt.datetime] | None
+):
+    select = f"SELECT {', '.join(columns)} FROM {model.table}"
+    if not (model.partitioned and window):
+        yield warehouse.frame(select)
+        return
+    day, end = window
+    while day < end:
+        following = day + dt.timedelta(days=1)
+        yield warehouse.frame(
+            f"{select} WHERE {model.partition_column} >= :d AND {model.partition_column} < :e",
+            {"d": day, "e": following},
+        )
+        day = following
+
+
+def run_checks(
+    warehouse: Warehouse,
+    model: SqlModel,
+    params: Mapping[str, Any],
+    window: tuple[dt.datetime, dt.datetime] | None = None,
+) -> dict[str, CheckOutcome]:
+    """Run every check of `model`; a partitioned model is checked a day at a time."""
+    checks = CHECKS.get(model.name, [])
+    outcomes: dict[str, CheckOutcome] = {}
+    gx_checks = [c for c in checks if c.expectations]
+    if gx_checks:
+        columns = sorted({c.column for c in gx_checks})
+        totals = {c.name: CheckOutcome(True, 0, 0) for c in gx_checks}
+        for frame in _batches(warehouse, model, columns, window):
+            if frame.empty:
+                continue
+            planned = [(c, e) for c in gx_checks for e in c.expectations(params)]
+            results = validate_frame(frame, [e for _, e in planned], f"{model.name}_checks")
+            for (check, _), result in zip(planned, results, strict=True):
+                total = totals[check.name]
+                total.passed &= result["success"]
+                total.failing_rows += result["unexpected_count"]
+                room = MAX_EXAMPLES - len(total.examples)
+                total.examples += [mask_value(check.column, v) for v in result["examples"][:room]]
+            for check in gx_checks:
+                totals[check.name].checked_rows += len(frame)
+        outcomes.update(totals)
+    for check in checks:
+        if check.violations_sql:
+            sql = check.violations_sql.format(table=model.table)
+            failing = int(warehouse.scalar(f"SELECT COUNT(*) FROM ({sql}) v"))
+            examples = warehouse.frame(f"SELECT * FROM ({sql}) v LIMIT {MAX_EXAMPLES}")
+            outcomes[check.name] = CheckOutcome(
+                failing == 0,
+                failing,
+                warehouse.row_count(model.table),
+                examples.astype(str).to_dict("records"),
+            )
+    return outcomes

@@ -1,0 +1,43 @@
+"""Project settings: the one place that reads the environment (and `.env`).
+
+Read lazily through `get_settings()`, never at import time, so tests and the Dagster
+UI can point the same code at other folders and databases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Landing folder of the input contract.")
+    warehouse_url: str = Field(
+        "", description="SQLAlchemy URL of the warehouse; empty means DuckDB under DATA_DIR."
+    )
+    ops_db_url: str = Field(
+        "", description="SQLAlchemy URL of the operational store; empty means SQLite under DATA_DIR."
+    )
+    as_of: dt.date | None = Field(None, description="Data 'today'; empty means latest event date.")
+    partitions_start_date: dt.date = dt.date(2023, 3, 1)
+    holdout_share: float = Field(0.05, ge=0, le=1)
+    quarantine_max_share: float = Field(
+        0.05, ge=0, le=1, description="Quarantined share above which the ingestion check fails."
+    )
+
+    def resolved_warehouse_url(self) -> str:
+        return self.warehouse_url or f"duckdb:///{(self.data_dir / 'warehouse.duckdb').as_posix()}"
+
+    def resolved_ops_db_url(self) -> str:
+        return self.ops_db_url or f"sqlite:///{(self.data_dir / 'ops.db').as_posix()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
