@@ -21,8 +21,8 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def latest_landed_day(settings: Settings) -> dt.date:
-    """The newest dated landing file, else AS_OF, else yesterday (UTC)."""
+def latest_landed_day(settings: Settings) -> dt.date | None:
+    """The day of the newest dated landing file of an event entity, if there is one."""
     days = [
         f.day
         for entity in ENTITIES.values()
@@ -30,9 +30,7 @@ def latest_landed_day(settings: Settings) -> dt.date:
         for f in landing_files(settings.data_dir, entity.name)
         if f.day
     ]
-    if days:
-        return max(days)
-    return settings.as_of or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    return max(days, default=None)
 
 
 @dataclass
@@ -76,3 +74,24 @@ def materialize_all(
         if stats.end_time and stats.start_time:
             summary.step_seconds[stats.step_key] = stats.end_time - stats.start_time
     return summary
+
+
+def warehouse_summary(warehouse) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
+    """Rows per table of the warehouse, and quarantined rows per entity and reason."""
+    tables = warehouse.frame(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_schema IN ('raw', 'staging', 'marts') ORDER BY 1, 2"
+    )
+    counts = {
+        f"{schema}.{name}": warehouse.row_count(f"{schema}.{name}")
+        for schema, name in tables.itertuples(index=False)
+    }
+    quarantine = []
+    if "raw.quarantine" in counts:
+        quarantine = list(
+            warehouse.frame(
+                "SELECT entity, reason, COUNT(*) AS n FROM raw.quarantine "
+                "GROUP BY entity, reason ORDER BY entity, reason"
+            ).itertuples(index=False, name=None)
+        )
+    return counts, quarantine

@@ -1,0 +1,51 @@
+# Every target runs from the project root with the project's own virtual environment.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# Demo data size (override: make run CUSTOMERS=100000)
+CUSTOMERS ?= 10000
+REWARDS ?= 200
+DAYS ?= 180
+START_DATE ?= 2023-03-01
+SEED ?= 42
+DATA_DIR ?= data
+
+export DATA_DIR
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+
+.PHONY: install run seed dev test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## virtual environment from pyproject.toml
+
+seed: install ## demo data into $(DATA_DIR)/
+	$(BIN)/python scripts/seed_data.py --output $(DATA_DIR)/ --customers $(CUSTOMERS) \
+		--rewards $(REWARDS) --days $(DAYS) --start-date $(START_DATE) --seed $(SEED)
+
+run: seed ## seed, materialise every asset on DuckDB, print a summary
+	$(BIN)/python scripts/run_pipeline.py
+
+dev: install ## Dagster UI and daemon on the same local storage as `make run`
+	$(BIN)/dg dev
+
+test: install ## the whole test suite
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install ## wall time and peak memory per asset at CUSTOMERS
+	$(BIN)/python scripts/benchmark.py --customers $(CUSTOMERS) --rewards $(REWARDS) \
+		--days $(DAYS) --seed $(SEED)
+
+clean: ## remove generated data, the warehouse and local Dagster runs
+	find $(DATA_DIR) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	find dagster_home -mindepth 1 -maxdepth 1 ! -name dagster.yaml -exec rm -rf {} +

@@ -1,0 +1,73 @@
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from reward_assets.settings import get_settings
+from reward_assets.storage.warehouse import Warehouse
+
+PG_URL_ENV = "REWARD_TEST_PG_URL"
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch, tmp_path):
+    """Tests never read the developer's .env or data/: settings come from here only."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("WAREHOUSE_URL", "OPS_DB_URL", "AS_OF", "DATA_DIR", "HOLDOUT_SHARE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def duckdb_warehouse(tmp_path):
+    warehouse = Warehouse(f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    warehouse.ensure_schemas()
+    yield warehouse
+    warehouse.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    """The PostgreSQL server for parity tests; skipped (visibly) when none is reachable.
+
+    CI sets REQUIRE_POSTGRES=1, which turns the skip into a failure.
+    """
+    url = os.environ.get(PG_URL_ENV, DEFAULT_PG_URL)
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except sa.exc.OperationalError as error:
+        message = f"PostgreSQL not reachable at {url} ({error.orig}); set {PG_URL_ENV}"
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_server_url):
+    """A fresh database on the PostgreSQL server, dropped after the test."""
+    name = f"reward_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    url = sa.engine.make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_warehouse(pg_url):
+    warehouse = Warehouse(pg_url)
+    warehouse.ensure_schemas()
+    yield warehouse
+    warehouse.dispose()
