@@ -71,3 +71,35 @@ def pg_warehouse(pg_url):
     warehouse.ensure_schemas()
     yield warehouse
     warehouse.dispose()
+
+
+@pytest.fixture
+def run_pipeline(monkeypatch):
+    """Materialise the real code location in-process against the given stores.
+
+    Returns a function(data_dir, warehouse_url, start, end, as_of=None, selection=None)
+    giving the run summary; the run must succeed.
+    """
+    import datetime as dt
+
+    import dagster as dg
+
+    from reward_assets.definitions import defs
+    from reward_assets.pipeline import materialize_all
+
+    def run(data_dir, warehouse_url, start, end, as_of=None, selection=None, expect_success=True):
+        monkeypatch.setenv("DATA_DIR", str(data_dir))
+        monkeypatch.setenv("WAREHOUSE_URL", warehouse_url)
+        if as_of:
+            monkeypatch.setenv("AS_OF", as_of)
+        else:
+            monkeypatch.delenv("AS_OF", raising=False)
+        get_settings.cache_clear()
+        with dg.DagsterInstance.ephemeral() as instance:
+            summary = materialize_all(
+                defs(), instance, dt.date.fromisoformat(start), dt.date.fromisoformat(end), selection
+            )
+        assert summary.success == expect_success, summary
+        return summary
+
+    return run

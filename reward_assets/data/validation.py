@@ -18,7 +18,7 @@ import pandas as pd
 from reward_assets.data.contract import EVENT_TYPES, TIERS, Entity
 from reward_assets.data.masking import mask_record
 
-EMAIL_PATTERN = r"[A-Za-z0-9._%+\-']+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+EMAIL_PATTERN = r"[A-Za-z0-9._%+\-']+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 

@@ -52,9 +52,12 @@ def _unique_ids(column: str) -> Expectations:
 
 
 def _in_period(column: str) -> Expectations:
+    # The period ends with the run's window: days loaded beyond AS_OF are legitimate data.
     return lambda p: [
         E.ExpectColumnValuesToBeBetween(
-            column=column, min_value=p["period_start"], max_value=p["as_of_end"]
+            column=column,
+            min_value=p["period_start"],
+            max_value=p.get("partition_end", p["as_of_end"]),
         )
     ]
 
@@ -72,7 +75,7 @@ def _unique_id_check(column: str) -> TableCheck:
 
 def _period_check(column: str) -> TableCheck:
     return TableCheck(
-        f"{column}_in_period", f"{column} falls between the first partition and AS_OF.", True,
+        f"{column}_in_period", f"{column} falls between the first partition and the end of the run's window.", True,
         column, _in_period(column),
     )
 

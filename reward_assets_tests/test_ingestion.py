@@ -1,0 +1,191 @@
+import datetime as dt
+import json
+
+import pytest
+
+from reward_assets.data.contract import CUSTOMERS, ENGAGEMENT_EVENTS, REDEMPTIONS, TRANSACTIONS
+from reward_assets.data.ingest import load_snapshot, load_window
+from reward_assets.data.landing import ContractError
+from reward_assets_tests.landing_builders import (
+    customer,
+    transaction,
+    write_basic_landing,
+    write_rows,
+)
+
+START, END = dt.datetime(2023, 3, 1), dt.datetime(2023, 3, 4)
+
+
+def quarantine(warehouse, entity):
+    return warehouse.frame(
+        "SELECT source_file, source_line, record_id, reason, detail, raw_values "
+        "FROM raw.quarantine WHERE entity = :e ORDER BY source_file, source_line",
+        {"e": entity},
+    )
+
+
+def test_each_kind_of_bad_customer_is_quarantined_with_reason_and_line(tmp_path, duckdb_warehouse):
+    data = tmp_path / "data"
+    write_rows(
+        data,
+        "customers",
+        "customers.csv",
+        [
+            customer("cust001", email="jane.doe@example.com"),  # line 2: good
+            customer("cust001", email="other@example.com"),  # line 3: duplicate id
+            customer("cust002", email="not-an-email"),  # line 4
+            customer("", email="x@example.com"),  # line 5: missing key
+            customer("cust003", signup_at="2023-13-45T99:00:00"),  # line 6
+            customer("cust004", tier="diamond", points_balance="lots"),  # line 7: loads, nulled
+        ],
+    )
+    report = load_snapshot(duckdb_warehouse, CUSTOMERS, data)
+
+    bad = quarantine(duckdb_warehouse, "customers")
+    assert list(zip(bad.source_line, bad.reason, strict=True)) == [
+        (3, "duplicate_id"),
+        (4, "malformed_email"),
+        (5, "missing_key"),
+        (6, "unparseable_timestamp"),
+    ]
+    assert set(bad.source_file) == {"customers/customers.csv"}
+    assert report.rows_loaded == 2 and report.rows_quarantined == 4
+    assert report.nulled_optional == {"tier": 1, "points_balance": 1}
+    loaded = duckdb_warehouse.frame("SELECT customer_id, tier FROM raw.customers ORDER BY 1")
+    assert loaded.customer_id.tolist() == ["cust001", "cust004"]
+    # Personal data is masked in the quarantine's raw values.
+    raw = json.loads(bad.raw_values[1])
+    assert raw["email"] == "n***" and raw["first_name"] == "P***"
+    assert "other@example.com" not in "".join(bad.raw_values)
+
+
+def test_bad_event_rows_are_quarantined_and_refunds_kept(tmp_path, duckdb_warehouse):
+    data = tmp_path / "data"
+    write_basic_landing(data)
+    write_rows(
+        data,
+        "transactions",
+        "2023-03-02.csv",
+        [
+            transaction("t1", "cust001", "2023-03-02T10:00:00Z"),  # line 2
+            transaction("t1", "cust001", "2023-03-02T11:00:00Z"),  # line 3: duplicate id
+            transaction("t2", "cust001", "yesterday"),  # line 4
+            transaction("t3", "", "2023-03-02T10:00:00Z"),  # line 5: missing key
+            transaction("t4", "cust001", "2023-03-02T10:00:00Z", amount="ten"),  # line 6
+            transaction("t5", "cust001", "2023-03-09T10:00:00Z"),  # line 7: far from file day
+            transaction("t6", "cust001", "2023-03-02T12:00:00Z", amount="-3.50"),  # refund
+            transaction("t-03-01", "cust002", "2023-03-01T12:00:00Z"),  # duplicate of other file
+        ],
+    )
+    write_rows(
+        data,
+        "transactions",
+        "2023-03-01.csv",
+        [transaction("t-03-01", "cust002", "2023-03-01T10:00:00Z")],
+    )
+    report = load_window(duckdb_warehouse, TRANSACTIONS, data, START, END)
+
+    bad = quarantine(duckdb_warehouse, "transactions")
+    assert sorted(zip(bad.source_file, bad.source_line, bad.reason, strict=True)) == [
+        ("transactions/2023-03-02.csv", 3, "duplicate_id"),
+        ("transactions/2023-03-02.csv", 4, "unparseable_timestamp"),
+        ("transactions/2023-03-02.csv", 5, "missing_key"),
+        ("transactions/2023-03-02.csv", 6, "invalid_number"),
+        ("transactions/2023-03-02.csv", 7, "outside_file_date"),
+        ("transactions/2023-03-02.csv", 9, "duplicate_id"),
+    ]
+    refund = duckdb_warehouse.scalar("SELECT amount FROM raw.transactions WHERE transaction_id = 't6'")
+    assert refund == -3.5
+    # 03-01: 1 row, 03-02: t1 and t6, 03-03: 4 rows from the basic landing.
+    assert report.rows_loaded == duckdb_warehouse.row_count("raw.transactions") == 7
+
+
+def test_unknown_rewards_and_event_types_are_quarantined(tmp_path, duckdb_warehouse):
+    data = tmp_path / "data"
+    write_basic_landing(data)
+    write_rows(
+        data,
+        "redemptions",
+        "2023-03-02.csv",
+        [
+            {"redemption_id": "d1", "customer_id": "cust001", "reward_id": "rwd001",
+             "redeemed_at": "2023-03-02T10:00:00Z", "points_spent": "500"},
+            {"redemption_id": "d2", "customer_id": "cust001", "reward_id": "rwd404",
+             "redeemed_at": "2023-03-02T10:00:00Z", "points_spent": "500"},
+        ],
+    )
+    known = {"rwd001", "rwd002"}
+    report = load_window(duckdb_warehouse, REDEMPTIONS, data, START, END, known_rewards=known)
+    bad = quarantine(duckdb_warehouse, "redemptions")
+    assert bad[["record_id", "reason"]].values.tolist() == [["d2", "unknown_reward"]]
+    assert report.quarantined == {"unknown_reward": 1}
+
+    write_rows(
+        data,
+        "engagement_events",
+        "2023-03-02.csv",
+        [{"event_id": "e1", "customer_id": "cust001", "event_type": "wave",
+          "occurred_at": "2023-03-02T10:00:00Z"}],
+    )
+    report = load_window(duckdb_warehouse, ENGAGEMENT_EVENTS, data, START, END)
+    bad = quarantine(duckdb_warehouse, "engagement_events")
+    assert bad[["record_id", "reason", "detail"]].values.tolist() == [
+        ["e1", "invalid_event_type", "event_type"]
+    ]
+
+
+def test_missing_required_column_names_file_and_column(tmp_path, duckdb_warehouse):
+    path = tmp_path / "data" / "transactions" / "2023-03-01.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("transaction_id,customer_id,occurred_at\nt1,cust001,2023-03-01T10:00:00Z\n")
+    with pytest.raises(ContractError, match=r"transactions/2023-03-01\.csv.*amount"):
+        load_window(duckdb_warehouse, TRANSACTIONS, tmp_path / "data", START, END)
+
+
+def test_missing_customers_is_a_clear_error(tmp_path, duckdb_warehouse):
+    with pytest.raises(ContractError, match="no customers files"):
+        load_snapshot(duckdb_warehouse, CUSTOMERS, tmp_path / "data")
+
+
+def test_parquet_landing_loads_like_csv(tmp_path, duckdb_warehouse):
+    import pandas as pd
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [transaction(f"t{i}", "cust001", f"2023-03-02T1{i}:00:00Z") for i in range(3)]
+    pd.DataFrame(rows).to_parquet(data / "transactions.parquet")
+    report = load_window(duckdb_warehouse, TRANSACTIONS, data, START, END)
+    assert report.rows_loaded == 3
+    lines = duckdb_warehouse.frame("SELECT source_line FROM raw.transactions ORDER BY 1")
+    assert lines.source_line.tolist() == [1, 2, 3]
+
+
+def test_late_customer_rows_are_held_then_loaded(tmp_path, duckdb_warehouse, run_pipeline):
+    data = tmp_path / "data"
+    write_basic_landing(data)
+    write_rows(
+        data,
+        "transactions",
+        "2023-03-02.csv",
+        [transaction("late1", "cust009", "2023-03-02T10:00:00Z", amount="42.00")],
+    )
+    url = duckdb_warehouse.url
+    duckdb_warehouse.dispose()
+    run_pipeline(data, url, "2023-03-01", "2023-03-03")
+    held = duckdb_warehouse.frame("SELECT entity, record_id FROM marts.held_rows")
+    assert held.values.tolist() == [["transactions", "late1"]]
+    assert duckdb_warehouse.scalar(
+        "SELECT COUNT(*) FROM marts.fct_transactions WHERE customer_id = 'cust009'"
+    ) == 0
+    duckdb_warehouse.dispose()
+
+    # The customer arrives in a later file; no event partition is re-run.
+    write_rows(data, "customers", "2023-03-04.csv", [customer("cust009")])
+    run_pipeline(
+        data, url, "2023-03-01", "2023-03-03",
+        selection="key:customers or key:stg_customers or group:warehouse",
+    )
+    assert duckdb_warehouse.row_count("marts.held_rows") == 0
+    assert duckdb_warehouse.scalar(
+        "SELECT SUM(amount) FROM marts.fct_transactions WHERE customer_id = 'cust009'"
+    ) == 42.0
