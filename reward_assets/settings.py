@@ -22,7 +22,8 @@ class Settings(BaseSettings):
         "", description="SQLAlchemy URL of the warehouse; empty means DuckDB under DATA_DIR."
     )
     ops_db_url: str = Field(
-        "", description="SQLAlchemy URL of the operational store; empty means SQLite under DATA_DIR."
+        "",
+        description="SQLAlchemy URL of the operational store; empty means SQLite under DATA_DIR.",
     )
     as_of: dt.date | None = Field(None, description="Data 'today'; empty means latest event date.")
     partitions_start_date: dt.date = dt.date(2023, 3, 1)

@@ -97,7 +97,11 @@ def run_pipeline(monkeypatch):
         get_settings.cache_clear()
         with dg.DagsterInstance.ephemeral() as instance:
             summary = materialize_all(
-                defs(), instance, dt.date.fromisoformat(start), dt.date.fromisoformat(end), selection
+                defs(),
+                instance,
+                dt.date.fromisoformat(start),
+                dt.date.fromisoformat(end),
+                selection,
             )
         assert summary.success == expect_success, summary
         return summary

@@ -43,7 +43,9 @@ def customer(customer_id: str, **overrides) -> dict:
     }
 
 
-def transaction(txn_id: str, customer_id: str, occurred_at: str, amount: str = "10.00", **kw) -> dict:
+def transaction(
+    txn_id: str, customer_id: str, occurred_at: str, amount: str = "10.00", **kw
+) -> dict:
     return {
         "transaction_id": txn_id,
         "customer_id": customer_id,
@@ -65,10 +67,24 @@ def write_basic_landing(data_dir: Path) -> None:
         "rewards",
         "rewards.csv",
         [
-            {"reward_id": "rwd001", "name": "Flight", "category": "travel", "points_cost": "500",
-             "inventory": "5", "min_tier": "silver", "active": "true"},
-            {"reward_id": "rwd002", "name": "Coffee", "category": "dining", "points_cost": "50",
-             "inventory": "100", "min_tier": "bronze", "active": "true"},
+            {
+                "reward_id": "rwd001",
+                "name": "Flight",
+                "category": "travel",
+                "points_cost": "500",
+                "inventory": "5",
+                "min_tier": "silver",
+                "active": "true",
+            },
+            {
+                "reward_id": "rwd002",
+                "name": "Coffee",
+                "category": "dining",
+                "points_cost": "50",
+                "inventory": "100",
+                "min_tier": "bronze",
+                "active": "true",
+            },
         ],
     )
     for day in ("2023-03-01", "2023-03-02", "2023-03-03"):
@@ -77,28 +93,53 @@ def write_basic_landing(data_dir: Path) -> None:
             "transactions",
             f"{day}.csv",
             [
-                transaction(f"t{day}-{c}", f"cust00{c}", f"{day}T1{c}:00:00Z", amount=f"{c * 10}.50")
+                transaction(
+                    f"t{day}-{c}", f"cust00{c}", f"{day}T1{c}:00:00Z", amount=f"{c * 10}.50"
+                )
                 for c in (1, 2, 3)
             ]
-            + [transaction(f"r{day}", "cust001", f"{day}T20:00:00Z", amount="-5.00", points_earned="-5")],
+            + [
+                transaction(
+                    f"r{day}", "cust001", f"{day}T20:00:00Z", amount="-5.00", points_earned="-5"
+                )
+            ],
         )
         write_rows(
             data_dir,
             "redemptions",
             f"{day}.csv",
-            [{"redemption_id": f"d{day}", "customer_id": "cust002", "reward_id": "rwd002",
-              "redeemed_at": f"{day}T12:00:00Z", "points_spent": "50"}],
+            [
+                {
+                    "redemption_id": f"d{day}",
+                    "customer_id": "cust002",
+                    "reward_id": "rwd002",
+                    "redeemed_at": f"{day}T12:00:00Z",
+                    "points_spent": "50",
+                }
+            ],
         )
         write_rows(
             data_dir,
             "engagement_events",
             f"{day}.csv",
             [
-                {"event_id": f"e{day}-s", "customer_id": "cust001", "event_type": "sent",
-                 "occurred_at": f"{day}T09:00:00Z", "message_id": f"m{day}", "campaign": "spring",
-                 "channel": "email"},
-                {"event_id": f"e{day}-o", "customer_id": "cust001", "event_type": "open",
-                 "occurred_at": f"{day}T09:30:00Z", "message_id": f"m{day}", "campaign": "spring",
-                 "channel": "email"},
+                {
+                    "event_id": f"e{day}-s",
+                    "customer_id": "cust001",
+                    "event_type": "sent",
+                    "occurred_at": f"{day}T09:00:00Z",
+                    "message_id": f"m{day}",
+                    "campaign": "spring",
+                    "channel": "email",
+                },
+                {
+                    "event_id": f"e{day}-o",
+                    "customer_id": "cust001",
+                    "event_type": "open",
+                    "occurred_at": f"{day}T09:30:00Z",
+                    "message_id": f"m{day}",
+                    "campaign": "spring",
+                    "channel": "email",
+                },
             ],
         )

@@ -94,7 +94,9 @@ def test_bad_event_rows_are_quarantined_and_refunds_kept(tmp_path, duckdb_wareho
         ("transactions/2023-03-02.csv", 7, "outside_file_date"),
         ("transactions/2023-03-02.csv", 9, "duplicate_id"),
     ]
-    refund = duckdb_warehouse.scalar("SELECT amount FROM raw.transactions WHERE transaction_id = 't6'")
+    refund = duckdb_warehouse.scalar(
+        "SELECT amount FROM raw.transactions WHERE transaction_id = 't6'"
+    )
     assert refund == -3.5
     # 03-01: 1 row, 03-02: t1 and t6, 03-03: 4 rows from the basic landing.
     assert report.rows_loaded == duckdb_warehouse.row_count("raw.transactions") == 7
@@ -108,10 +110,20 @@ def test_unknown_rewards_and_event_types_are_quarantined(tmp_path, duckdb_wareho
         "redemptions",
         "2023-03-02.csv",
         [
-            {"redemption_id": "d1", "customer_id": "cust001", "reward_id": "rwd001",
-             "redeemed_at": "2023-03-02T10:00:00Z", "points_spent": "500"},
-            {"redemption_id": "d2", "customer_id": "cust001", "reward_id": "rwd404",
-             "redeemed_at": "2023-03-02T10:00:00Z", "points_spent": "500"},
+            {
+                "redemption_id": "d1",
+                "customer_id": "cust001",
+                "reward_id": "rwd001",
+                "redeemed_at": "2023-03-02T10:00:00Z",
+                "points_spent": "500",
+            },
+            {
+                "redemption_id": "d2",
+                "customer_id": "cust001",
+                "reward_id": "rwd404",
+                "redeemed_at": "2023-03-02T10:00:00Z",
+                "points_spent": "500",
+            },
         ],
     )
     known = {"rwd001", "rwd002"}
@@ -124,8 +136,14 @@ def test_unknown_rewards_and_event_types_are_quarantined(tmp_path, duckdb_wareho
         data,
         "engagement_events",
         "2023-03-02.csv",
-        [{"event_id": "e1", "customer_id": "cust001", "event_type": "wave",
-          "occurred_at": "2023-03-02T10:00:00Z"}],
+        [
+            {
+                "event_id": "e1",
+                "customer_id": "cust001",
+                "event_type": "wave",
+                "occurred_at": "2023-03-02T10:00:00Z",
+            }
+        ],
     )
     report = load_window(duckdb_warehouse, ENGAGEMENT_EVENTS, data, START, END)
     bad = quarantine(duckdb_warehouse, "engagement_events")
@@ -174,18 +192,27 @@ def test_late_customer_rows_are_held_then_loaded(tmp_path, duckdb_warehouse, run
     run_pipeline(data, url, "2023-03-01", "2023-03-03")
     held = duckdb_warehouse.frame("SELECT entity, record_id FROM marts.held_rows")
     assert held.values.tolist() == [["transactions", "late1"]]
-    assert duckdb_warehouse.scalar(
-        "SELECT COUNT(*) FROM marts.fct_transactions WHERE customer_id = 'cust009'"
-    ) == 0
+    assert (
+        duckdb_warehouse.scalar(
+            "SELECT COUNT(*) FROM marts.fct_transactions WHERE customer_id = 'cust009'"
+        )
+        == 0
+    )
     duckdb_warehouse.dispose()
 
     # The customer arrives in a later file; no event partition is re-run.
     write_rows(data, "customers", "2023-03-04.csv", [customer("cust009")])
     run_pipeline(
-        data, url, "2023-03-01", "2023-03-03",
+        data,
+        url,
+        "2023-03-01",
+        "2023-03-03",
         selection="key:customers or key:stg_customers or group:warehouse",
     )
     assert duckdb_warehouse.row_count("marts.held_rows") == 0
-    assert duckdb_warehouse.scalar(
-        "SELECT SUM(amount) FROM marts.fct_transactions WHERE customer_id = 'cust009'"
-    ) == 42.0
+    assert (
+        duckdb_warehouse.scalar(
+            "SELECT SUM(amount) FROM marts.fct_transactions WHERE customer_id = 'cust009'"
+        )
+        == 42.0
+    )

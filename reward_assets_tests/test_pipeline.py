@@ -2,7 +2,12 @@
 
 import pandas as pd
 
-from reward_assets_tests.landing_builders import customer, transaction, write_basic_landing, write_rows
+from reward_assets_tests.landing_builders import (
+    customer,
+    transaction,
+    write_basic_landing,
+    write_rows,
+)
 
 TABLES = [
     "raw.customers",
@@ -26,7 +31,9 @@ def test_rerunning_a_partition_leaves_identical_tables(tmp_path, duckdb_warehous
     data = tmp_path / "data"
     write_basic_landing(data)
     write_rows(  # a bad row, so the quarantine is part of what must not double
-        data, "transactions", "2023-03-02.csv",
+        data,
+        "transactions",
+        "2023-03-02.csv",
         [transaction("a", "cust001", "2023-03-02T10:00:00Z"), transaction("b", "cust001", "never")],
     )
     url = duckdb_warehouse.url
@@ -57,11 +64,23 @@ def test_data_after_as_of_does_not_change_customer_features(
 
     # Everything below happens after AS_OF: more purchases, changed amounts, a new sign-up.
     write_rows(
-        data, "transactions", "2023-03-03.csv",
-        [transaction(f"x{i}", "cust002", "2023-03-03T10:00:00Z", amount="999.00") for i in range(5)],
+        data,
+        "transactions",
+        "2023-03-03.csv",
+        [
+            transaction(f"x{i}", "cust002", "2023-03-03T10:00:00Z", amount="999.00")
+            for i in range(5)
+        ],
     )
-    write_rows(data, "transactions", "2023-03-04.csv", [transaction("y", "cust003", "2023-03-04T08:00:00Z")])
-    write_rows(data, "customers", "late.csv", [customer("cust004", signup_at="2023-03-03T09:00:00Z")])
+    write_rows(
+        data,
+        "transactions",
+        "2023-03-04.csv",
+        [transaction("y", "cust003", "2023-03-04T08:00:00Z")],
+    )
+    write_rows(
+        data, "customers", "late.csv", [customer("cust004", signup_at="2023-03-03T09:00:00Z")]
+    )
     run_pipeline(data, url, "2023-03-01", "2023-03-04", as_of="2023-03-02")
     pd.testing.assert_frame_equal(snapshot(duckdb_warehouse, "marts.customer_features"), features)
     duckdb_warehouse.dispose()

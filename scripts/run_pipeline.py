@@ -23,21 +23,28 @@ from reward_assets.storage.warehouse import open_warehouse
 def main() -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--start", type=dt.date.fromisoformat, default=settings.partitions_start_date)
-    parser.add_argument("--end", type=dt.date.fromisoformat, default=None, help="last day, inclusive")
+    parser.add_argument(
+        "--start", type=dt.date.fromisoformat, default=settings.partitions_start_date
+    )
+    parser.add_argument(
+        "--end", type=dt.date.fromisoformat, default=None, help="last day, inclusive"
+    )
     args = parser.parse_args()
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     end = args.end or latest_landed_day(settings) or settings.as_of or yesterday
 
     started = time.perf_counter()
-    print(f"Materialising every asset, partitions {args.start}..{end}, data from {settings.data_dir}/")
+    print(
+        f"Materialising every asset, partitions {args.start}..{end}, data from {settings.data_dir}/"
+    )
     with dg.DagsterInstance.get() as instance:
         summary = materialize_all(load_defs(), instance, args.start, end)
     elapsed = time.perf_counter() - started
 
     with open_warehouse(settings.resolved_warehouse_url()) as warehouse:
         counts, quarantine = warehouse_summary(warehouse)
-    print(f"\nRun {summary.run_id}: {'succeeded' if summary.success else 'FAILED'} in {elapsed:.1f}s\n")
+    outcome = "succeeded" if summary.success else "FAILED"
+    print(f"\nRun {summary.run_id}: {outcome} in {elapsed:.1f}s\n")
     print("Rows per table")
     for table, rows in counts.items():
         print(f"  {table:<34} {rows:>12,}")

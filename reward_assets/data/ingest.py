@@ -93,7 +93,9 @@ def load_snapshot(warehouse: Warehouse, entity: Entity, data_dir: Path) -> LoadR
     with warehouse.begin() as conn:
         _prepare(conn, warehouse, entity)
         conn.execute(sa.text(f"DELETE FROM {entity.table}"))
-        conn.execute(sa.text(f"DELETE FROM {QUARANTINE_TABLE} WHERE entity = :e"), {"e": entity.name})
+        conn.execute(
+            sa.text(f"DELETE FROM {QUARANTINE_TABLE} WHERE entity = :e"), {"e": entity.name}
+        )
         report.rows_loaded = warehouse.append(conn, entity.table, _raw_frame(entity, result.good))
         warehouse.append(conn, QUARANTINE_TABLE, result.quarantine)
     report.quarantined.update(result.quarantine["reason"])
@@ -124,7 +126,9 @@ def load_window(
     with warehouse.begin() as conn:
         _prepare(conn, warehouse, entity)
         window = {"start": start, "end": end, "e": entity.name}
-        conn.execute(sa.text(f"DELETE FROM {entity.table} WHERE {ts} >= :start AND {ts} < :end"), window)
+        conn.execute(
+            sa.text(f"DELETE FROM {entity.table} WHERE {ts} >= :start AND {ts} < :end"), window
+        )
         conn.execute(
             sa.text(
                 f"DELETE FROM {QUARANTINE_TABLE} WHERE entity = :e AND "
@@ -151,7 +155,10 @@ def load_window(
                 far = (day - pd.Timestamp(file.day)).abs() > pd.Timedelta(days=1)
                 quarantine.append(
                     quarantine_frame(
-                        entity, good[far], "outside_file_date", f"{ts} not within a day of the file's date",
+                        entity,
+                        good[far],
+                        "outside_file_date",
+                        f"{ts} not within a day of the file's date",
                         day=pd.Timestamp(file.day),
                     )
                 )
@@ -161,7 +168,11 @@ def load_window(
             dup = good[entity.key].isin(seen)
             quarantine.append(
                 quarantine_frame(
-                    entity, good[dup], "duplicate_id", f"{entity.key} already loaded", day=good.loc[dup, ts].dt.floor("D")
+                    entity,
+                    good[dup],
+                    "duplicate_id",
+                    f"{entity.key} already loaded",
+                    day=good.loc[dup, ts].dt.floor("D"),
                 )
             )
             good = good[~dup]
@@ -169,13 +180,22 @@ def load_window(
                 unknown = ~good["reward_id"].isin(known_rewards)
                 quarantine.append(
                     quarantine_frame(
-                        entity, good[unknown], "unknown_reward", "reward_id not in rewards", day=good.loc[unknown, ts].dt.floor("D")
+                        entity,
+                        good[unknown],
+                        "unknown_reward",
+                        "reward_id not in rewards",
+                        day=good.loc[unknown, ts].dt.floor("D"),
                     )
                 )
                 good = good[~unknown]
-            bad = pd.concat([q for q in quarantine if not q.empty] or [quarantine[0]], ignore_index=True)
+            bad = pd.concat(
+                [q for q in quarantine if not q.empty] or [quarantine[0]], ignore_index=True
+            )
             # Bad rows of an undated file that cannot be dated are replaced by file, above.
-            bad = bad[bad["partition_date"].isna() | ((bad["partition_date"] >= start) & (bad["partition_date"] < end))]
+            bad = bad[
+                bad["partition_date"].isna()
+                | ((bad["partition_date"] >= start) & (bad["partition_date"] < end))
+            ]
             warehouse.append(conn, QUARANTINE_TABLE, bad[QUARANTINE_COLUMNS])
             report.rows_loaded += warehouse.append(conn, entity.table, _raw_frame(entity, good))
             report.quarantined.update(bad["reason"])

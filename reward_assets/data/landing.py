@@ -57,9 +57,7 @@ def landing_files(data_dir: Path, entity: str) -> list[LandingFile]:
     ]
 
 
-def files_for_window(
-    files: list[LandingFile], start: dt.date, end: dt.date
-) -> list[LandingFile]:
+def files_for_window(files: list[LandingFile], start: dt.date, end: dt.date) -> list[LandingFile]:
     """Files that may hold rows dated in [start, end): undated ones and days next to it."""
     lo, hi = start - dt.timedelta(days=1), end + dt.timedelta(days=1)
     return [f for f in files if f.day is None or lo <= f.day < hi]

@@ -68,7 +68,10 @@ def quarantine_frame(
     contract = [c for c in entity.column_names if c in rows.columns]
     raw = [
         json.dumps(mask_record(r), default=str, sort_keys=True)
-        for r in rows[contract].astype(object).where(rows[contract].notna(), None).to_dict("records")
+        for r in rows[contract]
+        .astype(object)
+        .where(rows[contract].notna(), None)
+        .to_dict("records")
     ]
     return pd.DataFrame(
         {

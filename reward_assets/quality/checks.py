@@ -58,6 +58,7 @@ def _in_period(column: str) -> Expectations:
             column=column,
             min_value=p["period_start"],
             max_value=p.get("partition_end", p["as_of_end"]),
+            strict_max=True,  # window ends are exclusive, as in the SQL models
         )
     ]
 
@@ -68,15 +69,21 @@ def _at_least(column: str, minimum: int) -> Expectations:
 
 def _unique_id_check(column: str) -> TableCheck:
     return TableCheck(
-        f"{column}_unique_not_null", f"Every {column} is present and unique.", True, column,
+        f"{column}_unique_not_null",
+        f"Every {column} is present and unique.",
+        True,
+        column,
         _unique_ids(column),
     )
 
 
 def _period_check(column: str) -> TableCheck:
     return TableCheck(
-        f"{column}_in_period", f"{column} falls between the first partition and the end of the run's window.", True,
-        column, _in_period(column),
+        f"{column}_in_period",
+        f"{column} falls between the first partition and the end of the run's window.",
+        True,
+        column,
+        _in_period(column),
     )
 
 
@@ -84,30 +91,49 @@ CHECKS: dict[str, list[TableCheck]] = {
     "dim_customers": [
         _unique_id_check("customer_id"),
         TableCheck(
-            "email_valid", "Every email is present and well formed.", True, "email",
+            "email_valid",
+            "Every email is present and well formed.",
+            True,
+            "email",
             lambda p: [
                 E.ExpectColumnValuesToNotBeNull(column="email"),
                 E.ExpectColumnValuesToMatchRegex(column="email", regex=f"^{EMAIL_PATTERN}$"),
             ],
         ),
         TableCheck(
-            "points_balance_non_negative", "No customer has a negative points balance.", True,
-            "points_balance", _at_least("points_balance", 0),
+            "points_balance_non_negative",
+            "No customer has a negative points balance.",
+            True,
+            "points_balance",
+            _at_least("points_balance", 0),
         ),
         TableCheck(
-            "signup_at_not_after_as_of", "No customer signs up after AS_OF.", False, "signup_at",
-            lambda p: [E.ExpectColumnValuesToBeBetween(column="signup_at", max_value=p["as_of_end"])],
+            "signup_at_not_after_as_of",
+            "No customer signs up after AS_OF.",
+            False,
+            "signup_at",
+            lambda p: [
+                E.ExpectColumnValuesToBeBetween(
+                    column="signup_at", max_value=p["as_of_end"], strict_max=True
+                )
+            ],
         ),
     ],
     "dim_rewards": [
         _unique_id_check("reward_id"),
         TableCheck(
-            "points_cost_positive", "Every reward costs at least one point.", True,
-            "points_cost", _at_least("points_cost", 1),
+            "points_cost_positive",
+            "Every reward costs at least one point.",
+            True,
+            "points_cost",
+            _at_least("points_cost", 1),
         ),
         TableCheck(
-            "inventory_non_negative", "No reward has negative stock.", True,
-            "inventory", _at_least("inventory", 0),
+            "inventory_non_negative",
+            "No reward has negative stock.",
+            True,
+            "inventory",
+            _at_least("inventory", 0),
         ),
     ],
     "stg_transactions": [_unique_id_check("transaction_id"), _period_check("occurred_at")],
@@ -115,8 +141,11 @@ CHECKS: dict[str, list[TableCheck]] = {
         _unique_id_check("redemption_id"),
         _period_check("redeemed_at"),
         TableCheck(
-            "points_spent_non_negative", "No redemption spends negative points.", True,
-            "points_spent", _at_least("points_spent", 0),
+            "points_spent_non_negative",
+            "No redemption spends negative points.",
+            True,
+            "points_spent",
+            _at_least("points_spent", 0),
         ),
     ],
     "stg_engagement_events": [
@@ -125,7 +154,8 @@ CHECKS: dict[str, list[TableCheck]] = {
     ],
     "fct_transactions": [
         TableCheck(
-            "customer_id_in_dim_customers", "Every transaction's customer is in dim_customers.",
+            "customer_id_in_dim_customers",
+            "Every transaction's customer is in dim_customers.",
             True,
             violations_sql=(
                 "SELECT t.transaction_id FROM {table} t LEFT JOIN marts.dim_customers c "
@@ -135,7 +165,9 @@ CHECKS: dict[str, list[TableCheck]] = {
     ],
     "fct_redemptions": [
         TableCheck(
-            "reward_id_in_dim_rewards", "Every redeemed reward is in dim_rewards.", True,
+            "reward_id_in_dim_rewards",
+            "Every redeemed reward is in dim_rewards.",
+            True,
             violations_sql=(
                 "SELECT r.redemption_id, r.reward_id FROM {table} r LEFT JOIN marts.dim_rewards w "
                 "ON w.reward_id = r.reward_id WHERE w.reward_id IS NULL"
@@ -145,7 +177,9 @@ CHECKS: dict[str, list[TableCheck]] = {
     "customer_features": [
         _unique_id_check("customer_id"),
         TableCheck(
-            "no_look_ahead", "Recency and tenure are never negative (no data after AS_OF).", True,
+            "no_look_ahead",
+            "Recency and tenure are never negative (no data after AS_OF).",
+            True,
             violations_sql=(
                 "SELECT customer_id, recency_days, tenure_days FROM {table} "
                 "WHERE recency_days < 0 OR tenure_days < 0"
@@ -156,7 +190,10 @@ CHECKS: dict[str, list[TableCheck]] = {
 
 
 def _batches(
-    warehouse: Warehouse, model: SqlModel, columns: Sequence[str], window: tuple[dt.datetime, dt.datetime] | None
+    warehouse: Warehouse,
+    model: SqlModel,
+    columns: Sequence[str],
+    window: tuple[dt.datetime, dt.datetime] | None,
 ):
     select = f"SELECT {', '.join(columns)} FROM {model.table}"
     if not (model.partitioned and window):

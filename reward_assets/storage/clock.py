@@ -31,4 +31,7 @@ def resolve_as_of(warehouse: Warehouse, override: dt.date | None = None) -> dt.d
 
 def as_of_params(as_of: dt.date) -> dict[str, object]:
     """Bound parameters every SQL model may use for the as-of date."""
-    return {"as_of": as_of, "as_of_end": dt.datetime.combine(as_of, dt.time()) + dt.timedelta(days=1)}
+    return {
+        "as_of": as_of,
+        "as_of_end": dt.datetime.combine(as_of, dt.time()) + dt.timedelta(days=1),
+    }

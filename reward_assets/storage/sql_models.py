@@ -61,16 +61,13 @@ class SqlModel:
 def parse_model(path: Path) -> SqlModel:
     header: dict[str, str] = {}
     lines = path.read_text().splitlines()
-    body_start = 0
-    for body_start, line in enumerate(lines):
-        match = _HEADER.match(line)
-        if not match:
-            break
+    while lines and (match := _HEADER.match(lines[0])):
         key, value = match.groups()
         if key not in _HEADER_KEYS:
             raise SqlModelError(f"{path}: unknown header key '{key}'")
         header[key] = value
-    body = "\n".join(lines[body_start:]).strip().rstrip(";")
+        lines.pop(0)
+    body = "\n".join(lines).strip().rstrip(";")
     materialized = header.get("materialized", "table")
     if materialized not in ("table", "partitioned"):
         raise SqlModelError(f"{path}: materialized must be 'table' or 'partitioned'")
@@ -145,11 +142,16 @@ def materialize(
                     ),
                     params,
                 )
-                result = conn.execute(
+                conn.execute(
                     sa.text(f"INSERT INTO {model.table} SELECT * FROM ({sql}) q {window}"),
                     params,
                 )
-                return result.rowcount
+                # Counted, not taken from rowcount: DuckDB's driver reports -1 for INSERTs.
+                return int(
+                    conn.execute(
+                        sa.text(f"SELECT COUNT(*) FROM {model.table} q {window}"), params
+                    ).scalar()
+                )
             staged = f"{model.table}__next"
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged}"))
             conn.execute(sa.text(f"CREATE TABLE {staged} AS {sql}"), params)

@@ -45,7 +45,9 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
         partitions_def=daily_partitions if model.partitioned else None,
         backfill_policy=dg.BackfillPolicy.single_run() if model.partitioned else None,
         check_specs=[
-            dg.AssetCheckSpec(c.name, asset=model.name, description=c.description, blocking=c.blocking)
+            dg.AssetCheckSpec(
+                c.name, asset=model.name, description=c.description, blocking=c.blocking
+            )
             for c in checks
         ],
         metadata={"table": model.table, "materialized": model.materialized},
@@ -74,7 +76,9 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
             yield dg.AssetCheckResult(
                 check_name=check.name,
                 passed=outcome.passed,
-                severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN,
+                severity=dg.AssetCheckSeverity.ERROR
+                if check.blocking
+                else dg.AssetCheckSeverity.WARN,
                 metadata={
                     "failing_rows": outcome.failing_rows,
                     "checked_rows": outcome.checked_rows,

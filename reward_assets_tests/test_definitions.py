@@ -1,0 +1,282 @@
+"""The code location: what Dagster loads from reward_assets.definitions, and `dg` on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from reward_assets.defs.partitions import daily_partitions
+from reward_assets.settings import get_settings
+from reward_assets.storage.sql_models import SQL_DIR
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DG = Path(sys.executable).parent / "dg"
+
+INGESTION = {"customers", "rewards", "transactions", "redemptions", "engagement_events"}
+MODEL_FILES = {path.stem for path in SQL_DIR.glob("*.sql")}
+DAILY = {
+    "transactions",
+    "redemptions",
+    "engagement_events",
+    "stg_transactions",
+    "stg_redemptions",
+    "stg_engagement_events",
+}
+QUARANTINE = "quarantine_share_within_limit"
+CHECK_NAMES = {
+    "customers": {QUARANTINE},
+    "rewards": {QUARANTINE},
+    "transactions": {QUARANTINE},
+    "redemptions": {QUARANTINE},
+    "engagement_events": {QUARANTINE},
+    "stg_transactions": {"transaction_id_unique_not_null", "occurred_at_in_period"},
+    "stg_redemptions": {
+        "redemption_id_unique_not_null",
+        "redeemed_at_in_period",
+        "points_spent_non_negative",
+    },
+    "stg_engagement_events": {"event_id_unique_not_null", "occurred_at_in_period"},
+    "dim_customers": {
+        "customer_id_unique_not_null",
+        "email_valid",
+        "points_balance_non_negative",
+        "signup_at_not_after_as_of",
+    },
+    "dim_rewards": {"reward_id_unique_not_null", "points_cost_positive", "inventory_non_negative"},
+    "fct_transactions": {"customer_id_in_dim_customers"},
+    "fct_redemptions": {"reward_id_in_dim_rewards"},
+    "customer_features": {"customer_id_unique_not_null", "no_look_ahead"},
+}
+NON_BLOCKING = {(asset, QUARANTINE) for asset in INGESTION} | {
+    ("dim_customers", "signup_at_not_after_as_of")
+}
+
+
+@pytest.fixture(scope="module")
+def isolated_env(tmp_path_factory):
+    """Environment for module-scoped loading: no developer .env, DATA_DIR in a tmp folder."""
+    root = tmp_path_factory.mktemp("location")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        for name in ("WAREHOUSE_URL", "OPS_DB_URL", "AS_OF", "HOLDOUT_SHARE"):
+            patch.delenv(name, raising=False)
+        patch.setenv("DATA_DIR", str(root / "data"))
+        get_settings.cache_clear()
+        yield root
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def d(isolated_env) -> dg.Definitions:
+    from reward_assets.definitions import defs
+
+    return defs()
+
+
+@pytest.fixture(scope="module")
+def graph(d):
+    return d.resolve_asset_graph()
+
+
+def keys(names) -> set[dg.AssetKey]:
+    return {dg.AssetKey(name) for name in names}
+
+
+def test_asset_keys_are_the_ingestion_assets_and_every_sql_model(d):
+    assert {"stg_customers", "dim_customers", "fct_transactions", "customer_features"} <= (
+        MODEL_FILES
+    )
+    assert not INGESTION & MODEL_FILES
+
+    assert set(d.resolve_all_asset_keys()) == keys(INGESTION | MODEL_FILES)
+
+
+def test_group_names(graph):
+    expected = {
+        name: "ingestion"
+        if name in INGESTION
+        else "staging"
+        if name.startswith("stg_")
+        else "warehouse"
+        for name in INGESTION | MODEL_FILES
+    }
+    assert {"ingestion", "staging", "warehouse"} == set(expected.values())
+
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups == expected
+
+
+def test_daily_assets_share_one_partitioning_with_single_run_backfills(d, graph):
+    nodes = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
+    partitioned = {name for name, node in nodes.items() if node.partitions_def is not None}
+    assert partitioned == DAILY
+
+    defs_used = {id(nodes[name].partitions_def) for name in DAILY}
+    assert len(defs_used) == 1
+    shared = nodes["transactions"].partitions_def
+    assert isinstance(shared, dg.DailyPartitionsDefinition)
+    assert shared == daily_partitions
+    assert shared.timezone == "UTC"
+    assert shared.start.date().isoformat() == "2023-03-01"
+
+    assert {name: nodes[name].backfill_policy for name in DAILY} == {
+        name: dg.BackfillPolicy.single_run() for name in DAILY
+    }
+    assert d.resolve_job_def("daily_refresh_job").partitions_def == daily_partitions
+
+
+def test_asset_checks_per_asset(graph):
+    found: dict[str, set[str]] = {}
+    for check_key in graph.asset_check_keys:
+        found.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
+
+    assert found == CHECK_NAMES
+
+
+def test_blocking_checks(graph):
+    specs = {
+        (k.asset_key.to_user_string(), k.name): graph.get_check_spec(k)
+        for k in graph.asset_check_keys
+    }
+    assert len(specs) == sum(map(len, CHECK_NAMES.values()))
+
+    non_blocking = {key for key, spec in specs.items() if not spec.blocking}
+    assert non_blocking == NON_BLOCKING
+
+
+def test_schedule_and_job_exist_and_the_location_is_loadable(d):
+    schedule = d.resolve_schedule_def("daily_refresh_schedule")
+    job = d.resolve_job_def("daily_refresh_job")
+
+    assert schedule.job_name == job.name == "daily_refresh_job"
+    assert schedule.cron_schedule == "0 6 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    dg.Definitions.validate_loadable(d)
+
+
+# --- the schedule ------------------------------------------------------------------------
+
+
+def land(data_dir: Path, relative: str) -> None:
+    path = data_dir / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("id\n")
+
+
+def evaluate_schedule(d: dg.Definitions):
+    get_settings.cache_clear()
+    context = dg.build_schedule_context(repository_def=d.get_repository_def())
+    return d.resolve_schedule_def("daily_refresh_schedule").evaluate_tick(context)
+
+
+def test_schedule_requests_the_newest_landed_day(d, tmp_path):
+    data_dir = tmp_path / "data"
+    assert Path(os.environ["DATA_DIR"]) == data_dir
+    land(data_dir, "transactions/2023-03-05.csv")
+    land(data_dir, "transactions/2023-03-07.csv")
+    land(data_dir, "engagement_events/2023-03-06.csv")
+    land(data_dir, "customers/2023-03-09.csv")  # a snapshot entity does not pick the day
+
+    result = evaluate_schedule(d)
+
+    assert result.skip_message is None
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    assert request.partition_key == "2023-03-07"
+    assert "2023-03-07" in request.run_key
+    assert request.tags["dagster/partition"] == "2023-03-07"
+
+
+def test_schedule_skips_without_dated_landing_files(d, tmp_path):
+    land(tmp_path / "data", "customers.csv")
+
+    result = evaluate_schedule(d)
+
+    assert result.run_requests == []
+    assert result.skip_message
+    assert str(tmp_path / "data") in result.skip_message
+
+
+def test_schedule_skips_a_day_before_the_first_partition(d, tmp_path):
+    land(tmp_path / "data", "redemptions/2023-02-27.csv")
+
+    result = evaluate_schedule(d)
+
+    assert result.run_requests == []
+    assert "2023-02-27" in result.skip_message
+
+
+# --- the dg command line -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dg_runs(tmp_path_factory):
+    """`dg check defs` and `dg list defs --json`, started together (each takes seconds)."""
+    assert DG.exists(), DG
+    home = tmp_path_factory.mktemp("dagster_home")
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"WAREHOUSE_URL", "OPS_DB_URL", "AS_OF", "HOLDOUT_SHARE"}
+    }
+    env |= {
+        "DAGSTER_HOME": str(home),
+        "DATA_DIR": str(home / "data"),
+        "VIRTUAL_ENV": str(DG.parent.parent),
+        "PATH": f"{DG.parent}{os.pathsep}{env.get('PATH', '')}",
+    }
+    commands = {"check": ["check", "defs"], "list": ["list", "defs", "--json"]}
+    processes = {
+        name: subprocess.Popen(
+            [str(DG), *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in commands.items()
+    }
+    results = {}
+    for name, process in processes.items():
+        try:
+            stdout, stderr = process.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        results[name] = (process.returncode, stdout, stderr)
+    return results
+
+
+def test_dg_check_defs_passes(dg_runs):
+    returncode, stdout, stderr = dg_runs["check"]
+
+    assert returncode == 0, stdout + stderr
+    assert "All definitions loaded successfully" in stdout + stderr
+
+
+def test_dg_list_defs_json_lists_the_assets_checks_schedule_and_job(dg_runs):
+    returncode, stdout, stderr = dg_runs["list"]
+    assert returncode == 0, stdout + stderr
+
+    listed = json.loads(stdout)
+
+    assert {a["asset_key"] for a in listed["assets"]} == INGESTION | MODEL_FILES
+    assert {(a["asset_key"], a["group_name"]) for a in listed["assets"]} >= {
+        ("customers", "ingestion"),
+        ("stg_transactions", "staging"),
+        ("dim_customers", "warehouse"),
+    }
+    assert {(c["asset_key"], c["name"]) for c in listed["asset_checks"]} == {
+        (asset, name) for asset, names in CHECK_NAMES.items() for name in names
+    }
+    assert [s["name"] for s in listed["schedules"]] == ["daily_refresh_schedule"]
+    assert [j["name"] for j in listed["jobs"]] == ["daily_refresh_job"]
