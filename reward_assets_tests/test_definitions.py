@@ -11,9 +11,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from reward_assets.data.contract import REWARDS
+from reward_assets.data.ingest import load_snapshot
 from reward_assets.defs.partitions import daily_partitions
 from reward_assets.settings import get_settings
 from reward_assets.storage.sql_models import SQL_DIR
+from reward_assets.storage.warehouse import Warehouse
+from reward_assets_tests.landing_builders import write_basic_landing
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DG = Path(sys.executable).parent / "dg"
@@ -216,36 +220,59 @@ def test_schedule_skips_a_day_before_the_first_partition(d, tmp_path):
 # --- the dg command line -----------------------------------------------------------------
 
 
+def instance_home(root: Path, name: str) -> Path:
+    home = root / f"instance-{name}"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
 @pytest.fixture(scope="module")
 def dg_runs(tmp_path_factory):
-    """`dg check defs` and `dg list defs --json`, started together (each takes seconds)."""
+    """`dg check defs`, `dg list defs --json` and the README's range launch, started together."""
     assert DG.exists(), DG
     home = tmp_path_factory.mktemp("dagster_home")
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    write_basic_landing(home / "data")
+    # A range launch of the daily assets expects the snapshots loaded (as after `make run`).
+    launch_warehouse = Warehouse(f"duckdb:///{home / 'launch.duckdb'}")
+    launch_warehouse.ensure_schemas()
+    load_snapshot(launch_warehouse, REWARDS, home / "data")
+    launch_warehouse.dispose()
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in {"WAREHOUSE_URL", "OPS_DB_URL", "AS_OF", "HOLDOUT_SHARE"}
     }
     env |= {
-        "DAGSTER_HOME": str(home),
         "DATA_DIR": str(home / "data"),
+        "WAREHOUSE_URL": f"duckdb:///{home / 'launch.duckdb'}",
         "VIRTUAL_ENV": str(DG.parent.parent),
         "PATH": f"{DG.parent}{os.pathsep}{env.get('PATH', '')}",
     }
-    commands = {"check": ["check", "defs"], "list": ["list", "defs", "--json"]}
+    commands = {
+        "check": ["check", "defs"],
+        "list": ["list", "defs", "--json"],
+        "launch": [
+            "launch",
+            "--assets",
+            "tag:partitioned=daily",
+            "--partition-range",
+            "2023-03-01...2023-03-03",
+        ],
+    }
     processes = {
         name: subprocess.Popen(
             [str(DG), *args],
             cwd=PROJECT_ROOT,
-            env=env,
+            # One instance folder each: concurrent first uses of one SQLite storage collide.
+            env=env | {"DAGSTER_HOME": str(instance_home(home, name))},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for name, args in commands.items()
     }
-    results = {}
+    results = {"home": home}
     for name, process in processes.items():
         try:
             stdout, stderr = process.communicate(timeout=180)
@@ -280,3 +307,23 @@ def test_dg_list_defs_json_lists_the_assets_checks_schedule_and_job(dg_runs):
     }
     assert [s["name"] for s in listed["schedules"]] == ["daily_refresh_schedule"]
     assert [j["name"] for j in listed["jobs"]] == ["daily_refresh_job"]
+
+
+def test_dg_launch_runs_a_date_range_of_every_daily_asset_in_one_run(dg_runs):
+    returncode, stdout, stderr = dg_runs["launch"]
+    assert returncode == 0, stdout + stderr
+    assert (stdout + stderr).count("RUN_SUCCESS") == 1
+
+    warehouse = Warehouse(f"duckdb:///{dg_runs['home'] / 'launch.duckdb'}")
+    try:
+        days = warehouse.frame(
+            "SELECT DISTINCT occurred_date FROM staging.stg_transactions ORDER BY 1"
+        )
+        assert [d.isoformat() for d in days.occurred_date] == [
+            "2023-03-01",
+            "2023-03-02",
+            "2023-03-03",
+        ]
+        assert warehouse.row_count("staging.stg_redemptions") == 3
+    finally:
+        warehouse.dispose()

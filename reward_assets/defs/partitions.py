@@ -17,3 +17,8 @@ def window_of(context: dg.AssetExecutionContext):
     """The run's partition window as naive UTC datetimes (the warehouse's convention)."""
     window = context.partition_time_window
     return window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
+
+
+# Lets a date range be launched across every daily asset at once:
+#   dg launch --assets 'tag:partitioned=daily' --partition-range 2023-03-01...2023-03-31
+DAILY_TAG = {"partitioned": "daily"}

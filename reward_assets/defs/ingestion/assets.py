@@ -9,7 +9,7 @@ from reward_assets.data.contract import (
     Entity,
 )
 from reward_assets.data.ingest import LoadReport, load_snapshot, load_window
-from reward_assets.defs.partitions import daily_partitions, window_of
+from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
 from reward_assets.defs.resources import LandingResource, WarehouseResource
 from reward_assets.settings import get_settings
 
@@ -75,6 +75,7 @@ def event_asset(entity: Entity, deps: list[str]) -> dg.AssetsDefinition:
         deps=deps,
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
+        tags=DAILY_TAG,
         check_specs=[_check_spec(entity)],
         description=f"Raw {entity.name} by event date (UTC); a partition or a range of them "
         "replaces exactly its days. Contract violations go to raw.quarantine.",
@@ -88,6 +89,11 @@ def event_asset(entity: Entity, deps: list[str]) -> dg.AssetsDefinition:
         with warehouse.open() as wh:
             known_rewards = None
             if entity is REDEMPTIONS:
+                if not wh.table_exists("raw.rewards"):
+                    raise dg.Failure(
+                        "redemptions are checked against the reward catalogue, which is not "
+                        "loaded yet: materialise `rewards` first"
+                    )
                 known_rewards = set(wh.frame("SELECT reward_id FROM raw.rewards")["reward_id"])
             report = load_window(wh, entity, landing.path, start, end, known_rewards)
         context.log.info(

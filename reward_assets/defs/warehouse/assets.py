@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from reward_assets.data.masking import mask_record
-from reward_assets.defs.partitions import daily_partitions, window_of
+from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
 from reward_assets.defs.resources import WarehouseResource
 from reward_assets.quality.checks import CHECKS, run_checks
 from reward_assets.settings import get_settings
@@ -44,6 +44,7 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
         kinds={"sql"},
         partitions_def=daily_partitions if model.partitioned else None,
         backfill_policy=dg.BackfillPolicy.single_run() if model.partitioned else None,
+        tags=DAILY_TAG if model.partitioned else None,
         check_specs=[
             dg.AssetCheckSpec(
                 c.name, asset=model.name, description=c.description, blocking=c.blocking
