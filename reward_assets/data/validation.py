@@ -65,6 +65,8 @@ def quarantine_frame(
     entity: Entity, rows: pd.DataFrame, reason: str, detail: str | pd.Series, day=None
 ) -> pd.DataFrame:
     """Quarantine rows for `rows` (string or typed values), personal data masked."""
+    if rows.empty:
+        return pd.DataFrame(columns=QUARANTINE_COLUMNS)
     contract = [c for c in entity.column_names if c in rows.columns]
     raw = [
         json.dumps(mask_record(r), default=str, sort_keys=True)
