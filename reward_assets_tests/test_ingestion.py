@@ -216,3 +216,46 @@ def test_late_customer_rows_are_held_then_loaded(tmp_path, duckdb_warehouse, run
         )
         == 42.0
     )
+
+
+def test_seeded_landing_loads_every_good_row_and_quarantines_every_planted_one(
+    tmp_path, run_pipeline
+):
+    import csv
+
+    import pandas as pd
+
+    from reward_assets.data.contract import ENTITIES
+    from reward_assets.data.seeding import SeedConfig, generate
+    from reward_assets.storage.warehouse import Warehouse
+
+    data = tmp_path / "data"
+    generate(SeedConfig(output=data, customers=600, rewards=40, days=20, seed=3))
+    url = f"duckdb:///{tmp_path / 'seeded.duckdb'}"
+    run_pipeline(data, url, "2023-03-01", "2023-03-20")
+
+    planted = pd.read_csv(data / "_truth" / "dirty_rows.csv", keep_default_na=False)
+    held_kinds = planted.kind == "unknown_customer"  # loaded, then held out of the marts
+    warehouse = Warehouse(url)
+    try:
+        for entity in ENTITIES:
+            landed = 0
+            for path in sorted((data / entity).glob("*.csv")):
+                with path.open(newline="") as handle:
+                    landed += sum(1 for _ in csv.reader(handle)) - 1
+            bad = planted[(planted.entity == entity) & ~held_kinds]
+            assert warehouse.row_count(f"raw.{entity}") == landed - len(bad) > 0, entity
+
+            quarantined = warehouse.frame(
+                "SELECT source_file, source_line, reason FROM raw.quarantine WHERE entity = :e",
+                {"e": entity},
+            )
+            assert sorted(
+                zip(quarantined.source_file, quarantined.source_line, quarantined.reason)
+            ) == sorted(zip(bad.file, bad.line.astype(int), bad.kind)), entity
+
+        held = warehouse.frame("SELECT entity, COUNT(*) AS n FROM marts.held_rows GROUP BY entity")
+        expected = planted[held_kinds].groupby("entity").size().to_dict()
+        assert dict(zip(held.entity, held.n)) == expected and sum(expected.values()) > 0
+    finally:
+        warehouse.dispose()
