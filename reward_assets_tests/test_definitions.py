@@ -319,7 +319,7 @@ def test_dg_launch_runs_a_date_range_of_every_daily_asset_in_one_run(dg_runs):
         days = warehouse.frame(
             "SELECT DISTINCT occurred_date FROM staging.stg_transactions ORDER BY 1"
         )
-        assert [d.isoformat() for d in days.occurred_date] == [
+        assert [f"{d:%Y-%m-%d}" for d in days.occurred_date] == [
             "2023-03-01",
             "2023-03-02",
             "2023-03-03",

@@ -251,8 +251,13 @@ def test_seeded_landing_loads_every_good_row_and_quarantines_every_planted_one(
                 {"e": entity},
             )
             assert sorted(
-                zip(quarantined.source_file, quarantined.source_line, quarantined.reason)
-            ) == sorted(zip(bad.file, bad.line.astype(int), bad.kind)), entity
+                zip(
+                    quarantined.source_file,
+                    quarantined.source_line,
+                    quarantined.reason,
+                    strict=True,
+                )
+            ) == sorted(zip(bad.file, bad.line.astype(int), bad.kind, strict=True)), entity
 
         held = warehouse.frame("SELECT entity, COUNT(*) AS n FROM marts.held_rows GROUP BY entity")
         expected = planted[held_kinds].groupby("entity").size().to_dict()

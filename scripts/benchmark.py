@@ -34,16 +34,16 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.interval = interval
         self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
+        self._done = threading.Event()
         self._process = psutil.Process()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             self.samples.append((time.time(), self._process.memory_info().rss))
             time.sleep(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
     def peak_mb(self, start: float, end: float) -> float:

@@ -95,9 +95,13 @@ class Warehouse:
         return pd.Series(list(found), dtype="string")
 
     def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        # Read from the driver's cursor: building a DataFrame from SQLAlchemy Row objects
+        # is some thirty times slower on the fact tables.
         with self.engine.connect() as conn:
             result = conn.execute(sa.text(sql), dict(params or {}))
-            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            if self.dialect == "duckdb":
+                return result.cursor.fetch_df()
+            return pd.DataFrame(result.cursor.fetchall(), columns=list(result.keys()))
 
     def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         with self.engine.connect() as conn:
