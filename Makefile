@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
+# .env (optional) may move DATA_DIR; the code reads the rest of it itself.
+-include .env
+
 # Demo data size (override: make run CUSTOMERS=100000)
 CUSTOMERS ?= 10000
 REWARDS ?= 200

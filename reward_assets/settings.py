@@ -15,28 +15,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # Empty values (`AS_OF=` in .env.example) mean "use the default".
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(Path("data"), description="Landing folder of the input contract.")
     warehouse_url: str = Field(
         "", description="SQLAlchemy URL of the warehouse; empty means DuckDB under DATA_DIR."
     )
-    ops_db_url: str = Field(
-        "",
-        description="SQLAlchemy URL of the operational store; empty means SQLite under DATA_DIR.",
-    )
     as_of: dt.date | None = Field(None, description="Data 'today'; empty means latest event date.")
     partitions_start_date: dt.date = dt.date(2023, 3, 1)
     holdout_share: float = Field(0.05, ge=0, le=1)
     quarantine_max_share: float = Field(
-        0.05, ge=0, le=1, description="Quarantined share above which the ingestion check fails."
+        0.05, ge=0, le=1, description="Quarantined share above which the ingestion check warns."
     )
 
     def resolved_warehouse_url(self) -> str:
         return self.warehouse_url or f"duckdb:///{(self.data_dir / 'warehouse.duckdb').as_posix()}"
-
-    def resolved_ops_db_url(self) -> str:
-        return self.ops_db_url or f"sqlite:///{(self.data_dir / 'ops.db').as_posix()}"
 
 
 @lru_cache

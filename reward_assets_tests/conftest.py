@@ -15,7 +15,7 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 def _isolated_settings(monkeypatch, tmp_path):
     """Tests never read the developer's .env or data/: settings come from here only."""
     monkeypatch.chdir(tmp_path)
-    for name in ("WAREHOUSE_URL", "OPS_DB_URL", "AS_OF", "DATA_DIR", "HOLDOUT_SHARE"):
+    for name in ("WAREHOUSE_URL", "AS_OF", "DATA_DIR", "HOLDOUT_SHARE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()

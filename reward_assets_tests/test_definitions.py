@@ -68,7 +68,7 @@ def isolated_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("location")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        for name in ("WAREHOUSE_URL", "OPS_DB_URL", "AS_OF", "HOLDOUT_SHARE"):
+        for name in ("WAREHOUSE_URL", "AS_OF", "HOLDOUT_SHARE"):
             patch.delenv(name, raising=False)
         patch.setenv("DATA_DIR", str(root / "data"))
         get_settings.cache_clear()
@@ -241,7 +241,7 @@ def dg_runs(tmp_path_factory):
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"WAREHOUSE_URL", "OPS_DB_URL", "AS_OF", "HOLDOUT_SHARE"}
+        if key not in {"WAREHOUSE_URL", "AS_OF", "HOLDOUT_SHARE"}
     }
     env |= {
         "DATA_DIR": str(home / "data"),
