@@ -261,6 +261,7 @@ def test_seeded_landing_loads_every_good_row_and_quarantines_every_planted_one(
 
         held = warehouse.frame("SELECT entity, COUNT(*) AS n FROM marts.held_rows GROUP BY entity")
         expected = planted[held_kinds].groupby("entity").size().to_dict()
-        assert dict(zip(held.entity, held.n)) == expected and sum(expected.values()) > 0
+        assert dict(zip(held.entity, held.n, strict=True)) == expected
+        assert sum(expected.values()) > 0
     finally:
         warehouse.dispose()
