@@ -95,3 +95,14 @@ def warehouse_summary(warehouse) -> tuple[dict[str, int], list[tuple[str, str, i
             ).itertuples(index=False, name=None)
         )
     return counts, quarantine
+
+
+def refresh_job() -> dg.JobDefinition:
+    """The daily refresh job (every asset so far), importable by name.
+
+    `dg.reconstructable(refresh_job)` is what the multiprocess and Celery executors need:
+    each step's process, or Celery worker, loads the job again from this function.
+    """
+    from reward_assets.definitions import defs
+
+    return defs().resolve_job_def("daily_refresh_job")

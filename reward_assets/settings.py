@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,11 @@ class Settings(BaseSettings):
     warehouse_url: str = Field(
         "", description="SQLAlchemy URL of the warehouse; empty means DuckDB under DATA_DIR."
     )
+    executor: Literal["auto", "in_process", "multiprocess", "celery"] = Field(
+        "auto", description="auto: in-process on DuckDB (one writer), multiprocess otherwise."
+    )
+    celery_broker_url: str = "pyamqp://guest:guest@127.0.0.1:5672//"
+    celery_backend_url: str = "rpc://"
     as_of: dt.date | None = Field(None, description="Data 'today'; empty means latest event date.")
     partitions_start_date: dt.date = dt.date(2023, 3, 1)
     holdout_share: float = Field(0.05, ge=0, le=1)

@@ -174,13 +174,16 @@ def land(data_dir: Path, relative: str) -> None:
     path.write_text("id\n")
 
 
-def evaluate_schedule(d: dg.Definitions):
+def evaluate_schedule(d: dg.Definitions, instance: dg.DagsterInstance | None = None):
     get_settings.cache_clear()
-    context = dg.build_schedule_context(repository_def=d.get_repository_def())
-    return d.resolve_schedule_def("daily_refresh_schedule").evaluate_tick(context)
+    with dg.instance_for_test() as temporary:
+        context = dg.build_schedule_context(
+            instance=instance or temporary, repository_def=d.get_repository_def()
+        )
+        return d.resolve_schedule_def("daily_refresh_schedule").evaluate_tick(context)
 
 
-def test_schedule_requests_the_newest_landed_day(d, tmp_path):
+def test_schedule_requests_every_unloaded_landed_day_and_the_day_before(d, tmp_path):
     data_dir = tmp_path / "data"
     assert Path(os.environ["DATA_DIR"]) == data_dir
     land(data_dir, "transactions/2023-03-05.csv")
@@ -193,9 +196,24 @@ def test_schedule_requests_the_newest_landed_day(d, tmp_path):
     assert result.skip_message is None
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
-    assert request.partition_key == "2023-03-07"
-    assert "2023-03-07" in request.run_key
-    assert request.tags["dagster/partition"] == "2023-03-07"
+    assert request.tags["dagster/asset_partition_range_start"] == "2023-03-04"
+    assert request.tags["dagster/asset_partition_range_end"] == "2023-03-07"
+    assert request.run_key == "daily-refresh-2023-03-04-2023-03-07"
+
+
+def test_schedule_skips_days_already_loaded(d, tmp_path):
+    land(tmp_path / "data", "transactions/2023-03-05.csv")
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("transactions", partition="2023-03-05")
+        )
+        get_settings.cache_clear()
+        context = dg.build_schedule_context(
+            instance=instance, repository_def=d.get_repository_def()
+        )
+        result = d.resolve_schedule_def("daily_refresh_schedule").evaluate_tick(context)
+    assert result.run_requests == []
+    assert "waiting to be loaded" in result.skip_message
 
 
 def test_schedule_skips_without_dated_landing_files(d, tmp_path):
@@ -214,7 +232,7 @@ def test_schedule_skips_a_day_before_the_first_partition(d, tmp_path):
     result = evaluate_schedule(d)
 
     assert result.run_requests == []
-    assert "2023-02-27" in result.skip_message
+    assert "from 2023-03-01 on" in result.skip_message
 
 
 # --- the dg command line -----------------------------------------------------------------

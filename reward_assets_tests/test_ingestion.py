@@ -3,7 +3,13 @@ import json
 
 import pytest
 
-from reward_assets.data.contract import CUSTOMERS, ENGAGEMENT_EVENTS, REDEMPTIONS, TRANSACTIONS
+from reward_assets.data.contract import (
+    CUSTOMERS,
+    ENGAGEMENT_EVENTS,
+    REDEMPTIONS,
+    REWARDS,
+    TRANSACTIONS,
+)
 from reward_assets.data.ingest import load_snapshot, load_window
 from reward_assets.data.landing import ContractError
 from reward_assets_tests.landing_builders import (
@@ -265,3 +271,64 @@ def test_seeded_landing_loads_every_good_row_and_quarantines_every_planted_one(
         assert sum(expected.values()) > 0
     finally:
         warehouse.dispose()
+
+
+def test_every_row_is_loaded_or_quarantined_by_exactly_one_day(tmp_path, duckdb_warehouse):
+    """Day-by-day loads: far-dated bad rows, rows before the first partition, re-sends."""
+    data = tmp_path / "data"
+    write_rows(
+        data,
+        "transactions",
+        "2023-02-28.csv",
+        [transaction("early", "cust001", "2023-02-28T10:00:00Z")],  # before the first day
+    )
+    write_rows(
+        data,
+        "transactions",
+        "2023-03-02.csv",
+        [
+            transaction("far", "", "2023-03-20T10:00:00Z"),  # bad and far from its file
+            transaction("fixed", "cust001", "2023-03-02T10:00:00Z", amount="abc"),
+            transaction("fixed", "cust001", "2023-03-02T10:05:00Z", amount="12.50"),  # re-send
+            transaction("huge", "cust001", "2023-03-02T11:00:00Z", points_earned="1e30"),
+        ],
+    )
+    first = dt.datetime(2023, 3, 1)
+    for day in range(1, 5):
+        start = dt.datetime(2023, 3, day)
+        load_window(
+            duckdb_warehouse,
+            TRANSACTIONS,
+            data,
+            start,
+            start + dt.timedelta(days=1),
+            first_day=first,
+        )
+    loaded = duckdb_warehouse.frame(
+        "SELECT transaction_id, amount, points_earned FROM raw.transactions"
+    )
+    assert sorted(loaded.transaction_id) == ["fixed", "huge"]
+    assert loaded.set_index("transaction_id").loc["fixed", "amount"] == 12.5
+    assert loaded.points_earned.isna().sum() == 1  # the optional overflow loads as NULL
+    bad = quarantine(duckdb_warehouse, "transactions")
+    assert sorted(zip(bad.record_id, bad.reason, strict=True)) == [
+        ("early", "before_first_partition"),
+        ("far", "missing_key"),
+        ("fixed", "invalid_number"),
+    ]
+
+
+def test_oversized_required_integer_is_quarantined_not_wrapped(tmp_path, duckdb_warehouse):
+    data = tmp_path / "data"
+    write_rows(
+        data,
+        "rewards",
+        "rewards.csv",
+        [
+            {"reward_id": "r1", "name": "A", "category": "travel", "points_cost": "1e30"},
+            {"reward_id": "r2", "name": "B", "category": "travel", "points_cost": "100"},
+        ],
+    )
+    load_snapshot(duckdb_warehouse, REWARDS, data)
+    assert duckdb_warehouse.frame("SELECT reward_id FROM raw.rewards").reward_id.tolist() == ["r2"]
+    assert quarantine(duckdb_warehouse, "rewards").reason.tolist() == ["invalid_number"]

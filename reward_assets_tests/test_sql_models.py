@@ -401,9 +401,8 @@ def test_project_models_load_in_dependency_order():
 
 def test_project_models_build_on_empty_raw_tables(warehouse):
     """Every real model is valid SQL on this engine, run in load order."""
-    with warehouse.begin() as conn:
-        for entity in ENTITIES.values():
-            Warehouse.create_table(conn, entity.table, raw_columns(entity))
+    for entity in ENTITIES.values():
+        warehouse.create_table(entity.table, raw_columns(entity))
     models = load_models(SQL_DIR)
     params = {
         "as_of": dt.date(2023, 3, 3),

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from reward_assets.data.contract import LINEAGE_COLUMNS, Column, Entity
 from reward_assets.data.holdout import holdout_bucket
@@ -68,9 +67,9 @@ def raw_columns(entity: Entity) -> list[Column]:
     return [*entity.columns, *extra, *LINEAGE_COLUMNS]
 
 
-def _prepare(conn: Connection, warehouse: Warehouse, entity: Entity) -> None:
-    warehouse.create_table(conn, entity.table, raw_columns(entity))
-    warehouse.create_table(conn, QUARANTINE_TABLE, _QUARANTINE_DDL)
+def _prepare(warehouse: Warehouse, entity: Entity) -> None:
+    warehouse.create_table(entity.table, raw_columns(entity))
+    warehouse.create_table(QUARANTINE_TABLE, _QUARANTINE_DDL)
 
 
 def _raw_frame(entity: Entity, good: pd.DataFrame) -> pd.DataFrame:
@@ -93,8 +92,8 @@ def load_snapshot(warehouse: Warehouse, entity: Entity, data_dir: Path) -> LoadR
     )
     report.rows_read = len(frame)
     result = validate(entity, frame)
+    _prepare(warehouse, entity)
     with warehouse.begin() as conn:
-        _prepare(conn, warehouse, entity)
         conn.execute(sa.text(f"DELETE FROM {entity.table}"))
         conn.execute(
             sa.text(f"DELETE FROM {QUARANTINE_TABLE} WHERE entity = :e"), {"e": entity.name}
@@ -113,22 +112,40 @@ def load_window(
     start: dt.datetime,
     end: dt.datetime,
     known_rewards: set[str] | None = None,
+    first_day: dt.datetime | None = None,
 ) -> LoadReport:
     """Replace the rows of `entity` whose event time falls in [start, end).
 
     A duplicate of an id already loaded (in an earlier file of this load or outside the
-    window) is quarantined; the first occurrence stays. Redemptions of rewards not in
+    window) is quarantined; the row loaded first stays. Redemptions of rewards not in
     `known_rewards` are quarantined. Rows for unknown customers are loaded: the marts
     hold them back until the customer arrives (see held_rows).
+
+    Every row read ends up loaded or quarantined by exactly one window: a bad row of a
+    dated file belongs to the file's day, rows dated before `first_day` (the first
+    partition) to the window that starts there.
     """
     assert entity.event_time, f"{entity.name} is a snapshot entity"
+    first_day = first_day or start
     files = files_for_window(landing_files(data_dir, entity.name), start.date(), end.date())
+    if start <= first_day:
+        files = sorted(
+            {
+                *files,
+                *(
+                    f
+                    for f in landing_files(data_dir, entity.name)
+                    if f.day and f.day < start.date()
+                ),
+            },
+            key=lambda f: f.name,
+        )
     report = LoadReport(entity.name, files_read=len(files))
     ts = entity.event_time
     undated = [f.name for f in files if f.day is None]
     days = {f.name: f.day for f in files}
+    _prepare(warehouse, entity)
     with warehouse.begin() as conn:
-        _prepare(conn, warehouse, entity)
         window = {"start": start, "end": end, "e": entity.name}
         conn.execute(
             sa.text(f"DELETE FROM {entity.table} WHERE {ts} >= :start AND {ts} < :end"), window
@@ -151,60 +168,52 @@ def load_window(
         for frame in _read_batches(files, entity):
             report.rows_read += len(frame)
             result = validate(entity, frame)
+            # A row-level fault belongs to its file's day (or its own day, in undated files).
             file_day = pd.to_datetime(result.quarantine["source_file"].map(days))
             quarantine = [
                 result.quarantine.assign(
-                    partition_date=result.quarantine["partition_date"].fillna(file_day)
+                    partition_date=file_day.fillna(result.quarantine["partition_date"])
                 )
             ]
             good = result.good
             file_day = pd.to_datetime(good["source_file"].map(days))
             far = (good[ts].dt.floor("D") - file_day).abs() > pd.Timedelta(days=1)
-            quarantine.append(
-                quarantine_frame(
-                    entity,
-                    good[far],
-                    "outside_file_date",
-                    f"{ts} not within a day of the file's date",
-                    day=file_day[far],
+            early = ~far & (good[ts] < first_day)
+            for mask, reason, detail in (
+                (far, "outside_file_date", f"{ts} not within a day of the file's date"),
+                (early, "before_first_partition", f"{ts} before {first_day:%Y-%m-%d}"),
+            ):
+                quarantine.append(
+                    quarantine_frame(entity, good[mask], reason, detail, day=file_day[mask])
                 )
-            )
-            good = good[~far & (good[ts] >= start) & (good[ts] < end)]
+            good = good[~far & ~early & (good[ts] >= start) & (good[ts] < end)]
             seen = warehouse.existing_keys(conn, entity.table, entity.key, good[entity.key])
             dup = good[entity.key].isin(seen)
-            quarantine.append(
-                quarantine_frame(
-                    entity,
-                    good[dup],
-                    "duplicate_id",
-                    f"{entity.key} already loaded",
-                    day=good.loc[dup, ts].dt.floor("D"),
-                )
-            )
+            quarantine.append(_by_event_day(entity, good[dup], "duplicate_id", "already loaded"))
             good = good[~dup]
             if known_rewards is not None:
                 unknown = ~good["reward_id"].isin(known_rewards)
                 quarantine.append(
-                    quarantine_frame(
-                        entity,
-                        good[unknown],
-                        "unknown_reward",
-                        "reward_id not in rewards",
-                        day=good.loc[unknown, ts].dt.floor("D"),
-                    )
+                    _by_event_day(entity, good[unknown], "unknown_reward", "reward_id")
                 )
                 good = good[~unknown]
             bad = pd.concat(quarantine, ignore_index=True)
+            bad["partition_date"] = bad["partition_date"].clip(lower=first_day)
             # Bad rows of neighbouring days belong to their own partition's load.
-            undated_or_ours = bad["partition_date"].isna() | (
+            ours = bad["partition_date"].isna() | (
                 (bad["partition_date"] >= start) & (bad["partition_date"] < end)
             )
-            bad = bad[undated_or_ours]
+            bad = bad[ours]
             warehouse.append(conn, QUARANTINE_TABLE, bad[QUARANTINE_COLUMNS])
             report.rows_loaded += warehouse.append(conn, entity.table, _raw_frame(entity, good))
             report.quarantined.update(bad["reason"])
             report.nulled_optional.update(result.nulled)
     return report
+
+
+def _by_event_day(entity: Entity, rows: pd.DataFrame, reason: str, detail: str) -> pd.DataFrame:
+    day = rows[entity.event_time].dt.floor("D")
+    return quarantine_frame(entity, rows, reason, detail, day=day)
 
 
 def _read_batches(files: list[LandingFile], entity: Entity) -> Iterator[pd.DataFrame]:

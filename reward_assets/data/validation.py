@@ -121,7 +121,9 @@ def validate(entity: Entity, frame: pd.DataFrame) -> Validated:
             parsed = pd.to_numeric(values.where(present), errors="coerce")
             bad = present & (parsed.isna() | ~np.isfinite(parsed.fillna(0)))
             if spec.type == "integer":
+                # Beyond 64 bits a value would wrap around when stored.
                 bad |= present & parsed.notna() & (parsed != parsed.round())
+                bad |= present & (parsed.abs() >= 2**63)
                 parsed = parsed.where(~bad).astype("Int64")
             if spec.required:
                 flag(bad, "invalid_number", spec.name)
@@ -159,7 +161,9 @@ def validate(entity: Entity, frame: pd.DataFrame) -> Validated:
         typed["timezone"] = typed["timezone"].where(~bad)
 
     # A repeated id within the batch: the first occurrence wins, the rest are quarantined.
-    flag(reasons.isna() & frame[entity.key].duplicated(keep="first"), "duplicate_id", entity.key)
+    # Only rows still good compete, so a corrected re-send of a bad row is not a duplicate.
+    still_good = reasons.isna()
+    flag(still_good & frame[entity.key].where(still_good).duplicated(), "duplicate_id", entity.key)
 
     typed["source_file"] = frame["source_file"]
     typed["source_line"] = frame["source_line"].astype("int64")

@@ -3,8 +3,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+from dagster_celery import celery_executor
 
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings, get_settings
 from reward_assets.storage.warehouse import Warehouse, open_warehouse
 
 
@@ -31,11 +32,34 @@ class LandingResource(dg.ConfigurableResource):
         return Path(self.data_dir) if self.data_dir else get_settings().data_dir
 
 
+def executor(settings: Settings) -> dg.ExecutorDefinition:
+    choice = settings.executor
+    if choice == "auto":
+        # DuckDB admits one writing process: keep every step of a run in the run's process.
+        on_duckdb = settings.resolved_warehouse_url().startswith("duckdb")
+        choice = "in_process" if on_duckdb else "multiprocess"
+    if choice == "celery":
+        return celery_executor.configured(
+            {"broker": settings.celery_broker_url, "backend": settings.celery_backend_url}
+        )
+    if choice == "in_process":
+        return dg.in_process_executor
+    # Steps fork from a server that has imported the code once, instead of each step
+    # paying seconds of imports (Dagster, pandas, GX) in a fresh interpreter.
+    return dg.multiprocess_executor.configured(
+        {
+            "start_method": {
+                "forkserver": {
+                    "preload_modules": ["reward_assets.definitions", "reward_assets.quality.gx"]
+                }
+            }
+        }
+    )
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
-    # DuckDB admits one writing process: keep every step of a run in the run's process.
-    on_duckdb = get_settings().resolved_warehouse_url().startswith("duckdb")
     return dg.Definitions(
         resources={"warehouse": WarehouseResource(), "landing": LandingResource()},
-        executor=dg.in_process_executor if on_duckdb else dg.multiprocess_executor,
+        executor=executor(get_settings()),
     )

@@ -12,17 +12,24 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import great_expectations as gx
 import pandas as pd
 
 from reward_assets.data.masking import mask_value
 from reward_assets.data.validation import EMAIL_PATTERN
-from reward_assets.quality.gx import validate_frame
 from reward_assets.storage.sql_models import SqlModel
 from reward_assets.storage.warehouse import Warehouse
 
-E = gx.expectations
-Expectations = Callable[[Mapping[str, Any]], list[gx.expectations.Expectation]]
+# Expectations are built when a check runs: importing GX costs seconds, which every
+# process that merely loads the definitions (UI, sensors, each step) would pay.
+Expectations = Callable[[Mapping[str, Any]], list]
+
+
+def gx_expectations():
+    from great_expectations import expectations
+
+    return expectations
+
+
 MAX_EXAMPLES = 5
 CHECK_BATCH_ROWS = 1_000_000
 
@@ -48,15 +55,15 @@ class CheckOutcome:
 
 def _unique_ids(column: str) -> Expectations:
     return lambda p: [
-        E.ExpectColumnValuesToNotBeNull(column=column),
-        E.ExpectColumnValuesToBeUnique(column=column),
+        gx_expectations().ExpectColumnValuesToNotBeNull(column=column),
+        gx_expectations().ExpectColumnValuesToBeUnique(column=column),
     ]
 
 
 def _in_period(column: str) -> Expectations:
     # The period ends with the run's window: days loaded beyond AS_OF are legitimate data.
     return lambda p: [
-        E.ExpectColumnValuesToBeBetween(
+        gx_expectations().ExpectColumnValuesToBeBetween(
             column=column,
             min_value=p["period_start"],
             max_value=p.get("partition_end", p["as_of_end"]),
@@ -66,7 +73,9 @@ def _in_period(column: str) -> Expectations:
 
 
 def _at_least(column: str, minimum: int) -> Expectations:
-    return lambda p: [E.ExpectColumnValuesToBeBetween(column=column, min_value=minimum)]
+    return lambda p: [
+        gx_expectations().ExpectColumnValuesToBeBetween(column=column, min_value=minimum)
+    ]
 
 
 def _unique_id_check(column: str) -> TableCheck:
@@ -98,8 +107,10 @@ CHECKS: dict[str, list[TableCheck]] = {
             True,
             "email",
             lambda p: [
-                E.ExpectColumnValuesToNotBeNull(column="email"),
-                E.ExpectColumnValuesToMatchRegex(column="email", regex=f"^{EMAIL_PATTERN}$"),
+                gx_expectations().ExpectColumnValuesToNotBeNull(column="email"),
+                gx_expectations().ExpectColumnValuesToMatchRegex(
+                    column="email", regex=f"^{EMAIL_PATTERN}$"
+                ),
             ],
         ),
         TableCheck(
@@ -115,7 +126,7 @@ CHECKS: dict[str, list[TableCheck]] = {
             False,
             "signup_at",
             lambda p: [
-                E.ExpectColumnValuesToBeBetween(
+                gx_expectations().ExpectColumnValuesToBeBetween(
                     column="signup_at", max_value=p["as_of_end"], strict_max=True
                 )
             ],
@@ -261,6 +272,8 @@ def run_checks(
             datetimes = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
             frame[datetimes] = frame[datetimes].apply(_epoch_us)
             planned = [(c, e) for c in gx_checks for e in c.expectations(numeric_params)]
+            from reward_assets.quality.gx import validate_frame
+
             results = validate_frame(frame, [e for _, e in planned], f"{model.name}_checks")
             for (check, _), result in zip(planned, results, strict=True):
                 total = totals[check.name]

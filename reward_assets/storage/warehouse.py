@@ -40,15 +40,27 @@ class Warehouse:
         with self.engine.begin() as conn:
             yield conn
 
-    def ensure_schemas(self) -> None:
+    @contextmanager
+    def ddl(self) -> Iterator[Connection]:
+        """A short transaction for CREATE ... IF NOT EXISTS that parallel steps may race on.
+
+        PostgreSQL's IF NOT EXISTS is not atomic across sessions (two creators can both
+        pass the check), so creators queue on an advisory lock held to the commit.
+        """
         with self.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('reward_assets_ddl'))"))
+            yield conn
+
+    def ensure_schemas(self) -> None:
+        with self.ddl() as conn:
             for schema in SCHEMAS:
                 conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
 
-    @staticmethod
-    def create_table(conn: Connection, table: str, columns: Sequence[Column]) -> None:
+    def create_table(self, table: str, columns: Sequence[Column]) -> None:
         ddl = ", ".join(f"{c.name} {SQL_TYPES[c.type]}" for c in columns)
-        conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})"))
+        with self.ddl() as conn:
+            conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})"))
 
     def append(self, conn: Connection, table: str, frame: pd.DataFrame) -> int:
         """Bulk-insert `frame` (columns named as in the table) inside `conn`'s transaction."""

@@ -1,3 +1,5 @@
+import datetime as dt
+
 import dagster as dg
 
 from reward_assets.data.contract import (
@@ -95,7 +97,8 @@ def event_asset(entity: Entity, deps: list[str]) -> dg.AssetsDefinition:
                         "loaded yet: materialise `rewards` first"
                     )
                 known_rewards = set(wh.frame("SELECT reward_id FROM raw.rewards")["reward_id"])
-            report = load_window(wh, entity, landing.path, start, end, known_rewards)
+            first_day = dt.datetime.combine(get_settings().partitions_start_date, dt.time())
+            report = load_window(wh, entity, landing.path, start, end, known_rewards, first_day)
         context.log.info(
             f"{entity.name} {start:%Y-%m-%d}..{end:%Y-%m-%d}: {report.rows_loaded} rows loaded, "
             f"{report.rows_quarantined} quarantined from {report.files_read} files"

@@ -1,14 +1,18 @@
+import datetime as dt
+
 import dagster as dg
 
+from reward_assets.data.contract import ENTITIES
+from reward_assets.data.landing import landing_files
 from reward_assets.defs.partitions import daily_partitions
-from reward_assets.pipeline import latest_landed_day
+from reward_assets.pipeline import RANGE_END_TAG, RANGE_START_TAG
 from reward_assets.settings import get_settings
 
 daily_refresh_job = dg.define_asset_job(
     "daily_refresh_job",
     selection=dg.AssetSelection.groups("ingestion", "staging", "warehouse"),
     partitions_def=daily_partitions,
-    description="Loads one day of landing data and rebuilds the marts that follow from it.",
+    description="Loads a range of days of landing data and rebuilds the marts that follow.",
 )
 
 
@@ -19,16 +23,27 @@ daily_refresh_job = dg.define_asset_job(
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
 def daily_refresh_schedule(context: dg.ScheduleEvaluationContext):
-    """Loads the newest landed day: data time, not wall time, picks the partition.
+    """Loads every landed day not loaded yet, and the day before it, in one run.
 
-    Reads only the landing folder (never the DuckDB file, which a run may be writing).
-    The run key is the day, so a day already loaded is not requested again.
+    Data time, not wall time, picks the days: a landed file of an event entity whose
+    partition has no materialisation. The day before is reloaded because a file may hold
+    rows from just across midnight. Reads the landing folder and the instance only, never
+    the DuckDB file, which a run may be writing.
     """
     settings = get_settings()
-    day = latest_landed_day(settings)
-    if day is None:
-        return dg.SkipReason(f"no dated landing files under {settings.data_dir}/")
-    if day < settings.partitions_start_date:
-        return dg.SkipReason(f"newest landed day {day} is before the first partition")
-    key = day.isoformat()
-    return dg.RunRequest(run_key=f"daily-refresh-{key}", partition_key=key)
+    first = settings.partitions_start_date
+    missing: set[dt.date] = set()
+    for entity in (e for e in ENTITIES.values() if e.partitioned):
+        landed = {f.day for f in landing_files(settings.data_dir, entity.name) if f.day}
+        loaded = context.instance.get_materialized_partitions(dg.AssetKey(entity.name))
+        missing |= {day for day in landed if day >= first and day.isoformat() not in loaded}
+    if not missing:
+        return dg.SkipReason(
+            f"no landed day from {first} on is waiting to be loaded in {settings.data_dir}/"
+        )
+    start = max(min(missing) - dt.timedelta(days=1), first).isoformat()
+    end = max(missing).isoformat()
+    return dg.RunRequest(
+        run_key=f"daily-refresh-{start}-{end}",
+        tags={RANGE_START_TAG: start, RANGE_END_TAG: end},
+    )
