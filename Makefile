@@ -16,6 +16,9 @@ SEED ?= 42
 DATA_DIR ?= data
 
 export DATA_DIR
+# The demo's first day is the first partition too, so no seeded row falls before it.
+PARTITIONS_START_DATE ?= $(START_DATE)
+export PARTITIONS_START_DATE
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
 .PHONY: install run seed dev test lint bench clean
@@ -28,7 +31,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## virtual environment from pyproject.toml
 
-seed: install ## demo data into $(DATA_DIR)/
+seed: install ## demo data into $(DATA_DIR)/ (replaces the entity folders and the warehouse)
+	rm -f $(DATA_DIR)/warehouse.duckdb $(DATA_DIR)/warehouse.duckdb.wal
 	$(BIN)/python scripts/seed_data.py --output $(DATA_DIR)/ --customers $(CUSTOMERS) \
 		--rewards $(REWARDS) --days $(DAYS) --start-date $(START_DATE) --seed $(SEED)
 

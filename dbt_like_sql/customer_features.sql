@@ -1,7 +1,7 @@
 -- schema: marts
 -- materialized: table
 -- group: warehouse
--- description: One row per customer signed up by AS_OF: recency, frequency, monetary value net of refunds, category mix, engagement rates and tenure, from data up to AS_OF only.
+-- description: One row per customer signed up by AS_OF: recency, frequency, monetary value net of refunds, category mix, engagement rates and tenure from events up to AS_OF only; tier, balance and consent are the current snapshot's.
 WITH customers AS (
     SELECT customer_id, tier, tier_rank, points_balance, marketing_opt_in, is_holdout, signup_at
     FROM {{ ref('dim_customers') }}
@@ -23,16 +23,22 @@ tx AS (
     WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
     GROUP BY customer_id
 ),
+category_spend AS (
+    SELECT customer_id, category, SUM(amount) AS gross_amount
+    FROM {{ ref('fct_transactions') }}
+    WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP) AND NOT is_refund AND category IS NOT NULL
+    GROUP BY customer_id, category
+),
 top_category AS (
     SELECT customer_id, category, spend_share, categories
     FROM (
         SELECT
             customer_id,
             category,
-            spend_share,
+            gross_amount / NULLIF(SUM(gross_amount) OVER (PARTITION BY customer_id), 0) AS spend_share,
             COUNT(*) OVER (PARTITION BY customer_id) AS categories,
-            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY spend_share DESC NULLS LAST, category) AS position
-        FROM {{ ref('customer_category_shares') }}
+            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY gross_amount DESC, category) AS position
+        FROM category_spend
     ) ranked
     WHERE position = 1
 ),

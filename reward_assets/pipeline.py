@@ -33,14 +33,23 @@ def latest_landed_day(settings: Settings) -> dt.date | None:
     return max(days, default=None)
 
 
+def default_range(settings: Settings) -> tuple[dt.date, dt.date]:
+    """First partition to the newest landed day (or AS_OF): data time, never wall time."""
+    end = latest_landed_day(settings) or settings.as_of
+    if end is None:
+        raise ValueError(
+            f"no dated landing files under {settings.data_dir}/ to take the last day from: "
+            "set AS_OF or pass the range explicitly"
+        )
+    return settings.partitions_start_date, end
+
+
 @dataclass
 class RunSummary:
     success: bool
     run_id: str
-    partition_range: tuple[str, str]
     checks: Counter[str] = field(default_factory=Counter)
     failed_checks: list[str] = field(default_factory=list)
-    step_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def materialize_all(
@@ -62,7 +71,7 @@ def materialize_all(
             else None
         ),
     )
-    summary = RunSummary(result.success, result.run_id, (start.isoformat(), end.isoformat()))
+    summary = RunSummary(result.success, result.run_id)
     for evaluation in result.get_asset_check_evaluations():
         name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
         if evaluation.passed:
@@ -70,9 +79,6 @@ def materialize_all(
         else:
             summary.checks["failed"] += 1
             summary.failed_checks.append(name)
-    for stats in instance.get_run_step_stats(result.run_id):
-        if stats.end_time and stats.start_time:
-            summary.step_seconds[stats.step_key] = stats.end_time - stats.start_time
     return summary
 
 

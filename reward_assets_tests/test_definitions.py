@@ -58,7 +58,8 @@ CHECK_NAMES = {
     "customer_features": {"customer_id_unique_not_null", "no_look_ahead"},
 }
 NON_BLOCKING = {(asset, QUARANTINE) for asset in INGESTION} | {
-    ("dim_customers", "signup_at_not_after_as_of")
+    ("dim_customers", "signup_at_not_after_as_of"),
+    ("fct_redemptions", "reward_id_in_dim_rewards"),
 }
 
 

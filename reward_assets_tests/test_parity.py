@@ -21,7 +21,6 @@ TABLES = [
     "marts.fct_redemptions",
     "marts.fct_engagement_events",
     "marts.held_rows",
-    "marts.customer_category_shares",
     "marts.customer_features",
 ]
 # Plain float sums: DuckDB's NUMERIC keeps 3 decimals, so casts would hide differences.

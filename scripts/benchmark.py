@@ -91,7 +91,7 @@ def main() -> int:
     seed_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
     from reward_assets.definitions import defs
-    from reward_assets.pipeline import latest_landed_day, materialize_all
+    from reward_assets.pipeline import default_range, materialize_all
     from reward_assets.settings import get_settings
 
     get_settings.cache_clear()
@@ -101,9 +101,7 @@ def main() -> int:
     print("Materialising every asset ...")
     started = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
-        summary = materialize_all(
-            defs(), instance, settings.partitions_start_date, latest_landed_day(settings)
-        )
+        summary = materialize_all(defs(), instance, *default_range(settings))
         steps = {
             s.step_key: (s.start_time, s.end_time)
             for s in instance.get_run_step_stats(summary.run_id)

@@ -15,7 +15,7 @@ import time
 import dagster as dg
 
 from reward_assets.definitions import defs as load_defs
-from reward_assets.pipeline import latest_landed_day, materialize_all, warehouse_summary
+from reward_assets.pipeline import default_range, materialize_all, warehouse_summary
 from reward_assets.settings import get_settings
 from reward_assets.storage.warehouse import open_warehouse
 
@@ -24,21 +24,22 @@ def main() -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--start", type=dt.date.fromisoformat, default=settings.partitions_start_date
+        "--start", type=dt.date.fromisoformat, help="first day (default: first partition)"
     )
     parser.add_argument(
-        "--end", type=dt.date.fromisoformat, default=None, help="last day, inclusive"
+        "--end", type=dt.date.fromisoformat, help="last day, inclusive (default: newest landed)"
     )
     args = parser.parse_args()
-    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    end = args.end or latest_landed_day(settings) or settings.as_of or yesterday
+    try:
+        start, end = default_range(settings) if not (args.start and args.end) else (None, None)
+    except ValueError as error:
+        parser.error(str(error))
+    start, end = args.start or start, args.end or end
 
     started = time.perf_counter()
-    print(
-        f"Materialising every asset, partitions {args.start}..{end}, data from {settings.data_dir}/"
-    )
+    print(f"Materialising every asset, partitions {start}..{end}, data from {settings.data_dir}/")
     with dg.DagsterInstance.get() as instance:
-        summary = materialize_all(load_defs(), instance, args.start, end)
+        summary = materialize_all(load_defs(), instance, start, end)
     elapsed = time.perf_counter() - started
 
     with open_warehouse(settings.resolved_warehouse_url()) as warehouse:

@@ -47,7 +47,6 @@ def validate_frame(
             {
                 "success": bool(item.success),
                 "unexpected_count": int(item.result.get("unexpected_count") or 0),
-                "element_count": int(item.result.get("element_count") or 0),
                 "examples": list(item.result.get("partial_unexpected_list") or []),
             }
         )

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from reward_assets.data.contract import ENTITIES
 from reward_assets.storage.warehouse import Warehouse
-
-_EVENT_TABLES = {
-    "raw.transactions": "occurred_at",
-    "raw.redemptions": "redeemed_at",
-    "raw.engagement_events": "occurred_at",
-}
 
 
 def resolve_as_of(warehouse: Warehouse, override: dt.date | None = None) -> dt.date:
@@ -18,9 +13,9 @@ def resolve_as_of(warehouse: Warehouse, override: dt.date | None = None) -> dt.d
     if override:
         return override
     latest = [
-        warehouse.scalar(f"SELECT MAX({column}) FROM {table}")
-        for table, column in _EVENT_TABLES.items()
-        if warehouse.table_exists(table)
+        warehouse.scalar(f"SELECT MAX({e.event_time}) FROM {e.table}")
+        for e in ENTITIES.values()
+        if e.partitioned and warehouse.table_exists(e.table)
     ]
     latest = [value for value in latest if value is not None]
     if not latest:
