@@ -33,11 +33,16 @@ class LandingResource(dg.ConfigurableResource):
 
 
 def executor(settings: Settings) -> dg.ExecutorDefinition:
+    # DuckDB admits one writing process: every step of a run stays in the run's process.
+    on_duckdb = settings.resolved_warehouse_url().startswith("duckdb")
     choice = settings.executor
     if choice == "auto":
-        # DuckDB admits one writing process: keep every step of a run in the run's process.
-        on_duckdb = settings.resolved_warehouse_url().startswith("duckdb")
         choice = "in_process" if on_duckdb else "multiprocess"
+    if on_duckdb and choice != "in_process":
+        raise ValueError(
+            f"EXECUTOR={choice} needs a warehouse several processes can write: "
+            "DuckDB allows one, so set WAREHOUSE_URL to PostgreSQL or EXECUTOR=auto"
+        )
     if choice == "celery":
         return celery_executor.configured(
             {"broker": settings.celery_broker_url, "backend": settings.celery_backend_url}
