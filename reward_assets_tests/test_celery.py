@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from reward_assets.pipeline import RANGE_END_TAG, RANGE_START_TAG, refresh_job, warehouse_summary
 from reward_assets.settings import Settings, get_settings
 from reward_assets.storage.warehouse import Warehouse
+from reward_assets_tests.conftest import fresh_database
 from reward_assets_tests.landing_builders import write_basic_landing
 
 pytestmark = [
@@ -242,15 +243,8 @@ def celery_workers(env: dict[str, str], cwd: Path, log_dir: Path) -> Iterator[li
 @pytest.fixture
 def reference_pg_url(pg_server_url):
     """A second fresh database, for the in-process run, dropped after the test."""
-    name = f"reward_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    url = sa.engine.make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+    with fresh_database(pg_server_url) as url:
+        yield url
 
 
 def cell(value) -> str:
