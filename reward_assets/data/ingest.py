@@ -127,19 +127,9 @@ def load_window(
     """
     assert entity.event_time, f"{entity.name} is a snapshot entity"
     first_day = first_day or start
-    files = files_for_window(landing_files(data_dir, entity.name), start.date(), end.date())
-    if start <= first_day:
-        files = sorted(
-            {
-                *files,
-                *(
-                    f
-                    for f in landing_files(data_dir, entity.name)
-                    if f.day and f.day < start.date()
-                ),
-            },
-            key=lambda f: f.name,
-        )
+    files = files_for_window(
+        landing_files(data_dir, entity.name), start.date(), end.date(), first_day.date()
+    )
     report = LoadReport(entity.name, files_read=len(files))
     ts = entity.event_time
     undated = [f.name for f in files if f.day is None]

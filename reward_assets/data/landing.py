@@ -57,9 +57,17 @@ def landing_files(data_dir: Path, entity: str) -> list[LandingFile]:
     ]
 
 
-def files_for_window(files: list[LandingFile], start: dt.date, end: dt.date) -> list[LandingFile]:
-    """Files that may hold rows dated in [start, end): undated ones and days next to it."""
+def files_for_window(
+    files: list[LandingFile], start: dt.date, end: dt.date, first_day: dt.date | None = None
+) -> list[LandingFile]:
+    """Files that may hold rows dated in [start, end): undated ones and days next to it.
+
+    The window that starts at `first_day` (the first partition) also takes every earlier
+    dated file, whose rows it quarantines as before the first partition.
+    """
     lo, hi = start - dt.timedelta(days=1), end + dt.timedelta(days=1)
+    if first_day is not None and start <= first_day:
+        lo = dt.date.min
     return [f for f in files if f.day is None or lo <= f.day < hi]
 
 

@@ -261,6 +261,8 @@ def run_checks(
     outcomes: dict[str, CheckOutcome] = {}
     gx_checks = [c for c in checks if c.expectations]
     if gx_checks:
+        from reward_assets.quality.gx import validate_frame  # lazily: see gx_expectations
+
         columns = sorted({c.column for c in gx_checks})
         totals = {c.name: CheckOutcome(True, 0, 0) for c in gx_checks}
         # GX compares datetimes one Python object at a time; as epoch microseconds the same
@@ -272,8 +274,6 @@ def run_checks(
             datetimes = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
             frame[datetimes] = frame[datetimes].apply(_epoch_us)
             planned = [(c, e) for c in gx_checks for e in c.expectations(numeric_params)]
-            from reward_assets.quality.gx import validate_frame
-
             results = validate_frame(frame, [e for _, e in planned], f"{model.name}_checks")
             for (check, _), result in zip(planned, results, strict=True):
                 total = totals[check.name]
