@@ -13,6 +13,8 @@ REWARDS ?= 200
 DAYS ?= 180
 START_DATE ?= 2023-03-01
 SEED ?= 42
+# The model speed targets are set at 1M customers x 1,000 rewards (synthetic inputs).
+BENCH_MODEL_CUSTOMERS ?= 1000000
 DATA_DIR ?= data
 
 export DATA_DIR
@@ -49,9 +51,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install ## wall time and peak memory per asset at CUSTOMERS
+bench: install ## wall time and peak memory per asset at CUSTOMERS, then the model speed targets
 	$(BIN)/python scripts/benchmark.py --customers $(CUSTOMERS) --rewards $(REWARDS) \
 		--days $(DAYS) --seed $(SEED)
+	$(BIN)/python scripts/bench_recommendations.py --customers $(BENCH_MODEL_CUSTOMERS)
+	$(BIN)/python scripts/bench_churn.py --customers $(BENCH_MODEL_CUSTOMERS)
 
 clean: ## remove generated data, the warehouse and local Dagster runs
 	find $(DATA_DIR) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

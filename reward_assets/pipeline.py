@@ -15,7 +15,9 @@ import dagster as dg
 
 from reward_assets.data.contract import ENTITIES
 from reward_assets.data.landing import landing_files
-from reward_assets.settings import Settings
+from reward_assets.settings import Settings, get_settings
+from reward_assets.storage.clock import resolve_as_of
+from reward_assets.storage.warehouse import open_warehouse
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -52,41 +54,62 @@ class RunSummary:
     failed_checks: list[str] = field(default_factory=list)
 
 
+# Daily history of what was scored: written for the as-of day only, never for a range.
+HISTORY_ASSETS = dg.AssetSelection.assets("score_history", "recommendation_log")
+
+
 def materialize_all(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     start: dt.date,
     end: dt.date,
-    selection: str | None = None,
+    selection: str | dg.AssetSelection | None = None,
 ) -> RunSummary:
+    """One run over `start`..`end` for the selection, then the history day it scored."""
+    graph = defs.resolve_asset_graph()
+    chosen = dg.AssetSelection.from_coercible(selection) if selection else dg.AssetSelection.all()
+    main = list((chosen - HISTORY_ASSETS).resolve(graph))
+    history = list((chosen & HISTORY_ASSETS).resolve(graph))
     job = defs.resolve_implicit_global_asset_job_def()
     tags = {RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: end.isoformat()}
-    result = job.execute_in_process(
-        instance=instance,
-        tags=tags,
-        raise_on_error=False,
-        asset_selection=(
-            list(dg.AssetSelection.from_coercible(selection).resolve(defs.resolve_asset_graph()))
-            if selection
-            else None
-        ),
-    )
-    summary = RunSummary(result.success, result.run_id)
-    for evaluation in result.get_asset_check_evaluations():
-        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-        if evaluation.passed:
-            summary.checks["passed"] += 1
-        else:
-            summary.checks["failed"] += 1
-            summary.failed_checks.append(name)
+    results = [
+        job.execute_in_process(
+            instance=instance, tags=tags, raise_on_error=False, asset_selection=main
+        )
+    ]
+    if history and results[0].success:
+        results.append(
+            job.execute_in_process(
+                instance=instance,
+                partition_key=_scored_day().isoformat(),
+                raise_on_error=False,
+                asset_selection=history,
+            )
+        )
+    summary = RunSummary(all(r.success for r in results), results[0].run_id)
+    for result in results:
+        for evaluation in result.get_asset_check_evaluations():
+            name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            if evaluation.passed:
+                summary.checks["passed"] += 1
+            else:
+                summary.checks["failed"] += 1
+                summary.failed_checks.append(name)
     return summary
+
+
+def _scored_day() -> dt.date:
+    """The as-of day the scoring assets use: AS_OF, else the latest event loaded."""
+    settings = get_settings()
+    with open_warehouse(settings.resolved_warehouse_url()) as warehouse:
+        return resolve_as_of(warehouse, settings.as_of)
 
 
 def warehouse_summary(warehouse) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
     """Rows per table of the warehouse, and quarantined rows per entity and reason."""
     tables = warehouse.frame(
         "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_schema IN ('raw', 'staging', 'marts') ORDER BY 1, 2"
+        "WHERE table_schema IN ('raw', 'staging', 'marts', 'ml') ORDER BY 1, 2"
     )
     counts = {
         f"{schema}.{name}": warehouse.row_count(f"{schema}.{name}")

@@ -34,9 +34,28 @@ class Settings(BaseSettings):
     quarantine_max_share: float = Field(
         0.05, ge=0, le=1, description="Quarantined share above which the ingestion check warns."
     )
+    ops_db_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the operational store; empty means SQLite under DATA_DIR.",
+    )
+    models_dir: Path | None = Field(
+        None, description="Model artefacts; empty means DATA_DIR/models."
+    )
+    churn_horizon_days: int = Field(60, ge=1, description="Churn = no purchase in this many days.")
+    recommendations_k: int = Field(10, ge=1, le=100)
+    exploration_share: float = Field(0.1, ge=0, le=1)
+    quiet_hours_start: int = Field(21, ge=0, le=23, description="Local hour quiet hours begin.")
+    quiet_hours_end: int = Field(8, ge=0, le=23, description="Local hour quiet hours end.")
+    retrain_cron: str = Field("0 4 * * 1", description="When the models retrain (UTC cron).")
 
     def resolved_warehouse_url(self) -> str:
         return self.warehouse_url or f"duckdb:///{(self.data_dir / 'warehouse.duckdb').as_posix()}"
+
+    def resolved_ops_db_url(self) -> str:
+        return self.ops_db_url or f"sqlite:///{(self.data_dir / 'ops.sqlite').as_posix()}"
+
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
 
 @lru_cache

@@ -1,16 +1,22 @@
+import datetime as dt
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from reward_assets.data.seeding import Model, SeedConfig, generate
 from reward_assets.settings import get_settings
 from reward_assets.storage.warehouse import Warehouse
 
 PG_URL_ENV = "REWARD_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# The data platform's asset groups, without the models built on top of it.
+PLATFORM_GROUPS = ("ingestion", "staging", "warehouse")
 
 
 @pytest.fixture(autouse=True)
@@ -88,10 +94,10 @@ def run_pipeline(monkeypatch):
     """Materialise the real code location in-process against the given stores.
 
     Returns a function(data_dir, warehouse_url, start, end, as_of=None, selection=None)
-    giving the run summary; the run must succeed.
+    giving the run summary; the run must succeed. The default selection is the data
+    platform (ingestion, staging, warehouse): the models need more history than these
+    tests land.
     """
-    import datetime as dt
-
     import dagster as dg
 
     from reward_assets.definitions import defs
@@ -111,9 +117,93 @@ def run_pipeline(monkeypatch):
                 instance,
                 dt.date.fromisoformat(start),
                 dt.date.fromisoformat(end),
-                selection,
+                selection or dg.AssetSelection.groups(*PLATFORM_GROUPS),
             )
         assert summary.success == expect_success, summary
         return summary
 
     return run
+
+
+@dataclass(frozen=True)
+class SeededWorld:
+    """A seeded landing folder, its planted truth and a warehouse built from it."""
+
+    name: str
+    data_dir: Path
+    warehouse_url: str
+    config: SeedConfig
+
+    @property
+    def truth_dir(self) -> Path:
+        return self.data_dir / "_truth"
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.warehouse_url)
+
+
+# The quality bars hold on the default seed and on a second one with other sizes and knobs.
+SEEDS = {
+    "default": dict(),
+    "second": dict(
+        customers=6000,
+        rewards=300,
+        days=200,
+        seed=7,
+        model=Model(
+            taste_alpha=0.2,
+            emails_per_month=2.5,
+            purchase_rate_median=0.13,
+            reward_zipf_exponent=0.65,
+        ),
+    ),
+}
+
+
+def build_world(name: str, root: Path) -> SeededWorld:
+    """Seed `root`/data and load it into a DuckDB warehouse (ingestion and SQL models)."""
+    import dagster as dg
+
+    from reward_assets.definitions import defs
+    from reward_assets.pipeline import materialize_all
+
+    config = SeedConfig(output=root / "data", **SEEDS[name])
+    generate(config)
+    world = SeededWorld(name, config.output, f"duckdb:///{root / 'warehouse.duckdb'}", config)
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ("AS_OF", "HOLDOUT_SHARE", "PARTITIONS_START_DATE"):
+            patch.delenv(variable, raising=False)
+        patch.setenv("DATA_DIR", str(world.data_dir))
+        patch.setenv("WAREHOUSE_URL", world.warehouse_url)
+        get_settings.cache_clear()
+        last_day = config.start_date + dt.timedelta(days=config.days - 1)
+        with dg.DagsterInstance.ephemeral() as instance:
+            summary = materialize_all(
+                defs(),
+                instance,
+                config.start_date,
+                last_day,
+                dg.AssetSelection.groups(*PLATFORM_GROUPS),
+            )
+        get_settings.cache_clear()
+    assert summary.success, summary
+    return world
+
+
+@pytest.fixture(scope="session")
+def worlds(tmp_path_factory):
+    """A function name -> SeededWorld that builds each seed of SEEDS once per session."""
+    built: dict[str, SeededWorld] = {}
+
+    def get(name: str) -> SeededWorld:
+        if name not in built:
+            built[name] = build_world(name, tmp_path_factory.mktemp(f"world-{name}"))
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session", params=sorted(SEEDS))
+def seeded_world(request, worlds) -> SeededWorld:
+    """Each seed of SEEDS; tests using it run once per seed."""
+    return worlds(request.param)

@@ -322,10 +322,12 @@ def test_refresh_runs_its_steps_on_two_celery_workers_and_matches_in_process(
         "PYTHONUNBUFFERED": "1",
     }
 
+    # The instance is opened first: it creates Dagster's tables, which two workers starting
+    # at once on an empty database would race to create.
     with (
+        dg.DagsterInstance.from_config(str(home)) as instance,
         exclusive_broker_queue(broker),
         celery_workers(worker_env, Path.cwd(), tmp_path) as workers,
-        dg.DagsterInstance.from_config(str(home)) as instance,
     ):
         started = time.monotonic()
         with deadline(RUN_TIMEOUT, "the run on the Celery workers"):

@@ -24,6 +24,16 @@ DG = Path(sys.executable).parent / "dg"
 
 INGESTION = {"customers", "rewards", "transactions", "redemptions", "engagement_events"}
 MODEL_FILES = {path.stem for path in SQL_DIR.glob("*.sql")}
+ML = {"reward_embeddings", "churn_model", "engagement_model", "model_evaluation"}
+SCORING = {
+    "customer_embeddings",
+    "churn_scores",
+    "send_time_preferences",
+    "engagement_scores",
+    "recommendation_sets",
+}
+HISTORY = {"score_history", "recommendation_log"}
+ALL_ASSETS = INGESTION | MODEL_FILES | ML | SCORING
 DAILY = {
     "transactions",
     "redemptions",
@@ -56,6 +66,9 @@ CHECK_NAMES = {
     "fct_transactions": {"customer_id_in_dim_customers"},
     "fct_redemptions": {"reward_id_in_dim_rewards"},
     "customer_features": {"customer_id_unique_not_null", "no_look_ahead"},
+    "reward_embeddings": {"ranking_beats_popularity"},
+    "churn_model": {"churn_auc_meets_bar"},
+    "engagement_model": {"engagement_auc_meets_bar"},
 }
 NON_BLOCKING = {(asset, QUARANTINE) for asset in INGESTION} | {
     ("dim_customers", "signup_at_not_after_as_of"),
@@ -98,8 +111,9 @@ def test_asset_keys_are_the_ingestion_assets_and_every_sql_model(d):
         MODEL_FILES
     )
     assert not INGESTION & MODEL_FILES
+    assert HISTORY <= MODEL_FILES
 
-    assert set(d.resolve_all_asset_keys()) == keys(INGESTION | MODEL_FILES)
+    assert set(d.resolve_all_asset_keys()) == keys(ALL_ASSETS)
 
 
 def test_group_names(graph):
@@ -108,10 +122,14 @@ def test_group_names(graph):
         if name in INGESTION
         else "staging"
         if name.startswith("stg_")
+        else "ml"
+        if name in ML
+        else "scoring"
+        if name in SCORING | HISTORY
         else "warehouse"
-        for name in INGESTION | MODEL_FILES
+        for name in ALL_ASSETS
     }
-    assert {"ingestion", "staging", "warehouse"} == set(expected.values())
+    assert {"ingestion", "staging", "warehouse", "ml", "scoring"} == set(expected.values())
 
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups == expected
@@ -120,9 +138,9 @@ def test_group_names(graph):
 def test_daily_assets_share_one_partitioning_with_single_run_backfills(d, graph):
     nodes = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
     partitioned = {name for name, node in nodes.items() if node.partitions_def is not None}
-    assert partitioned == DAILY
+    assert partitioned == DAILY | HISTORY
 
-    defs_used = {id(nodes[name].partitions_def) for name in DAILY}
+    defs_used = {id(nodes[name].partitions_def) for name in DAILY | HISTORY}
     assert len(defs_used) == 1
     shared = nodes["transactions"].partitions_def
     assert isinstance(shared, dg.DailyPartitionsDefinition)
@@ -133,7 +151,12 @@ def test_daily_assets_share_one_partitioning_with_single_run_backfills(d, graph)
     assert {name: nodes[name].backfill_policy for name in DAILY} == {
         name: dg.BackfillPolicy.single_run() for name in DAILY
     }
+    # History days are written one scoring day at a time, never as a range.
+    assert {nodes[name].backfill_policy for name in HISTORY} == {None}
+    tagged = {name for name, node in nodes.items() if node.tags.get("partitioned") == "daily"}
+    assert tagged == DAILY
     assert d.resolve_job_def("daily_refresh_job").partitions_def == daily_partitions
+    assert d.resolve_job_def("daily_scoring_job").partitions_def == daily_partitions
 
 
 def test_asset_checks_per_asset(graph):
@@ -315,7 +338,7 @@ def test_dg_list_defs_json_lists_the_assets_checks_schedule_and_job(dg_runs):
 
     listed = json.loads(stdout)
 
-    assert {a["asset_key"] for a in listed["assets"]} == INGESTION | MODEL_FILES
+    assert {a["asset_key"] for a in listed["assets"]} == ALL_ASSETS
     assert {(a["asset_key"], a["group_name"]) for a in listed["assets"]} >= {
         ("customers", "ingestion"),
         ("stg_transactions", "staging"),
@@ -324,8 +347,16 @@ def test_dg_list_defs_json_lists_the_assets_checks_schedule_and_job(dg_runs):
     assert {(c["asset_key"], c["name"]) for c in listed["asset_checks"]} == {
         (asset, name) for asset, names in CHECK_NAMES.items() for name in names
     }
-    assert [s["name"] for s in listed["schedules"]] == ["daily_refresh_schedule"]
-    assert [j["name"] for j in listed["jobs"]] == ["daily_refresh_job"]
+    assert {s["name"] for s in listed["schedules"]} == {
+        "daily_refresh_schedule",
+        "model_training_schedule",
+    }
+    assert {s["name"] for s in listed["sensors"]} == {"score_after_refresh"}
+    assert {j["name"] for j in listed["jobs"]} == {
+        "daily_refresh_job",
+        "daily_scoring_job",
+        "model_training_job",
+    }
 
 
 def test_dg_launch_runs_a_date_range_of_every_daily_asset_in_one_run(dg_runs):
@@ -346,3 +377,59 @@ def test_dg_launch_runs_a_date_range_of_every_daily_asset_in_one_run(dg_runs):
         assert warehouse.row_count("staging.stg_redemptions") == 3
     finally:
         warehouse.dispose()
+
+
+# --- model training and scoring automation -------------------------------------------------
+
+
+def test_models_retrain_weekly_and_scoring_jobs_cover_their_groups(d, graph):
+    schedule = d.resolve_schedule_def("model_training_schedule")
+    assert schedule.job_name == "model_training_job"
+    assert schedule.cron_schedule == "0 4 * * 1"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+    def selected(job_name: str) -> set[str]:
+        job = d.resolve_job_def(job_name)
+        return {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+
+    assert selected("model_training_job") == ML
+    assert selected("daily_scoring_job") == SCORING | HISTORY
+
+
+RUN_ID = "5d1c7e1a-7a39-4f0e-9a53-4a4c2d9e2f10"
+
+
+def sensor_requests(d, tags: dict[str, str]):
+    with dg.instance_for_test() as instance:
+        run = instance.create_run_for_job(
+            d.resolve_job_def("daily_refresh_job"), run_id=RUN_ID, tags=tags
+        )
+        context = dg.build_run_status_sensor_context(
+            sensor_name="score_after_refresh",
+            dagster_instance=instance,
+            dagster_run=run,
+            dagster_event=dg.DagsterEvent(
+                event_type_value="PIPELINE_SUCCESS", job_name="daily_refresh_job"
+            ),
+        )
+        return d.resolve_sensor_def("score_after_refresh")(context)
+
+
+def test_a_successful_refresh_requests_scoring_as_of_its_last_day(d):
+    request = sensor_requests(
+        d,
+        {
+            "dagster/asset_partition_range_start": "2023-03-04",
+            "dagster/asset_partition_range_end": "2023-03-07",
+        },
+    )
+
+    assert isinstance(request, dg.RunRequest)
+    assert request.partition_key == "2023-03-07"
+    assert request.run_key == f"scoring-{RUN_ID}"  # one scoring run per refresh run
+
+
+def test_a_refresh_without_a_partition_requests_nothing(d):
+    result = sensor_requests(d, {})
+
+    assert isinstance(result, dg.SkipReason)

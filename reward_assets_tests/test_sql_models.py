@@ -396,13 +396,24 @@ def test_project_models_load_in_dependency_order():
         "stg_transactions": "occurred_at",
         "stg_redemptions": "redeemed_at",
         "stg_engagement_events": "occurred_at",
+        "score_history": "as_of",
+        "recommendation_log": "as_of",
     }
 
 
 def test_project_models_build_on_empty_raw_tables(warehouse):
     """Every real model is valid SQL on this engine, run in load order."""
+    from reward_assets.defs.ml import assets as ml
+
     for entity in ENTITIES.values():
         warehouse.create_table(entity.table, raw_columns(entity))
+    # The scoring tables the history models read are written by Python assets.
+    for table, columns in {
+        "ml.churn_scores": ml.CHURN_COLUMNS,
+        "ml.engagement_scores": ml.ENGAGEMENT_COLUMNS,
+        "ml.recommendation_sets": ml.RECOMMENDATION_COLUMNS,
+    }.items():
+        warehouse.replace_table(table, columns, [])
     models = load_models(SQL_DIR)
     params = {
         "as_of": dt.date(2023, 3, 3),

@@ -2,17 +2,22 @@
 
 python scripts/seed_data.py --output ./data/ [--customers 10000] [--rewards 200]
     [--days 180] [--start-date 2023-03-01] [--seed 42] [--format csv|parquet]
-    [--dirty-fraction 0.01] [--holdout-share 0.05] [--uplift 0.5]
+    [--dirty-fraction 0.01] [--holdout-share 0.05] [--uplift 0.5] [--set NAME=VALUE ...]
+
+--set changes one knob of the generative model (see `Model` in
+reward_assets/data/seeding.py), e.g. `--set taste_alpha=0.4 --set emails_per_month=3`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from datetime import date
 from pathlib import Path
 
-from reward_assets.data.seeding import SeedConfig, generate
+from reward_assets.data.seeding import Model, SeedConfig, generate
 
 
 def parse_args(argv: list[str] | None = None) -> SeedConfig:
@@ -40,7 +45,24 @@ def parse_args(argv: list[str] | None = None) -> SeedConfig:
         default=defaults.uplift,
         help="relative redemption-rate increase in the 7 days after a delivered email",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a generative-model knob (JSON value); repeatable",
+    )
     args = parser.parse_args(argv)
+    knobs = {f.name for f in dataclasses.fields(Model)}
+    overrides = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in knobs or not value:
+            parser.error(f"--set {item!r}: expected NAME=VALUE with NAME one of {sorted(knobs)}")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            parser.error(f"--set {item!r}: {value!r} is not a JSON value")
     if args.customers < 1 or args.rewards < 1 or args.days < 1:
         parser.error("--customers, --rewards and --days must be positive")
     if not 0 <= args.dirty_fraction < 1 or not 0 <= args.holdout_share <= 1:
@@ -58,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> SeedConfig:
         dirty_fraction=args.dirty_fraction,
         holdout_share=args.holdout_share,
         uplift=args.uplift,
+        model=Model.from_json({**dataclasses.asdict(Model()), **overrides}),
     )
 
 

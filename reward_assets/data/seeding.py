@@ -166,9 +166,9 @@ class Model:
     redemption_rate_median: float = 0.02
     redemption_purchase_elasticity: float = 0.5
     tier_redeem_factor: tuple[float, ...] = (0.8, 1.0, 1.2, 1.4)
-    reward_zipf_exponent: float = 1.0
+    reward_zipf_exponent: float = 0.6
     # Added to every taste before choosing a reward category: the choice noise.
-    reward_taste_smoothing: float = 0.15
+    reward_taste_smoothing: float = 0.03
     reward_cost_median: float = 2500.0
     reward_cost_sigma: float = 0.9
     reward_min_tier_shares: tuple[float, ...] = (0.6, 0.2, 0.13, 0.07)
@@ -228,6 +228,8 @@ class SeedConfig:
     holdout_share: float = 0.05
     # Relative increase of the redemption rate in the window after a delivered email.
     uplift: float = 0.5
+    # The generative model's knobs; a second seed can vary them (`--set taste_alpha=0.4`).
+    model: Model = Model()
 
 
 @dataclass
@@ -1615,7 +1617,7 @@ def generate(config: SeedConfig, log: Log = _silent) -> Summary:
     truth = _truth_dir(data_dir)
     truth.mkdir(parents=True)
 
-    model = Model()
+    model = config.model
     rng = np.random.Generator(np.random.PCG64(config.seed))
     start = epoch_seconds(config.start_date)
     end = start + config.days * DAY

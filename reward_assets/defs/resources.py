@@ -5,7 +5,9 @@ from pathlib import Path
 import dagster as dg
 from dagster_celery import celery_executor
 
+from reward_assets.models.registry import ModelRegistry
 from reward_assets.settings import Settings, get_settings
+from reward_assets.storage.ops import open_ops_store
 from reward_assets.storage.warehouse import Warehouse, open_warehouse
 
 
@@ -30,6 +32,20 @@ class LandingResource(dg.ConfigurableResource):
     @property
     def path(self) -> Path:
         return Path(self.data_dir) if self.data_dir else get_settings().data_dir
+
+
+class OpsStoreResource(dg.ConfigurableResource):
+    """The operational store; `url` unset means OPS_DB_URL, else SQLite under DATA_DIR."""
+
+    url: str | None = None
+    models_dir: str | None = None
+
+    @contextmanager
+    def registry(self) -> Iterator[ModelRegistry]:
+        settings = get_settings()
+        root = Path(self.models_dir) if self.models_dir else settings.resolved_models_dir()
+        with open_ops_store(self.url or settings.resolved_ops_db_url()) as store:
+            yield ModelRegistry(store, root)
 
 
 def executor(settings: Settings) -> dg.ExecutorDefinition:
@@ -65,6 +81,10 @@ def executor(settings: Settings) -> dg.ExecutorDefinition:
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
-        resources={"warehouse": WarehouseResource(), "landing": LandingResource()},
+        resources={
+            "warehouse": WarehouseResource(),
+            "landing": LandingResource(),
+            "ops": OpsStoreResource(),
+        },
         executor=executor(get_settings()),
     )

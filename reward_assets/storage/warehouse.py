@@ -8,7 +8,7 @@ INSERTs are orders of magnitude too slow for fact tables.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from reward_assets.data.contract import SQL_TYPES, Column
 
-SCHEMAS = ("raw", "staging", "marts")
+SCHEMAS = ("raw", "staging", "marts", "ml")
 
 
 class Warehouse:
@@ -89,6 +89,39 @@ class Warehouse:
             ) as copy:
                 copy.write(buffer.getvalue())
         return len(frame)
+
+    def replace_table(
+        self, table: str, columns: Mapping[str, str], chunks: Iterable[pd.DataFrame]
+    ) -> int:
+        """Rebuild `table` (columns: name -> SQL type) from `chunks` and swap it in.
+
+        Readers see the old rows until the commit; a failure leaves them in place.
+        """
+        staged = f"{table}__next"
+        ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+        with self.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged}"))
+            conn.execute(sa.text(f"CREATE TABLE {staged} ({ddl})"))
+            written = sum(self.append(conn, staged, chunk[list(columns)]) for chunk in chunks)
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+            conn.execute(sa.text(f"ALTER TABLE {staged} RENAME TO {table.rpartition('.')[2]}"))
+        return written
+
+    def replace_rows(
+        self,
+        table: str,
+        columns: Mapping[str, str],
+        where: str,
+        params: Mapping[str, Any],
+        chunks: Iterable[pd.DataFrame],
+    ) -> int:
+        """Delete the rows matching `where` and insert `chunks` in one transaction."""
+        ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+        with self.ddl() as conn:
+            conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})"))
+        with self.begin() as conn:
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE {where}"), dict(params))
+            return sum(self.append(conn, table, chunk[list(columns)]) for chunk in chunks)
 
     def existing_keys(
         self, conn: Connection, table: str, column: str, keys: pd.Series

@@ -15,6 +15,9 @@ from reward_assets.storage.clock import as_of_params, resolve_as_of
 from reward_assets.storage.sql_models import SQL_DIR, SqlModel, load_models, materialize
 
 PREVIEW_ROWS = 5
+# Partitioned models of this group record what was scored on a day: one day per run, and
+# out of the `partitioned=daily` range launches, since a past day cannot be scored again.
+HISTORY_GROUP = "scoring"
 
 
 def model_params(warehouse, settings) -> dict:
@@ -35,6 +38,7 @@ def _preview(warehouse, model: SqlModel) -> str:
 
 def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDefinition:
     checks = CHECKS.get(model.name, [])
+    ranged = model.partitioned and model.group != HISTORY_GROUP
 
     @dg.asset(
         name=model.name,
@@ -43,8 +47,8 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
         deps=[*model.refs, *(entity for _, entity in model.sources)],
         kinds={"sql"},
         partitions_def=daily_partitions if model.partitioned else None,
-        backfill_policy=dg.BackfillPolicy.single_run() if model.partitioned else None,
-        tags=DAILY_TAG if model.partitioned else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if ranged else None,
+        tags=DAILY_TAG if ranged else None,
         check_specs=[
             dg.AssetCheckSpec(
                 c.name, asset=model.name, description=c.description, blocking=c.blocking

@@ -1,0 +1,427 @@
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+import xgboost as xgb
+
+from reward_assets.models.churn import (
+    FEATURES,
+    MART_FEATURES,
+    ChurnModel,
+    churn_labels,
+    churn_quality,
+    fit_churn,
+    is_active,
+    labelled_snapshot,
+    model_matrix,
+    plan_dates,
+    train_churn,
+)
+from reward_assets.models.features import features_as_of
+from reward_assets.storage.warehouse import Warehouse
+
+AS_OF = dt.date(2023, 4, 1)  # as_of_end 2023-04-02 00:00; 90 days back is 2023-01-02 00:00
+
+
+def _build_marts(warehouse: Warehouse, customers: pd.DataFrame, purchases: pd.DataFrame) -> None:
+    """The marts tables `customer_features` reads, holding the given rows."""
+    tables = {
+        "marts.dim_customers": "customer_id VARCHAR, tier VARCHAR, tier_rank INTEGER, "
+        "points_balance BIGINT, marketing_opt_in BOOLEAN, is_holdout BOOLEAN, "
+        "signup_at TIMESTAMP",
+        "marts.fct_transactions": "transaction_id VARCHAR, customer_id VARCHAR, "
+        "occurred_at TIMESTAMP, amount DOUBLE PRECISION, category VARCHAR, is_refund BOOLEAN",
+        "marts.fct_engagement_events": "event_id VARCHAR, customer_id VARCHAR, "
+        "event_type VARCHAR, occurred_at TIMESTAMP",
+        "marts.fct_redemptions": "redemption_id VARCHAR, customer_id VARCHAR, "
+        "redeemed_at TIMESTAMP, points_spent BIGINT",
+    }
+    dim = customers.assign(
+        tier="silver", tier_rank=2, points_balance=100, marketing_opt_in=True, is_holdout=False
+    )
+    transactions = purchases.assign(
+        transaction_id=[f"t{i}" for i in range(len(purchases))],
+        amount=np.where(purchases["is_refund"], -10.0, 10.0),
+        category="dining",
+    )
+    with warehouse.begin() as conn:
+        for table, columns in tables.items():
+            conn.execute(sa.text(f"CREATE TABLE {table} ({columns})"))
+        warehouse.append(conn, "marts.dim_customers", dim)
+        warehouse.append(conn, "marts.fct_transactions", transactions)
+
+
+@pytest.mark.parametrize(
+    "warehouse_fixture",
+    ["duckdb_warehouse", pytest.param("pg_warehouse", marks=pytest.mark.postgres)],
+)
+def test_churn_labels_on_a_hand_built_warehouse(request, warehouse_fixture):
+    warehouse = request.getfixturevalue(warehouse_fixture)
+    customers = pd.DataFrame(
+        {
+            "customer_id": [
+                "stays",
+                "churns",
+                "refund_only_after",
+                "never_bought",
+                "lapsed",
+                "signed_up_later",
+                "edge_of_active_window",
+                "buys_at_horizon_end",
+                "buys_last_minute_of_horizon",
+                "first_buy_just_after_as_of",
+            ],
+            "signup_at": pd.to_datetime(["2022-06-01"] * 5 + ["2023-04-02"] + ["2022-06-01"] * 4),
+        }
+    )
+    purchases = pd.DataFrame(
+        [
+            ("stays", "2023-03-10 12:00", False),
+            ("stays", "2023-04-20 12:00", False),
+            ("churns", "2023-04-01 23:59", False),
+            ("refund_only_after", "2023-03-20 12:00", False),
+            ("refund_only_after", "2023-04-10 12:00", True),
+            ("lapsed", "2023-01-01 23:59", False),
+            ("lapsed", "2023-04-20 12:00", False),
+            ("signed_up_later", "2023-04-10 12:00", False),
+            ("edge_of_active_window", "2023-01-02 00:00", False),
+            ("buys_at_horizon_end", "2023-03-01 12:00", False),
+            ("buys_at_horizon_end", "2023-06-01 00:00", False),
+            ("buys_last_minute_of_horizon", "2023-03-01 12:00", False),
+            ("buys_last_minute_of_horizon", "2023-05-31 23:59", False),
+            ("first_buy_just_after_as_of", "2023-04-02 00:00", False),
+        ],
+        columns=["customer_id", "occurred_at", "is_refund"],
+    ).astype({"occurred_at": "datetime64[us]"})
+    _build_marts(warehouse, customers, purchases)
+
+    labels = churn_labels(warehouse, AS_OF, horizon_days=60)
+
+    expected = {
+        "stays": False,
+        "churns": True,
+        "refund_only_after": True,  # a refund is not a purchase
+        "edge_of_active_window": True,  # bought on the first day of the 90-day window
+        "buys_at_horizon_end": True,  # 2023-06-01 00:00 is the first moment after it
+        "buys_last_minute_of_horizon": False,
+    }
+    assert dict(zip(labels.customer_id, labels.churned, strict=True)) == expected
+    assert labels.churned.dtype == bool
+
+    # The label's population and the one scoring reads off customer_features agree.
+    features = features_as_of(warehouse, AS_OF)
+    assert set(features.loc[is_active(features), "customer_id"]) == set(expected)
+    snapshot = labelled_snapshot(warehouse, AS_OF, horizon_days=60)
+    assert set(snapshot.customer_id) == set(expected)
+
+    # A shorter activity window drops the customer who last bought at its old edge.
+    shorter = churn_labels(warehouse, AS_OF, horizon_days=60, active_days=60)
+    assert set(shorter.customer_id) == set(expected) - {"edge_of_active_window"}
+    assert set(features.loc[is_active(features, 60), "customer_id"]) == set(shorter.customer_id)
+
+
+def test_plan_dates_keep_training_labels_before_validation():
+    first, end = dt.date(2023, 3, 1), dt.date(2023, 8, 27)
+    training, validation = plan_dates(first, end, horizon_days=60)
+    assert validation == end - dt.timedelta(days=60)
+    assert training == [
+        validation - dt.timedelta(days=60),
+        validation - dt.timedelta(days=74),
+        validation - dt.timedelta(days=88),
+    ]
+    assert all(d + dt.timedelta(days=60) <= validation for d in training)
+
+    # 2023-04-01 has 32 days of data: not enough when 45 are required.
+    short, _ = plan_dates(first, end, horizon_days=60, min_history_days=45)
+    assert short == training[:2]
+
+    with pytest.raises(ValueError, match="no training as-of date"):
+        plan_dates(first, dt.date(2023, 6, 1), horizon_days=60)
+
+
+def _synthetic_snapshot(rng: np.random.Generator, n: int, as_of: dt.date) -> pd.DataFrame:
+    """customer_features-shaped rows whose churn depends on recency, the 30-day trend and
+    whether the customer ever opened an email."""
+    recent = rng.poisson(3, n)
+    previous = rng.poisson(3, n)
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"c{i:05d}" for i in range(n)],
+            "as_of": pd.Timestamp(as_of),
+            "has_purchased": True,
+            "tier_rank": rng.integers(1, 5, n),
+            "recency_days": rng.integers(0, 90, n),
+            "purchases_30d": recent,
+            "purchases_prev_30d": previous,
+            "redemptions_90d": rng.poisson(1, n),
+            "emails_sent_90d": rng.poisson(6, n),
+            "open_rate_90d": np.where(rng.random(n) < 0.3, np.nan, rng.random(n)),
+            "click_rate_90d": rng.random(n) * 0.3,
+            "days_since_engagement": pd.array(
+                np.where(rng.random(n) < 0.5, None, rng.integers(0, 200, n)), dtype="Int64"
+            ),
+        }
+    )
+    trend = (recent - previous) / (recent + previous + 1)
+    logit = -3.0 + 0.05 * frame.recency_days - trend + 0.8 * frame.open_rate_90d.isna()
+    frame["churned"] = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
+    return frame
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    rng = np.random.default_rng(0)
+    train = pd.concat(
+        [
+            _synthetic_snapshot(rng, 4000, dt.date(2023, 1, 1)),
+            _synthetic_snapshot(rng, 4000, dt.date(2023, 1, 15)),
+        ],
+        ignore_index=True,
+    )
+    validation = _synthetic_snapshot(rng, 3000, dt.date(2023, 3, 15))
+    return train, validation, fit_churn(train, validation, seed=7)
+
+
+def test_model_matrix_derives_the_trend_and_keeps_missing_values():
+    frame = pd.DataFrame({name: [1.0, 2.0] for name in MART_FEATURES}).assign(
+        purchases_30d=[0, 6],
+        purchases_prev_30d=[4, 2],
+        days_since_engagement=pd.array([None, 5], dtype="Int64"),
+    )
+    matrix = model_matrix(frame)
+    assert list(matrix.columns) == list(FEATURES)
+    np.testing.assert_allclose(matrix.trend_30d, [-4 / 5, 4 / 9])
+    assert np.isnan(matrix.days_since_engagement.iloc[0])
+    assert matrix.days_since_engagement.iloc[1] == 5.0
+
+
+def test_fit_learns_the_signal_and_reports_its_metrics(synthetic):
+    train, validation, training = synthetic
+    metrics = training.metrics
+    assert metrics["roc_auc"] > metrics["baseline_roc_auc"] > 0.5
+    assert 0.0 < metrics["brier"] < metrics["base_rate"] * (1 - metrics["base_rate"])
+    assert metrics["train_rows"] == len(train)
+    assert metrics["validation_rows"] == len(validation)
+    assert metrics["train_as_of_dates"] == ["2023-01-01", "2023-01-15"]
+    assert metrics["validation_as_of"] == "2023-03-15"
+    assert metrics["base_rate"] == pytest.approx(validation.churned.mean())
+    assert set(training.feature_importance) == set(FEATURES) == set(training.features)
+    assert max(training.feature_importance, key=training.feature_importance.get) in {
+        "recency_days",
+        "trend_30d",
+    }
+    assert training.params["seed"] == 7 and training.params["tree_method"] == "hist"
+    json.dumps(metrics)  # metadata must be JSON
+
+
+def test_fit_is_deterministic_and_fingerprints_its_inputs(synthetic):
+    train, validation, training = synthetic
+    shuffled = train.sample(frac=1.0, random_state=1)
+    again = fit_churn(shuffled, validation, seed=7)
+    assert again.fingerprint == training.fingerprint
+    assert len(training.fingerprint) == 64
+    np.testing.assert_array_equal(
+        again.model.predict(model_matrix(validation)),
+        training.model.predict(model_matrix(validation)),
+    )
+    assert fit_churn(train, validation, seed=8).fingerprint != training.fingerprint
+    flipped = train.assign(churned=train.churned.to_numpy().copy())
+    flipped.loc[0, "churned"] = not flipped.loc[0, "churned"]
+    assert fit_churn(flipped, validation, seed=7).fingerprint != training.fingerprint
+
+
+def test_training_rows_are_capped_by_a_seeded_sample(synthetic):
+    train, validation, _ = synthetic
+    capped = fit_churn(train, validation, seed=7, max_train_rows=1000)
+    assert capped.metrics["train_rows"] == 1000
+    assert fit_churn(train, validation, seed=7, max_train_rows=1000).fingerprint == (
+        capped.fingerprint
+    )
+
+
+def test_shuffled_training_labels_fail_the_quality_check(synthetic):
+    train, validation, training = synthetic
+    assert churn_quality(training.metrics) == []
+    rng = np.random.default_rng(3)
+    shuffled = train.assign(churned=rng.permutation(train.churned.to_numpy()))
+    failures = churn_quality(fit_churn(shuffled, validation, seed=7).metrics)
+    assert any("recency-only baseline" in reason for reason in failures)
+
+
+def test_churn_quality_names_each_failure():
+    assert churn_quality({"roc_auc": 0.8, "baseline_roc_auc": 0.7}) == []
+    failures = churn_quality({"roc_auc": 0.7, "baseline_roc_auc": 0.72})
+    assert len(failures) == 2
+    assert "under 0.75" in failures[0] and "0.720" in failures[1]
+    assert churn_quality({"roc_auc": 0.8, "baseline_roc_auc": 0.7}, min_auc=0.85) != []
+
+
+def test_scores_bands_and_drivers(synthetic):
+    _, validation, training = synthetic
+    model = training.model
+    inactive = validation.head(3).assign(
+        customer_id=["never", "lapsed", "edge"],
+        has_purchased=[False, True, True],
+        recency_days=[5, 90, 89],
+    )
+    scores = model.score(pd.concat([validation, inactive], ignore_index=True))
+
+    assert list(scores.columns) == [
+        "customer_id",
+        "churn_probability",
+        "risk_band",
+        "driver_1",
+        "driver_2",
+        "driver_3",
+    ]
+    assert set(scores.customer_id) == set(validation.customer_id) | {"never", "lapsed", "edge"}
+    outside = scores.set_index("customer_id").loc[["never", "lapsed"]]
+    assert outside.risk_band.tolist() == ["never_purchased", "lapsed"]
+    assert outside.churn_probability.isna().all()
+    scores = scores[~scores.customer_id.isin(["never", "lapsed"])]
+    assert scores.churn_probability.between(0, 1).all()
+    medium, high = model.band_thresholds
+    expected_band = np.select(
+        [scores.churn_probability >= high, scores.churn_probability >= medium],
+        ["high", "medium"],
+        "low",
+    )
+    assert (scores.risk_band == expected_band).all()
+    assert set(scores.risk_band) == {"low", "medium", "high"}
+
+    # driver_k is the k-th largest positive contribution xgboost gives, with its value.
+    matrix = model_matrix(validation)
+    contributions = model.booster.predict(
+        xgb.DMatrix(matrix, feature_names=model.features), pred_contribs=True
+    )[:, :-1]
+    ranked = np.argsort(-contributions, axis=1, kind="stable")[:, :3]
+    scored = scores.set_index("customer_id").loc[validation.customer_id]
+    for k in range(3):
+        positive = np.take_along_axis(contributions, ranked[:, k : k + 1], axis=1)[:, 0] > 0
+        names = np.array(model.features)[ranked[:, k]]
+        drivers = scored[f"driver_{k + 1}"].to_numpy()
+        assert positive.any()
+        assert pd.isna(drivers[~positive]).all()
+        assert (pd.Series(drivers[positive]).str.split("=").str[0] == names[positive]).all()
+    recency = scored.driver_1.str.startswith("recency_days=").fillna(False).to_numpy()
+    assert recency.any()
+    shown = scored.driver_1[recency].str.split("=").str[1].astype(float)
+    np.testing.assert_array_equal(shown, validation.recency_days[recency].to_numpy())
+    # A missing value shows as such, not as a number.
+    missing = validation.open_rate_90d.isna().to_numpy()
+    named = pd.Series(scored[["driver_1", "driver_2", "driver_3"]].to_numpy()[missing].ravel())
+    open_rate = named[named.str.startswith("open_rate_90d=").fillna(False)]
+    assert len(open_rate) > 0
+    assert (open_rate == "open_rate_90d=missing").all()
+
+
+def test_saved_model_loads_and_scores_the_same(synthetic, tmp_path):
+    _, validation, training = synthetic
+    training.model.save(tmp_path)
+    assert json.loads((tmp_path / "booster.json").read_text())
+    assert {p.name for p in tmp_path.iterdir()} == {"booster.json", "churn_model.json"}
+    loaded = ChurnModel.load(tmp_path)
+    assert loaded.features == training.model.features
+    assert loaded.band_thresholds == training.model.band_thresholds
+    pd.testing.assert_frame_equal(loaded.score(validation), training.model.score(validation))
+
+
+# ------------------------------------------------------------------ the seeded worlds
+
+
+@pytest.fixture(scope="module")
+def seeded_churn(seeded_world):
+    warehouse = seeded_world.warehouse()
+    try:
+        training = train_churn(warehouse)
+        validation_day = dt.date.fromisoformat(training.metrics["validation_as_of"])
+        train = pd.concat(
+            [
+                labelled_snapshot(warehouse, dt.date.fromisoformat(day))
+                for day in training.metrics["train_as_of_dates"]
+            ],
+            ignore_index=True,
+        )
+        validation = labelled_snapshot(warehouse, validation_day)
+        latest = features_as_of(warehouse, validation_day + dt.timedelta(days=60))
+    finally:
+        warehouse.dispose()
+    return training, train, validation, latest
+
+
+def test_churn_model_meets_the_quality_bar(seeded_churn, seeded_world):
+    training, _, _, _ = seeded_churn
+    metrics = training.metrics
+    assert metrics["roc_auc"] >= 0.80, (seeded_world.name, metrics)
+    assert metrics["roc_auc"] > metrics["baseline_roc_auc"], (seeded_world.name, metrics)
+    # The planted churn is not just "has not bought for a while".
+    assert 0.65 <= metrics["baseline_roc_auc"] <= 0.80, (seeded_world.name, metrics)
+    assert churn_quality(metrics) == []
+    assert metrics["pr_auc"] > metrics["base_rate"]
+    validation_day = dt.date.fromisoformat(metrics["validation_as_of"])
+    assert len(metrics["train_as_of_dates"]) == 3
+    for day in metrics["train_as_of_dates"]:
+        assert dt.date.fromisoformat(day) + dt.timedelta(days=60) <= validation_day
+
+
+def test_shuffled_labels_fail_on_seeded_data(seeded_churn):
+    training, train, validation, _ = seeded_churn
+    rng = np.random.default_rng(11)
+    shuffled = train.assign(churned=rng.permutation(train.churned.to_numpy()))
+    again = fit_churn(train, validation)
+    assert again.fingerprint == training.fingerprint  # the fixture rebuilt the same frames
+    assert churn_quality(fit_churn(shuffled, validation).metrics) != []
+
+
+def test_seeded_scores_cover_every_customer_and_band_the_active(seeded_churn):
+    training, _, validation, latest = seeded_churn
+    everyone = training.model.score(latest)
+    assert len(everyone) == len(latest) and everyone.customer_id.is_unique
+    active = set(latest.loc[is_active(latest), "customer_id"])
+    scores = everyone[everyone.customer_id.isin(active)]
+    assert len(scores) == len(active) > 0
+    assert set(scores.risk_band) == {"low", "medium", "high"}
+    assert set(everyone.risk_band) - set(scores.risk_band) <= {"lapsed", "never_purchased"}
+    assert scores.loc[scores.risk_band == "high", "driver_1"].notna().all()
+
+    # On the labelled validation date, the bands order the churn that followed.
+    banded = (
+        training.model.score(validation)
+        .dropna(subset=["churn_probability"])
+        .merge(validation[["customer_id", "churned"]], on="customer_id")
+    )
+    rate = banded.groupby("risk_band").churned.mean()
+    assert rate["high"] > rate["medium"] > rate["low"]
+    assert rate["high"] > 3 * rate["low"]
+
+
+def test_data_after_the_as_of_date_does_not_change_training(seeded_world, tmp_path):
+    source = Path(seeded_world.warehouse_url.removeprefix("duckdb:///"))
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(source, copy)
+    if source.with_suffix(".duckdb.wal").exists():
+        shutil.copy(source.with_suffix(".duckdb.wal"), copy.with_suffix(".duckdb.wal"))
+    full, cut = Warehouse(seeded_world.warehouse_url), Warehouse(f"duckdb:///{copy}")
+    try:
+        last = pd.Timestamp(full.scalar("SELECT MAX(occurred_at) FROM marts.fct_transactions"))
+        as_of = last.date() - dt.timedelta(days=10)
+        before = train_churn(full, as_of=as_of)
+        with cut.begin() as conn:
+            end = {"end": dt.datetime.combine(as_of, dt.time()) + dt.timedelta(days=1)}
+            for table, column in [
+                ("marts.fct_transactions", "occurred_at"),
+                ("marts.fct_engagement_events", "occurred_at"),
+                ("marts.fct_redemptions", "redeemed_at"),
+            ]:
+                conn.execute(sa.text(f"DELETE FROM {table} WHERE {column} >= :end"), end)
+        after = train_churn(cut, as_of=as_of)
+    finally:
+        full.dispose()
+        cut.dispose()
+    assert after.fingerprint == before.fingerprint
+    assert after.metrics == before.metrics
