@@ -33,8 +33,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## virtual environment from pyproject.toml
 
-seed: install ## demo data into $(DATA_DIR)/ (replaces the entity folders and the warehouse)
-	rm -f $(DATA_DIR)/warehouse.duckdb $(DATA_DIR)/warehouse.duckdb.wal
+seed: install ## demo data into $(DATA_DIR)/ (a new data set: fresh embedded stores too)
+	rm -f $(DATA_DIR)/warehouse.duckdb $(DATA_DIR)/warehouse.duckdb.wal $(DATA_DIR)/ops.sqlite*
+	rm -rf $(DATA_DIR)/models $(DATA_DIR)/snapshots $(DATA_DIR)/outbox
 	$(BIN)/python scripts/seed_data.py --output $(DATA_DIR)/ --customers $(CUSTOMERS) \
 		--rewards $(REWARDS) --days $(DAYS) --start-date $(START_DATE) --seed $(SEED)
 

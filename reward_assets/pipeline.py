@@ -98,6 +98,38 @@ def materialize_all(
     return summary
 
 
+@dataclass
+class ActivationSummary:
+    onboarding_runs: int = 0
+    delivery_success: bool = True
+    outbox: dict[str, int] = field(default_factory=dict)
+
+
+def activate(defs: dg.Definitions, instance: dg.DagsterInstance) -> ActivationSummary:
+    """One tick of the onboarding sensor, its runs, then one delivery run: what the daemon
+    does with the sensor and the delivery schedule switched on."""
+    from reward_assets.services.outbox import Outbox
+    from reward_assets.storage.ops import open_ops_store
+
+    summary = ActivationSummary()
+    sensor = defs.resolve_sensor_def("new_customer_sensor")
+    onboarding = defs.resolve_job_def("onboarding_job")
+    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+        result = sensor(context)
+    for request in getattr(result, "run_requests", None) or []:
+        onboarding.execute_in_process(
+            run_config=request.run_config, instance=instance, tags=request.tags
+        )
+        summary.onboarding_runs += 1
+    delivery = defs.resolve_job_def("delivery_job").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    summary.delivery_success = delivery.success
+    with open_ops_store(get_settings().resolved_ops_db_url()) as store:
+        summary.outbox = Outbox(store).status_counts()
+    return summary
+
+
 def _scored_day() -> dt.date:
     """The as-of day the scoring assets use: AS_OF, else the latest event loaded."""
     settings = get_settings()

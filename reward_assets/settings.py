@@ -48,6 +48,51 @@ class Settings(BaseSettings):
     quiet_hours_end: int = Field(8, ge=0, le=23, description="Local hour quiet hours end.")
     retrain_cron: str = Field("0 4 * * 1", description="When the models retrain (UTC cron).")
 
+    # Activation: onboarding, the engagement cycle and its contact rules.
+    welcome_max_age_days: int = Field(
+        2, ge=0, description="Only sign-ups this recent are welcomed."
+    )
+    onboarding_batch_size: int = Field(200, ge=1, description="New customers per onboarding run.")
+    onboarding_retry_minutes: int = Field(
+        30, ge=0, description="Re-request welcomes still undecided this long after a request."
+    )
+    onboarding_max_attempts: int = Field(3, ge=1)
+    followup_days: tuple[int, ...] = Field((3, 7), description="Follow-ups after the welcome.")
+    frequency_cap: int = Field(2, ge=0, description="Marketing emails allowed per cap window.")
+    frequency_cap_days: int = Field(7, ge=1)
+    kill_switch: bool = Field(False, description="true stops all sending (also: emailctl pause).")
+    engagement_cycle_cron: str = "0 6 * * *"
+    engagement_cycle_timezone: str = Field("UTC", description="IANA zone of the cycle's cron.")
+    delivery_cron: str = Field("*/10 * * * *", description="When due emails are sent.")
+
+    # Content: PhiData agents on Groq; without GROQ_API_KEY a template writes every email.
+    groq_api_key: str = ""
+    groq_model: str = "llama-3.3-70b-versatile"
+    groq_base_url: str = Field("", description="Empty means Groq's own endpoint.")
+    llm_temperature: float = Field(0.4, ge=0, le=2)
+    llm_timeout_seconds: float = Field(10.0, gt=0)
+    llm_call_budget: int = Field(500, ge=0, description="LLM calls allowed per run.")
+    llm_concurrency: int = Field(4, ge=1)
+    llm_breaker_failures: int = Field(5, ge=1, description="Failures in a row that stop calls.")
+
+    # Email delivery: SMTP when SMTP_HOST is set, else .eml files under OUTBOX_DIR.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_timeout_seconds: float = Field(30.0, gt=0)
+    email_from: str = "Rewards <rewards@example.com>"
+    outbox_dir: Path | None = Field(None, description="Empty means DATA_DIR/outbox.")
+    send_lease_seconds: int = Field(300, ge=1, description="After this a claim or send expires.")
+    send_max_attempts: int = Field(5, ge=1, description="Transient SMTP errors retried.")
+    public_base_url: str = Field(
+        "http://localhost:8000", description="Where the API (unsubscribe link) is reachable."
+    )
+    unsubscribe_secret: str = Field(
+        "change-me", description="Signs unsubscribe links; set a long random value."
+    )
+
     def resolved_warehouse_url(self) -> str:
         return self.warehouse_url or f"duckdb:///{(self.data_dir / 'warehouse.duckdb').as_posix()}"
 
@@ -56,6 +101,9 @@ class Settings(BaseSettings):
 
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    def resolved_outbox_dir(self) -> Path:
+        return self.outbox_dir or self.data_dir / "outbox"
 
 
 @lru_cache

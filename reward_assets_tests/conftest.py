@@ -1,5 +1,6 @@
 import datetime as dt
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -207,3 +208,46 @@ def worlds(tmp_path_factory):
 def seeded_world(request, worlds) -> SeededWorld:
     """Each seed of SEEDS; tests using it run once per seed."""
     return worlds(request.param)
+
+
+@pytest.fixture(scope="session")
+def scored(worlds, tmp_path_factory):
+    """The default world's warehouse copied, then the `ml` and `scoring` groups run on it.
+
+    Yields (run(*groups, extra=None), warehouse, data_dir); `run` materialises more groups
+    on the same stores, `extra` adding settings for that run only.
+    """
+    import dagster as dg
+
+    from reward_assets.definitions import defs
+    from reward_assets.pipeline import materialize_all
+
+    root = tmp_path_factory.mktemp("scored")
+    world = worlds("default")
+    warehouse_file = root / "warehouse.duckdb"
+    shutil.copy(world.warehouse_url.removeprefix("duckdb:///"), warehouse_file)
+    env = {"DATA_DIR": str(root / "data"), "WAREHOUSE_URL": f"duckdb:///{warehouse_file}"}
+    warehouse = Warehouse(env["WAREHOUSE_URL"])
+
+    def run(*groups: str, extra: dict[str, str] | None = None):
+        warehouse.dispose()  # no connection of the test's open while the run writes
+        with pytest.MonkeyPatch.context() as patch:
+            patch.delenv("AS_OF", raising=False)
+            for name, value in {**env, **(extra or {})}.items():
+                patch.setenv(name, value)
+            get_settings.cache_clear()
+            with dg.DagsterInstance.ephemeral() as instance:
+                summary = materialize_all(
+                    defs(),
+                    instance,
+                    world.config.start_date,
+                    world.config.start_date,
+                    dg.AssetSelection.groups(*groups),
+                )
+            get_settings.cache_clear()
+        return summary
+
+    first = run("ml", "scoring")
+    assert first.success, first
+    yield run, warehouse, root / "data"
+    warehouse.dispose()

@@ -22,7 +22,14 @@ from reward_assets_tests.landing_builders import write_basic_landing
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DG = Path(sys.executable).parent / "dg"
 
-INGESTION = {"customers", "rewards", "transactions", "redemptions", "engagement_events"}
+INGESTION = {
+    "customers",
+    "rewards",
+    "transactions",
+    "redemptions",
+    "engagement_events",
+    "email_sends",
+}
 MODEL_FILES = {path.stem for path in SQL_DIR.glob("*.sql")}
 ML = {"reward_embeddings", "churn_model", "engagement_model", "model_evaluation"}
 SCORING = {
@@ -33,7 +40,8 @@ SCORING = {
     "recommendation_sets",
 }
 HISTORY = {"score_history", "recommendation_log"}
-ALL_ASSETS = INGESTION | MODEL_FILES | ML | SCORING
+ENGAGEMENT = {"suppression_list", "customer_segments", "engagement_plan", "engagement_messages"}
+ALL_ASSETS = INGESTION | MODEL_FILES | ML | SCORING | ENGAGEMENT
 DAILY = {
     "transactions",
     "redemptions",
@@ -69,10 +77,12 @@ CHECK_NAMES = {
     "reward_embeddings": {"ranking_beats_popularity"},
     "churn_model": {"churn_auc_meets_bar"},
     "engagement_model": {"engagement_auc_meets_bar"},
+    "engagement_messages": {"no_uncertain_emails"},
 }
-NON_BLOCKING = {(asset, QUARANTINE) for asset in INGESTION} | {
+NON_BLOCKING = {(asset, QUARANTINE) for asset in INGESTION - {"email_sends"}} | {
     ("dim_customers", "signup_at_not_after_as_of"),
     ("fct_redemptions", "reward_id_in_dim_rewards"),
+    ("engagement_messages", "no_uncertain_emails"),
 }
 
 
@@ -126,10 +136,14 @@ def test_group_names(graph):
         if name in ML
         else "scoring"
         if name in SCORING | HISTORY
+        else "engagement"
+        if name in ENGAGEMENT
         else "warehouse"
         for name in ALL_ASSETS
     }
-    assert {"ingestion", "staging", "warehouse", "ml", "scoring"} == set(expected.values())
+    assert {"ingestion", "staging", "warehouse", "ml", "scoring", "engagement"} == set(
+        expected.values()
+    )
 
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups == expected
@@ -350,12 +364,17 @@ def test_dg_list_defs_json_lists_the_assets_checks_schedule_and_job(dg_runs):
     assert {s["name"] for s in listed["schedules"]} == {
         "daily_refresh_schedule",
         "model_training_schedule",
+        "engagement_cycle_schedule",
+        "delivery_schedule",
     }
-    assert {s["name"] for s in listed["sensors"]} == {"score_after_refresh"}
+    assert {s["name"] for s in listed["sensors"]} == {"score_after_refresh", "new_customer_sensor"}
     assert {j["name"] for j in listed["jobs"]} == {
         "daily_refresh_job",
         "daily_scoring_job",
         "model_training_job",
+        "engagement_cycle_job",
+        "onboarding_job",
+        "delivery_job",
     }
 
 
@@ -427,6 +446,25 @@ def test_a_successful_refresh_requests_scoring_as_of_its_last_day(d):
     assert isinstance(request, dg.RunRequest)
     assert request.partition_key == "2023-03-07"
     assert request.run_key == f"scoring-{RUN_ID}"  # one scoring run per refresh run
+
+
+def test_activation_jobs_sensor_and_schedules(d):
+    sensor = d.resolve_sensor_def("new_customer_sensor")
+    assert sensor.job_name == "onboarding_job"
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    onboarding = d.resolve_job_def("onboarding_job")
+    assert [n.name for n in onboarding.nodes_in_topological_order] == [
+        "welcome_new_customers",
+        "deliver_due_emails",
+    ]
+    cycle = d.resolve_schedule_def("engagement_cycle_schedule")
+    assert cycle.job_name == "engagement_cycle_job"
+    assert (cycle.cron_schedule, cycle.execution_timezone) == ("0 6 * * *", "UTC")
+    job = d.resolve_job_def("engagement_cycle_job")
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == ENGAGEMENT
+    delivery = d.resolve_schedule_def("delivery_schedule")
+    assert (delivery.job_name, delivery.cron_schedule) == ("delivery_job", "*/10 * * * *")
+    assert {s.default_status for s in (cycle, delivery)} == {dg.DefaultScheduleStatus.STOPPED}
 
 
 def test_a_refresh_without_a_partition_requests_nothing(d):

@@ -7,53 +7,11 @@ fails its blocking check leaving the previous good models and their outputs in s
 
 from __future__ import annotations
 
-import shutil
-
-import dagster as dg
-import pytest
-
-from reward_assets.definitions import defs
 from reward_assets.models.registry import APPROVED, REJECTED, ModelRegistry
-from reward_assets.pipeline import materialize_all
 from reward_assets.settings import get_settings
 from reward_assets.storage.ops import open_ops_store
-from reward_assets.storage.warehouse import Warehouse
 
 MODELS = {"taste_model", "churn_model", "engagement_model"}
-
-
-@pytest.fixture(scope="module")
-def scored(worlds, tmp_path_factory):
-    """The default world's warehouse copied, then the `ml` and `scoring` groups run on it."""
-    root = tmp_path_factory.mktemp("scored")
-    world = worlds("default")
-    warehouse_file = root / "warehouse.duckdb"
-    shutil.copy(world.warehouse_url.removeprefix("duckdb:///"), warehouse_file)
-    env = {"DATA_DIR": str(root / "data"), "WAREHOUSE_URL": f"duckdb:///{warehouse_file}"}
-    warehouse = Warehouse(env["WAREHOUSE_URL"])
-
-    def run(*groups: str):
-        warehouse.dispose()  # no connection of the test's open while the run writes
-        with pytest.MonkeyPatch.context() as patch:
-            patch.delenv("AS_OF", raising=False)
-            for name, value in env.items():
-                patch.setenv(name, value)
-            get_settings.cache_clear()
-            with dg.DagsterInstance.ephemeral() as instance:
-                summary = materialize_all(
-                    defs(),
-                    instance,
-                    world.config.start_date,
-                    world.config.start_date,
-                    dg.AssetSelection.groups(*groups),
-                )
-            get_settings.cache_clear()
-        return summary
-
-    first = run("ml", "scoring")
-    assert first.success, first
-    yield run, warehouse, root / "data"
-    warehouse.dispose()
 
 
 def registry_versions(data_dir) -> dict[str, list[tuple[str, str]]]:

@@ -403,12 +403,14 @@ def test_project_models_load_in_dependency_order():
 
 def test_project_models_build_on_empty_raw_tables(warehouse):
     """Every real model is valid SQL on this engine, run in load order."""
+    from reward_assets.defs.ingestion.assets import SENT_COLUMNS
     from reward_assets.defs.ml import assets as ml
 
     for entity in ENTITIES.values():
         warehouse.create_table(entity.table, raw_columns(entity))
-    # The scoring tables the history models read are written by Python assets.
+    # The tables the models read that Python assets write.
     for table, columns in {
+        "raw.email_sends": SENT_COLUMNS,
         "ml.churn_scores": ml.CHURN_COLUMNS,
         "ml.engagement_scores": ml.ENGAGEMENT_COLUMNS,
         "ml.recommendation_sets": ml.RECOMMENDATION_COLUMNS,

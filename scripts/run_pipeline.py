@@ -15,7 +15,7 @@ import time
 import dagster as dg
 
 from reward_assets.definitions import defs as load_defs
-from reward_assets.pipeline import default_range, materialize_all, warehouse_summary
+from reward_assets.pipeline import activate, default_range, materialize_all, warehouse_summary
 from reward_assets.settings import get_settings
 from reward_assets.storage.warehouse import open_warehouse
 
@@ -39,8 +39,10 @@ def main() -> int:
     started = time.perf_counter()
     print(f"Materialising every asset, partitions {start}..{end}, data from {settings.data_dir}/")
     with dg.DagsterInstance.get() as instance:
-        summary = materialize_all(load_defs(), instance, start, end)
-    elapsed = time.perf_counter() - started
+        definitions = load_defs()
+        summary = materialize_all(definitions, instance, start, end)
+        elapsed = time.perf_counter() - started
+        activation = activate(definitions, instance) if summary.success else None
 
     with open_warehouse(settings.resolved_warehouse_url()) as warehouse:
         counts, quarantine = warehouse_summary(warehouse)
@@ -56,8 +58,13 @@ def main() -> int:
         f"\nAsset checks: {summary.checks['passed']} passed, {summary.checks['failed']} failed"
         + "".join(f"\n  failed: {name}" for name in summary.failed_checks)
     )
+    if activation:
+        folder = "SMTP" if settings.smtp_host else f"{settings.resolved_outbox_dir()}/"
+        print(f"\nActivation: {activation.onboarding_runs} onboarding run(s), delivery to {folder}")
+        for status, rows in sorted(activation.outbox.items()):
+            print(f"  outbox {status:<27} {rows:>12,}")
     print("\nNext: `make dev` opens the Dagster UI on the same storage (http://127.0.0.1:3000).")
-    return 0 if summary.success else 1
+    return 0 if summary.success and (activation is None or activation.delivery_success) else 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from dagster_celery import celery_executor
 
 from reward_assets.models.registry import ModelRegistry
 from reward_assets.settings import Settings, get_settings
-from reward_assets.storage.ops import open_ops_store
+from reward_assets.storage.ops import OpsStore, open_ops_store
 from reward_assets.storage.warehouse import Warehouse, open_warehouse
 
 
@@ -41,10 +41,15 @@ class OpsStoreResource(dg.ConfigurableResource):
     models_dir: str | None = None
 
     @contextmanager
+    def open(self) -> Iterator[OpsStore]:
+        with open_ops_store(self.url or get_settings().resolved_ops_db_url()) as store:
+            yield store
+
+    @contextmanager
     def registry(self) -> Iterator[ModelRegistry]:
         settings = get_settings()
         root = Path(self.models_dir) if self.models_dir else settings.resolved_models_dir()
-        with open_ops_store(self.url or settings.resolved_ops_db_url()) as store:
+        with self.open() as store:
             yield ModelRegistry(store, root)
 
 

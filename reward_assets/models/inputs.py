@@ -19,6 +19,22 @@ from reward_assets.storage.clock import as_of_params
 from reward_assets.storage.warehouse import Warehouse
 
 
+def reward_catalog(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
+    """Every reward with what eligibility reads, and its redemptions before the end of `as_of`."""
+    return warehouse.frame(
+        """
+        SELECT r.reward_id, r.name, r.category, r.points_cost, r.min_tier_rank, r.is_available,
+               COUNT(x.redemption_id) AS redemptions
+        FROM marts.dim_rewards r
+        LEFT JOIN marts.fct_redemptions x
+            ON x.reward_id = r.reward_id AND x.redeemed_at < :as_of_end
+        GROUP BY r.reward_id, r.name, r.category, r.points_cost, r.min_tier_rank, r.is_available
+        ORDER BY r.reward_id
+        """,
+        as_of_params(as_of),
+    )
+
+
 def eligibility_inputs(
     warehouse: Warehouse, as_of: dt.date, recent_days: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -30,18 +46,7 @@ def eligibility_inputs(
         "WHERE signup_at < :as_of_end ORDER BY customer_id",
         params,
     )
-    rewards = warehouse.frame(
-        """
-        SELECT r.reward_id, r.name, r.category, r.points_cost, r.min_tier_rank, r.is_available,
-               COUNT(x.redemption_id) AS redemptions
-        FROM marts.dim_rewards r
-        LEFT JOIN marts.fct_redemptions x
-            ON x.reward_id = r.reward_id AND x.redeemed_at < :as_of_end
-        GROUP BY r.reward_id, r.name, r.category, r.points_cost, r.min_tier_rank, r.is_available
-        ORDER BY r.reward_id
-        """,
-        params,
-    )
+    rewards = reward_catalog(warehouse, as_of)
     recent = warehouse.frame(
         """
         SELECT DISTINCT customer_id, reward_id FROM marts.fct_redemptions

@@ -1,17 +1,20 @@
 """The operational store: small rows that must be written while anything else runs.
 
 A SQLAlchemy URL: SQLite in WAL mode under DATA_DIR by default (readers never wait for the
-one writer), PostgreSQL in production. It holds the model registry today; the email outbox
-and the suppression list join it with the activation work.
+one writer), PostgreSQL in production. It holds the model registry, the email outbox, the
+suppression list, scheduled follow-ups, the switches operators flip (the kill switch) and
+the cache of LLM-written copy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 metadata = sa.MetaData()
@@ -32,6 +35,99 @@ model_registry = sa.Table(
     sa.Column("params", sa.JSON, nullable=False),
     sa.Column("reasons", sa.JSON),
 )
+
+# One row per message the product ever decided on, keyed by its idempotency key
+# "<customer_id>:<campaign>:<occurrence>" (the welcome's occurrence is "once"), so no
+# replay can create a second message. Status moves queued -> sending -> sent | failed,
+# a `sending` row whose lease ran out becomes `uncertain` (never resent automatically);
+# `skipped` (decided not to contact) and `cancelled` (a rule blocked it at send time)
+# carry their reason.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("idempotency_key", sa.String(200), primary_key=True),
+    sa.Column("customer_id", sa.String(64), nullable=False, index=True),
+    sa.Column("campaign", sa.String(32), nullable=False),
+    sa.Column("occurrence", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("reason", sa.Text),
+    sa.Column("send_at", sa.DateTime, nullable=False, index=True),  # naive UTC
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("to_address", sa.Text),
+    sa.Column("message_id", sa.String(200)),
+    sa.Column("subject", sa.Text),
+    sa.Column("preheader", sa.Text),
+    sa.Column("text_body", sa.Text),
+    sa.Column("html_body", sa.Text),
+    sa.Column("reward_ids", sa.JSON),
+    sa.Column("content_source", sa.String(16)),  # llm | cache | template
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime),  # naive UTC; retry backoff
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("lease_until", sa.DateTime),  # naive UTC
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("sent_at", sa.DateTime),
+    sa.Column("smtp_response", sa.Text),
+    sa.Column("run_id", sa.String(64)),
+)
+
+# Marketing stops for a customer on unsubscribe, complaint or hard bounce; first reason kept.
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("customer_id", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.String(32), nullable=False),  # unsubscribe | complaint | hard_bounce
+    sa.Column("source", sa.String(32), nullable=False),  # events | api | operator
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+# Follow-ups the onboarding job schedules; the engagement cycle sends or cancels them.
+followups = sa.Table(
+    "followups",
+    metadata,
+    sa.Column("customer_id", sa.String(64), primary_key=True),
+    sa.Column("campaign", sa.String(32), primary_key=True),  # followup_3 | followup_7
+    sa.Column("due_date", sa.Date, nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | queued | cancelled
+    sa.Column("reason", sa.Text),
+    sa.Column("signup_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+# Operator switches, e.g. ("kill_switch", "on"): read at every send.
+switches = sa.Table(
+    "switches",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("updated_by", sa.String(64)),
+)
+
+# LLM-written drafts keyed by a hash of the prompt's inputs and the model id.
+llm_cache = sa.Table(
+    "llm_cache",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("draft", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+
+def insert_missing(conn: Connection, table: sa.Table, rows: Sequence[dict]) -> int:
+    """Insert the rows whose primary key is not taken yet; returns how many went in.
+
+    One statement on either engine (ON CONFLICT DO NOTHING), so concurrent writers of the
+    same key never fail and never overwrite each other. The count comes from RETURNING:
+    PostgreSQL reports no row count for a multi-row insert.
+    """
+    if not rows:
+        return 0
+    insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    statement = insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    return len(conn.execute(statement, list(rows)).all())
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -116,12 +116,23 @@ class Warehouse:
         chunks: Iterable[pd.DataFrame],
     ) -> int:
         """Delete the rows matching `where` and insert `chunks` in one transaction."""
-        ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
-        with self.ddl() as conn:
-            conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})"))
+        self._create(table, columns)
         with self.begin() as conn:
             conn.execute(sa.text(f"DELETE FROM {table} WHERE {where}"), dict(params))
             return sum(self.append(conn, table, chunk[list(columns)]) for chunk in chunks)
+
+    def append_rows(
+        self, table: str, columns: Mapping[str, str], chunks: Iterable[pd.DataFrame]
+    ) -> int:
+        """Insert `chunks` into `table` (created when missing) in one transaction."""
+        self._create(table, columns)
+        with self.begin() as conn:
+            return sum(self.append(conn, table, chunk[list(columns)]) for chunk in chunks)
+
+    def _create(self, table: str, columns: Mapping[str, str]) -> None:
+        ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+        with self.ddl() as conn:
+            conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})"))
 
     def existing_keys(
         self, conn: Connection, table: str, column: str, keys: pd.Series

@@ -1,0 +1,1 @@
+"""Decisions per customer: who to contact, with what, and when. No Dagster import."""

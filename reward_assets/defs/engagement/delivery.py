@@ -1,0 +1,54 @@
+import dagster as dg
+
+from reward_assets.defs.resources import OpsStoreResource
+from reward_assets.services.delivery import DeliveryConfig, deliver_due
+from reward_assets.services.mailer import mailer_from_settings
+from reward_assets.settings import get_settings
+
+
+@dg.op(ins={"after": dg.In(dg.Nothing)}, out=dg.Out(int, description="Emails sent."))
+def deliver_due_emails(context: dg.OpExecutionContext, ops: OpsStoreResource):
+    """Sends the queued emails that are due, re-checking every contact rule first.
+
+    Touches the operational store and the mail server only, never the warehouse.
+    """
+    settings = get_settings()
+    with ops.open() as store:
+        report = deliver_due(
+            store,
+            mailer_from_settings(settings),
+            DeliveryConfig.from_settings(settings),
+            worker_id=context.run_id,
+        )
+    context.log.info(
+        f"sent {report.sent}, failed {report.failed}, cancelled {report.cancelled}, "
+        f"deferred {report.deferred}, retried {report.retried}, uncertain {report.uncertain}"
+    )
+    return dg.Output(
+        report.sent,
+        metadata={
+            "sent": report.sent,
+            "failed": report.failed,
+            "cancelled": report.cancelled,
+            "deferred": report.deferred,
+            "retried": report.retried,
+            "uncertain": report.uncertain,
+            **{f"reason_{k}": v for k, v in sorted(report.by_reason.items())},
+            "transport": "smtp" if settings.smtp_host else "eml files",
+        },
+    )
+
+
+@dg.job(description="Sends the emails that are due.")
+def delivery_job():
+    deliver_due_emails()
+
+
+delivery_schedule = dg.ScheduleDefinition(
+    name="delivery_schedule",
+    job=delivery_job,
+    cron_schedule=get_settings().delivery_cron,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Sends due emails every few minutes (DELIVERY_CRON).",
+)

@@ -1,0 +1,1 @@
+"""PhiData configuration: the agents that write copy, on the Groq model."""

@@ -1,0 +1,1 @@
+"""Operational services: contact rules, the outbox, email delivery and suppressions."""

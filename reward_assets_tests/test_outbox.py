@@ -1,0 +1,293 @@
+"""The outbox, suppressions, the kill switch, unsubscribe tokens and emailctl, on SQLite
+and (marked postgres) on PostgreSQL."""
+
+import datetime as dt
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from reward_assets import emailctl
+from reward_assets.services.outbox import (
+    Message,
+    Outbox,
+    Skip,
+    kill_switch_engaged,
+    set_kill_switch,
+)
+from reward_assets.services.suppression import suppress, suppressed, sync_from_events
+from reward_assets.services.unsubscribe import make_token, read_token, unsubscribe_url
+from reward_assets.settings import get_settings
+from reward_assets.storage.ops import open_ops_store, outbox, suppressions
+
+T0 = dt.datetime(2024, 3, 4, 12, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
+
+
+def message(customer_id="c1", campaign="rewards_digest", send_at=T0, subject="Hi", **fields):
+    occurrence = fields.pop("occurrence", "once" if campaign == "welcome" else send_at.date())
+    return Message(
+        customer_id=customer_id,
+        campaign=campaign,
+        occurrence=str(occurrence),
+        send_at=send_at,
+        timezone=fields.pop("timezone", "Europe/Paris"),
+        to_address=f"{customer_id}@example.com",
+        subject=subject,
+        preheader="Your rewards",
+        text_body="Hello",
+        html_body="<p>Hello</p>",
+        reward_ids=("r1", "r2"),
+        content_source="template",
+    )
+
+
+def set_status(store, key, status):
+    with store.begin() as conn:
+        conn.execute(sa.update(outbox).where(outbox.c.idempotency_key == key).values(status=status))
+
+
+def row(store, key):
+    with store.begin() as conn:
+        return conn.execute(sa.select(outbox).where(outbox.c.idempotency_key == key)).one()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ops.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    with open_ops_store(url) as opened:
+        yield opened
+
+
+def test_enqueue_twice_keeps_one_row_and_the_first_content(store):
+    box = Outbox(store)
+    first = message()
+
+    assert box.enqueue([first, message(subject="duplicate in the batch")], run_id="r1") == 1
+    assert box.enqueue([message(subject="replayed plan")], run_id="r2") == 0
+
+    assert first.key == "c1:rewards_digest:2024-03-04"
+    assert box.existing([first.key, "c9:welcome:once"]) == {first.key}
+    assert box.status_counts() == {"queued": 1}
+    stored = row(store, first.key)
+    assert (stored.subject, stored.run_id, stored.attempts) == ("Hi", "r1", 0)
+    assert stored.send_at == dt.datetime(2024, 3, 4, 12)  # naive UTC
+    assert stored.reward_ids == ["r1", "r2"]
+
+
+def test_enqueue_refuses_an_unknown_campaign(store):
+    with pytest.raises(ValueError, match="unknown campaign"):
+        Outbox(store).enqueue([message(campaign="spam")])
+    assert Outbox(store).status_counts() == {}
+
+
+def test_record_skips_never_overwrites_a_message(store):
+    box = Outbox(store)
+    queued = message()
+    box.enqueue([queued])
+    skip_queued = Skip("c1", "rewards_digest", "2024-03-04", "frequency_cap", T0, None)
+    skip_new = Skip("c2", "welcome", "once", "holdout", T0, None)
+
+    assert box.record_skips([skip_queued, skip_new]) == 1
+    assert box.record_skips([skip_new]) == 0
+    # A skip is a decision too: a later plan cannot turn it into a message.
+    assert box.enqueue([message("c2", "welcome")]) == 0
+
+    assert row(store, queued.key).status == "queued"
+    skipped = row(store, skip_new.key)
+    assert (skipped.status, skipped.reason, skipped.timezone) == ("skipped", "holdout", "UTC")
+    assert box.status_counts() == {"queued": 1, "skipped": 1}
+
+
+def test_other_marketing_sends_counts_only_messages_that_go_out(store):
+    box = Outbox(store)
+    box.enqueue(
+        [
+            message("c1", send_at=T0),  # queued: counts
+            message("c1", "win_back", send_at=T0 + DAY),  # sent: counts
+            message("c1", "welcome", send_at=T0),  # welcome: never counts
+            message("c1", "reactivation", send_at=T0 + 2 * DAY),  # cancelled
+            message("c1", "followup_3", send_at=T0 - DAY),  # before the range
+            message("c2", send_at=T0 + 3 * DAY),  # end is exclusive
+            message("c3", send_at=T0 + 2 * DAY),  # uncertain: counts
+        ]
+    )
+    box.record_skips([Skip("c2", "win_back", "x", "holdout", T0, None)])
+    set_status(store, "c1:win_back:2024-03-05", "sent")
+    set_status(store, "c1:reactivation:2024-03-06", "cancelled")
+    set_status(store, "c3:rewards_digest:2024-03-06", "uncertain")
+
+    sends = box.other_marketing_sends(["c1", "c2", "c3", "c4"], T0, T0 + 3 * DAY)
+
+    assert sends == {"c1": [T0, T0 + DAY], "c3": [T0 + 2 * DAY]}
+    assert all(value.tzinfo is not None for value in sends["c1"])
+    departed = box.other_marketing_sends(
+        ["c1"], T0, T0 + 3 * DAY, statuses=("sent",), exclude_keys=["c1:rewards_digest:2024-03-04"]
+    )
+    assert departed == {"c1": [T0 + DAY]}
+
+
+def test_uncertain_rows_and_resolve(store):
+    box = Outbox(store)
+    box.enqueue([message("c1"), message("c2"), message("c3")])
+    keys = [f"c{i}:rewards_digest:2024-03-04" for i in (1, 2, 3)]
+    for key in keys:
+        set_status(store, key, "uncertain")
+
+    rows = box.uncertain_rows()
+    assert sorted(r["key"] for r in rows) == keys
+    assert set(rows[0]) == {"key", "customer_id", "campaign", "send_at", "updated_at"}
+    assert rows[0]["send_at"] == T0
+
+    box.resolve(keys[0], "sent", by="ana")
+    box.resolve(keys[1], "failed", by="ana")
+    box.resolve(keys[2], "requeue", by="ana")
+
+    assert box.status_counts() == {"sent": 1, "failed": 1, "queued": 1}
+    resolved = row(store, keys[0])
+    assert resolved.reason == "resolved by ana" and resolved.sent_at is not None
+    assert row(store, keys[2]).reason == "requeued by ana"
+    with pytest.raises(ValueError, match="no uncertain message"):
+        box.resolve(keys[0], "failed", by="ana")
+    with pytest.raises(ValueError, match="outcome must be"):
+        box.resolve(keys[0], "maybe", by="ana")
+
+
+def test_sent_events_are_the_sent_messages(store):
+    box = Outbox(store)
+    assert list(box.sent_events().columns) == [
+        "event_id",
+        "customer_id",
+        "occurred_at",
+        "message_id",
+        "campaign",
+    ]
+    box.enqueue([message("c1"), message("c2")])
+    sent_at = dt.datetime(2024, 3, 4, 12, 5)
+    with store.begin() as conn:
+        conn.execute(
+            sa.update(outbox)
+            .where(outbox.c.customer_id == "c1")
+            .values(status="sent", sent_at=sent_at, message_id="<m1@example.com>")
+        )
+
+    events = box.sent_events()
+
+    assert events.to_dict("records") == [
+        {
+            "event_id": "outbox:c1:rewards_digest:2024-03-04",
+            "customer_id": "c1",
+            "occurred_at": pd.Timestamp(sent_at),
+            "message_id": "<m1@example.com>",
+            "campaign": "rewards_digest",
+        }
+    ]
+
+
+def test_kill_switch(store):
+    assert not kill_switch_engaged(store, env_flag=False)
+    assert kill_switch_engaged(store, env_flag=True)
+
+    set_kill_switch(store, True, by="ana")
+    set_kill_switch(store, True, by="ana")
+    assert kill_switch_engaged(store, env_flag=False)
+
+    set_kill_switch(store, False, by="bo")
+    assert not kill_switch_engaged(store, env_flag=False)
+
+
+def test_suppression_is_idempotent_and_keeps_the_first_reason(store):
+    assert suppress(store, "c1", "unsubscribe", "api")
+    assert not suppress(store, "c1", "complaint", "operator")
+    with pytest.raises(ValueError, match="reason must be"):
+        suppress(store, "c2", "bored", "api")
+
+    events = pd.DataFrame(
+        {
+            "customer_id": ["c2", "c2", "c3", "c4", "c1", "c5"],
+            "event_type": ["complaint", "bounce", "bounce", "open", "complaint", "click"],
+            "occurred_at": pd.to_datetime(
+                ["2024-03-02", "2024-03-01", "2024-03-01", "2024-03-01", "2024-03-01", "2024-03-01"]
+            ),
+        }
+    )
+    assert sync_from_events(store, events) == 2
+    assert sync_from_events(store, events) == 0
+
+    assert suppressed(store, ["c1", "c2", "c3", "c4", "c5", "c6"]) == {"c1", "c2", "c3"}
+    with store.begin() as conn:
+        query = sa.select(suppressions.c.customer_id, suppressions.c.reason)
+        reasons = dict(conn.execute(query).all())
+    assert reasons == {"c1": "unsubscribe", "c2": "hard_bounce", "c3": "hard_bounce"}
+
+
+def test_unsubscribe_tokens():
+    token = make_token("c-42", "secret")
+
+    assert re.fullmatch(r"[A-Za-z0-9_\-.]+", token)
+    assert read_token(token, "secret") == "c-42"
+    assert read_token(token, "other secret") is None
+    assert (
+        read_token(make_token("c-43", "secret").split(".")[0] + "." + token.split(".")[1], "secret")
+        is None
+    )
+    assert read_token("not a token", "secret") is None
+    assert read_token("@@.@@", "secret") is None
+    assert unsubscribe_url("https://r.example/", token) == (
+        f"https://r.example/api/unsubscribe?token={token}"
+    )
+
+
+@pytest.fixture
+def ops_env(monkeypatch, tmp_path):
+    """OPS_DB_URL for emailctl, and no kill switch from the environment."""
+    url = f"sqlite:///{tmp_path / 'ops.sqlite'}"
+    monkeypatch.setenv("OPS_DB_URL", url)
+    monkeypatch.delenv("KILL_SWITCH", raising=False)
+    get_settings.cache_clear()
+    with open_ops_store(url) as store:
+        yield store
+
+
+def test_emailctl_commands(ops_env, capsys):
+    box = Outbox(ops_env)
+    box.enqueue([message("c1"), message("c2")])
+    set_status(ops_env, "c1:rewards_digest:2024-03-04", "uncertain")
+
+    assert emailctl.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "kill switch: off" in out
+    assert re.search(r"queued\s+1", out) and re.search(r"uncertain\s+1", out)
+
+    assert emailctl.main(["uncertain"]) == 0
+    out = capsys.readouterr().out
+    assert "c1:rewards_digest:2024-03-04" in out and "@" not in out
+
+    assert emailctl.main(["resolve", "c1:rewards_digest:2024-03-04", "--as", "failed"]) == 0
+    assert row(ops_env, "c1:rewards_digest:2024-03-04").status == "failed"
+    assert emailctl.main(["resolve", "c2:rewards_digest:2024-03-04", "--as", "sent"]) == 1
+    assert "no uncertain message" in capsys.readouterr().err
+
+    assert emailctl.main(["pause", "--by", "ana"]) == 0
+    assert kill_switch_engaged(ops_env, env_flag=False)
+    assert emailctl.main(["resume"]) == 0
+    assert not kill_switch_engaged(ops_env, env_flag=False)
+
+
+def test_emailctl_runs_as_a_module(ops_env):
+    set_kill_switch(ops_env, True, by="ana")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "reward_assets.emailctl", "status"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert result.stdout.startswith("kill switch: on")
