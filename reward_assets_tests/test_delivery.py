@@ -119,6 +119,8 @@ def test_sends_each_due_message_once_in_the_expected_format(store, mailer, serve
     assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     url = received["List-Unsubscribe"].strip("<>")
     assert url.startswith("https://rewards.example/api/unsubscribe?token=")
+    # On the wire as a plain <URL> (clients do not decode RFC 2047 words into links).
+    assert dict(received.raw_items())["List-Unsubscribe"] == f"<{url}>"
     assert read_token(url.partition("token=")[2], SECRET) == "c1"
     assert received["Message-ID"] == message_id_for(due.key, FROM)
     assert message_id_for(due.key, FROM) == message_id_for(due.key, FROM)

@@ -90,7 +90,7 @@ LAST_NAMES = (
     "Tanaka", "Patel", "Sharma", "Singh", "Kumar", "Nguyen", "Tran", "Kim", "Lee", "Chen",
     "Wang", "O'Brien", "Murphy", "Kelly", "Walsh",
 )  # fmt: skip
-EMAIL_DOMAINS = ("example.com", "example.net", "example.org", "mail.example.com")
+EMAIL_DOMAINS = ("example.com", "mail.example.com", "post.example.com", "inbox.example.com")
 REWARD_ADJECTIVES = (
     "Classic", "Premium", "Deluxe", "Essential", "Signature", "Weekend", "Family", "Express",
 )  # fmt: skip

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reward_assets.agents.content_selection import EmailRequest, Offer, WrittenEmail
+from reward_assets.agents.content_selection import ContentWriter, EmailRequest, Offer
 from reward_assets.agents.timing import next_allowed, send_time
 from reward_assets.services.outbox import Message, Skip
 from reward_assets.services.rules import (
@@ -171,11 +171,26 @@ def email_requests(
     return requests
 
 
-def messages(
+def write_messages(
     decisions: Sequence[Decision],
-    written: Sequence[WrittenEmail],
-    addresses: Mapping[str, str],
+    profiles: pd.DataFrame,
+    offers: pd.DataFrame,
+    writer: ContentWriter,
+    *,
+    public_base_url: str,
+    unsubscribe_secret: str,
 ) -> list[Message]:
+    """The emails of `decisions` to contact, written by `writer` (see `email_requests`;
+    profiles also carry each customer's email)."""
+    requests = email_requests(
+        decisions,
+        profiles,
+        offers,
+        public_base_url=public_base_url,
+        unsubscribe_secret=unsubscribe_secret,
+    )
+    written = writer.write_many(requests)
+    addresses = dict(zip(profiles.customer_id, profiles.email, strict=True))
     return [
         Message(
             customer_id=d.customer_id,

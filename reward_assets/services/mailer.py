@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 _CRLF = b"\r\n"
 
 
+# SMTP line endings, and no folding below RFC 5322's 998-character limit: a long
+# List-Unsubscribe URL has no place to fold and would otherwise be RFC 2047-encoded,
+# which mail clients do not read as a link.
+POLICY = email.policy.SMTP.clone(max_line_length=998)
+
+
 class TransientSendError(Exception):
     """The message was not delivered and may succeed later (4xx, no connection)."""
 
@@ -67,7 +73,7 @@ def build_email(
 ) -> EmailMessage:
     """multipart/alternative (text, html) from anything with to_address, subject,
     text_body and html_body attributes: a Message or an outbox row."""
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     message["Subject"] = row.subject
     message["From"] = from_address
     message["To"] = row.to_address
@@ -104,7 +110,7 @@ class _SmtpSession:
             raise ConnectionLostError(f"connection lost before DATA: {error}") from error
         # From here the server may hold the message: a lost connection or a timeout is
         # ambiguous and propagates as it is.
-        body = re.sub(rb"(?m)^\.", b"..", message.as_bytes(policy=email.policy.SMTP))
+        body = re.sub(rb"(?m)^\.", b"..", message.as_bytes(policy=POLICY))
         if not body.endswith(_CRLF):
             body += _CRLF
         self._smtp.send(body + b"." + _CRLF)
@@ -218,7 +224,7 @@ class EmlMailer:
             return f"exists {name}"
         temporary = self.folder / f".{name}.{uuid.uuid4().hex}.tmp"
         try:
-            temporary.write_bytes(message.as_bytes(policy=email.policy.SMTP))
+            temporary.write_bytes(message.as_bytes(policy=POLICY))
             os.replace(temporary, target)
         except OSError as error:
             temporary.unlink(missing_ok=True)

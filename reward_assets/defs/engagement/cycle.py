@@ -14,9 +14,8 @@ from reward_assets.services.activation import (
     ONCE,
     Decision,
     cycle_decisions,
-    email_requests,
-    messages,
     reason_counts,
+    write_messages,
 )
 from reward_assets.services.outbox import Outbox
 from reward_assets.services.rules import ContactPolicy
@@ -258,17 +257,16 @@ def engagement_messages(
         decided = outbox.existing([d.key for d in decisions])
         pending = [d for d in decisions if d.key not in decided]
         contact = [d for d in pending if d.reason is None]
-        requests = email_requests(
+        writer = ContentWriter(ContentConfig.from_settings(settings), store)
+        written = write_messages(
             contact,
             profiles,
             offers,
+            writer,
             public_base_url=settings.public_base_url,
             unsubscribe_secret=settings.unsubscribe_secret,
         )
-        writer = ContentWriter(ContentConfig.from_settings(settings), store)
-        written = writer.write_many(requests)
-        addresses = dict(zip(profiles.customer_id, profiles.email, strict=True))
-        queued = outbox.enqueue(messages(contact, written, addresses), run_id=context.run_id)
+        queued = outbox.enqueue(written, run_id=context.run_id)
         skipped = outbox.record_skips(
             [d.skip() for d in pending if d.reason], run_id=context.run_id
         )

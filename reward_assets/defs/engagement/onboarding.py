@@ -20,10 +20,9 @@ from reward_assets.models.registry import NoServingModel
 from reward_assets.services import followups
 from reward_assets.services.activation import (
     ONCE,
-    email_requests,
-    messages,
     reason_counts,
     welcome_decisions,
+    write_messages,
 )
 from reward_assets.services.outbox import Outbox
 from reward_assets.services.rules import WELCOME, ContactPolicy
@@ -82,22 +81,21 @@ def welcome_new_customers(
         offers = sets.merge(
             rewards[["reward_id", "name", "category", "points_cost"]], on="reward_id"
         )
-        requests = email_requests(
+        writer = ContentWriter(ContentConfig.from_settings(settings), store)
+        written = write_messages(
             contact,
             chosen,
             offers,
+            writer,
             public_base_url=settings.public_base_url,
             unsubscribe_secret=settings.unsubscribe_secret,
         )
-        writer = ContentWriter(ContentConfig.from_settings(settings), store)
-        written = writer.write_many(requests)
-        addresses = dict(zip(chosen.customer_id, chosen.email, strict=True))
         # Follow-ups first: a rerun skips customers whose welcome is queued, so scheduling
         # after the enqueue could be lost to a crash in between.
         followups.schedule(
             store, zip(chosen.customer_id, chosen.signup_at, strict=True), settings.followup_days
         )
-        queued = outbox.enqueue(messages(contact, written, addresses), run_id=context.run_id)
+        queued = outbox.enqueue(written, run_id=context.run_id)
         skipped = outbox.record_skips(
             [d.skip() for d in decisions if d.reason], run_id=context.run_id
         )
