@@ -15,8 +15,10 @@ import dagster as dg
 
 from reward_assets.data.contract import ENTITIES
 from reward_assets.data.landing import landing_files
+from reward_assets.services.outbox import Outbox
 from reward_assets.settings import Settings, get_settings
 from reward_assets.storage.clock import resolve_as_of
+from reward_assets.storage.ops import open_ops_store
 from reward_assets.storage.warehouse import open_warehouse
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -108,9 +110,6 @@ class ActivationSummary:
 def activate(defs: dg.Definitions, instance: dg.DagsterInstance) -> ActivationSummary:
     """One tick of the onboarding sensor, its runs, then one delivery run: what the daemon
     does with the sensor and the delivery schedule switched on."""
-    from reward_assets.services.outbox import Outbox
-    from reward_assets.storage.ops import open_ops_store
-
     summary = ActivationSummary()
     sensor = defs.resolve_sensor_def("new_customer_sensor")
     onboarding = defs.resolve_job_def("onboarding_job")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.agents.timing import in_quiet_hours
+from reward_assets.agents.timing import in_quiet_hours, zone
 from reward_assets.data.holdout import is_holdout
 from reward_assets.services.delivery import DeliveryConfig, deliver_due
 from reward_assets.services.mailer import EmlMailer
@@ -70,7 +70,7 @@ def test_contacts_follow_every_rule(cycled):
     for row in contact.itertuples():
         at = row.send_at.to_pydatetime().replace(tzinfo=dt.UTC)
         assert not in_quiet_hours(at, row.timezone, 21, 8)
-        assert at.astimezone(_zone(row.timezone)).hour == int(row.best_local_hour)
+        assert at.astimezone(zone(row.timezone)).hour == int(row.best_local_hour)
         assert dt.datetime.combine(as_of, dt.time(), dt.UTC) <= at
 
     # Re-running the day queued nothing new and changed no row.
@@ -81,12 +81,6 @@ def test_contacts_follow_every_rule(cycled):
     assert set(queued.customer_id) == set(contact.customer_id)
     skipped = after[after.status == "skipped"]
     assert Counter(skipped.reason) == Counter(plan.decision[plan.decision != "contact"])
-
-
-def _zone(name):
-    from reward_assets.agents.timing import zone
-
-    return zone(name)
 
 
 def test_delivery_writes_one_eml_per_message_and_never_a_second(cycled, tmp_path):

@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from reward_assets.data.holdout import is_holdout
 from reward_assets.data.signups import batch_run_key
 from reward_assets.definitions import defs
+from reward_assets.defs.engagement.cycle import no_uncertain_emails
+from reward_assets.defs.resources import OpsStoreResource
 from reward_assets.services.delivery import DeliveryConfig, DeliveryHooks, deliver_due
 from reward_assets.services.mailer import mailer_from_settings
 from reward_assets.services.outbox import set_kill_switch
@@ -191,6 +193,9 @@ def test_signups_over_ticks_with_crashes_and_replays_get_exactly_one_welcome(wor
     (after_claim,) = crashed_after_claim
     uncertain = [r.idempotency_key for r in rows("uncertain")]
     assert uncertain == [after_smtp]
+    check = no_uncertain_emails(ops=OpsStoreResource())
+    assert not check.passed
+    assert check.metadata["keys"].value == after_smtp
     assert after_claim in {r.idempotency_key for r in rows("sent")}
     assert len(rows("sent")) == len(eligible) - 1
 

@@ -10,7 +10,6 @@ Drafts that pass are cached in the ops store, so a rerun on the same inputs make
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import html
 import json
@@ -31,7 +30,7 @@ from reward_assets.phi.email_agent import (
     build_email_agent,
     run_email_agent,
 )
-from reward_assets.storage.ops import OpsStore, insert_missing, llm_cache
+from reward_assets.storage.ops import OpsStore, insert_missing, llm_cache, stored_now
 
 logger = logging.getLogger(__name__)
 
@@ -458,7 +457,7 @@ class ContentWriter:
     def _write_cache(self, drafts: dict[str, EmailDraft]) -> None:
         if self.store is None or not drafts:
             return
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        now = stored_now()
         rows = [
             {"key": key, "model": self.config.model, "draft": draft.model_dump(), "created_at": now}
             for key, draft in drafts.items()

@@ -54,7 +54,7 @@ def cold_start_sets(
     last_redeemed = pd.DataFrame(columns=["customer_id", "category", "reward_name"])
     if model is None:
         return _popular(customers, rewards, rules, as_of)
-    vectors = model.customer_vectors(customers, no_history.assign(redemption_id=[]))
+    vectors = model.customer_vectors(customers, no_history)
     chunks = build_sets(
         customers,
         vectors,

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from reward_assets.storage.ops import OpsStore, model_registry
+from reward_assets.storage.ops import OpsStore, model_registry, stored_now
 
 CANDIDATE, APPROVED, REJECTED = "candidate", "approved", "rejected"
 
@@ -48,10 +48,6 @@ class ModelRecord:
 def model_version(name: str, fingerprint: str, params: Mapping[str, Any]) -> str:
     payload = json.dumps({"name": name, "data": fingerprint, "params": params}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class ModelRegistry:
@@ -93,7 +89,7 @@ class ModelRegistry:
             "name": name,
             "version": version,
             "status": CANDIDATE,
-            "created_at": _now(),
+            "created_at": stored_now(),
             "decided_at": None,
             "artefact_path": str(target),
             "trained_as_of": trained_as_of,
@@ -112,7 +108,7 @@ class ModelRegistry:
             conn.execute(
                 self._where(model_registry.update(), name, version).values(
                     status=APPROVED if approved else REJECTED,
-                    decided_at=_now(),
+                    decided_at=stored_now(),
                     reasons=list(reasons),
                 )
             )

@@ -9,6 +9,7 @@ in the queue instead of being lost.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 from reward_assets.agents.content_selection import ContentWriter, EmailRequest, Offer
 from reward_assets.agents.timing import next_allowed, send_time
-from reward_assets.services.outbox import Message, Skip
+from reward_assets.services.outbox import Message, Skip, message_key
 from reward_assets.services.rules import (
     QUIET_HOURS,
     WELCOME,
@@ -43,7 +44,7 @@ class Decision:
 
     @property
     def key(self) -> str:
-        return f"{self.customer_id}:{self.campaign}:{self.occurrence}"
+        return message_key(self.customer_id, self.campaign, self.occurrence)
 
     def skip(self) -> Skip:
         return Skip(
@@ -211,11 +212,7 @@ def write_messages(
 
 
 def reason_counts(decisions: Iterable[Decision]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for decision in decisions:
-        name = decision.reason or "contact"
-        counts[name] = counts.get(name, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(d.reason or "contact" for d in decisions).items()))
 
 
 def _consent(value) -> bool:

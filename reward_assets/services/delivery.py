@@ -38,8 +38,6 @@ from reward_assets.services.outbox import (
     UNCERTAIN,
     Outbox,
     kill_switch_engaged,
-    to_db,
-    utcnow,
 )
 from reward_assets.services.rules import (
     KILL_SWITCH,
@@ -50,7 +48,7 @@ from reward_assets.services.rules import (
 )
 from reward_assets.services.suppression import suppressed
 from reward_assets.services.unsubscribe import make_token, unsubscribe_url
-from reward_assets.storage.ops import OpsStore, outbox
+from reward_assets.storage.ops import OpsStore, outbox, to_db
 
 if TYPE_CHECKING:
     from reward_assets.services.mailer import EmlMailer, SmtpMailer
@@ -116,6 +114,10 @@ def backoff(attempts: int) -> dt.timedelta:
     return min(RETRY_BASE * 2 ** max(attempts - 1, 0), RETRY_MAX)
 
 
+def _wall_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 def deliver_due(
     store: OpsStore,
     mailer: SmtpMailer | EmlMailer,
@@ -127,7 +129,7 @@ def deliver_due(
     limit: int | None = None,
 ) -> DeliveryReport:
     """Send every due message (at most `limit`); `worker_id` must be unique per caller."""
-    run = _Run(store, mailer, config, now or utcnow, worker_id, hooks or DeliveryHooks())
+    run = _Run(store, mailer, config, now or _wall_clock, worker_id, hooks or DeliveryHooks())
     run.report.uncertain = run.expire_leases()
     remaining = math.inf if limit is None else limit
     while remaining > 0 and not kill_switch_engaged(store, config.kill_switch_env):

@@ -8,13 +8,9 @@ from collections.abc import Iterable
 import pandas as pd
 import sqlalchemy as sa
 
-from reward_assets.storage.ops import OpsStore, followups, insert_missing
+from reward_assets.storage.ops import OpsStore, followups, insert_missing, stored_now
 
 PENDING, QUEUED, CANCELLED = "pending", "queued", "cancelled"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def schedule(
@@ -31,7 +27,7 @@ def schedule(
                 "due_date": naive.date() + dt.timedelta(days=day),
                 "status": PENDING,
                 "signup_at": naive,
-                "updated_at": _now(),
+                "updated_at": stored_now(),
             }
             for day in days
         ]
@@ -56,11 +52,11 @@ def due(store: OpsStore, as_of: dt.date) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["customer_id", "campaign", "due_date", "signup_at"])
 
 
-def mark(store: OpsStore, items: Iterable[tuple[str, str]], status: str, reason: str | None) -> int:
-    """Move pending follow-ups (customer_id, campaign) to `status`; others stay as they are."""
+def mark(store: OpsStore, items: Iterable[tuple[str, str, str | None]], status: str) -> int:
+    """Move pending follow-ups (customer_id, campaign, reason) to `status`; others stay."""
     changed = 0
     with store.begin() as conn:
-        for customer_id, campaign in items:
+        for customer_id, campaign, reason in items:
             result = conn.execute(
                 sa.update(followups)
                 .where(
@@ -68,7 +64,7 @@ def mark(store: OpsStore, items: Iterable[tuple[str, str]], status: str, reason:
                     followups.c.campaign == campaign,
                     followups.c.status == PENDING,
                 )
-                .values(status=status, reason=reason, updated_at=_now())
+                .values(status=status, reason=reason, updated_at=stored_now())
             )
             changed += result.rowcount
     return changed

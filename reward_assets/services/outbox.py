@@ -16,7 +16,15 @@ import pandas as pd
 import sqlalchemy as sa
 
 from reward_assets.services.rules import CAMPAIGNS, WELCOME
-from reward_assets.storage.ops import OpsStore, insert_missing, outbox, switches
+from reward_assets.storage.ops import (
+    OpsStore,
+    from_db,
+    insert_missing,
+    outbox,
+    stored_now,
+    switches,
+    to_db,
+)
 
 QUEUED, SENDING, SENT, FAILED = "queued", "sending", "sent", "failed"
 UNCERTAIN, SKIPPED, CANCELLED = "uncertain", "skipped", "cancelled"
@@ -66,22 +74,6 @@ class Skip:
         return message_key(self.customer_id, self.campaign, self.occurrence)
 
 
-def to_db(value: dt.datetime) -> dt.datetime:
-    """Aware UTC -> the naive UTC the store keeps."""
-    if value.tzinfo is None:
-        # astimezone() would read a naive value as local time: refuse instead of guessing.
-        raise ValueError("expected a timezone-aware datetime")
-    return value.astimezone(dt.UTC).replace(tzinfo=None)
-
-
-def from_db(value: dt.datetime | None) -> dt.datetime | None:
-    return None if value is None else value.replace(tzinfo=dt.UTC)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def chunked(values: Iterable[str]) -> Iterator[list[str]]:
     values = list(dict.fromkeys(values))
     for start in range(0, len(values), _CHUNK):
@@ -110,7 +102,7 @@ class Outbox:
 
     def enqueue(self, messages: Iterable[Message], run_id: str | None = None) -> int:
         """Queue the messages whose key is new; existing rows (any status) stay untouched."""
-        now = to_db(utcnow())
+        now = stored_now()
         rows = {}
         for m in messages:
             # An unknown campaign would fail the rules at every delivery run.
@@ -133,7 +125,7 @@ class Outbox:
 
     def record_skips(self, skips: Iterable[Skip], run_id: str | None = None) -> int:
         """Record why a message was not sent; never replaces a message already decided."""
-        now = to_db(utcnow())
+        now = stored_now()
         rows = {}
         for s in skips:
             row = _row(s, SKIPPED, run_id, now)
@@ -247,7 +239,7 @@ class Outbox:
         """
         if outcome not in RESOLUTIONS:
             raise ValueError(f"outcome must be one of {', '.join(RESOLUTIONS)}")
-        now = to_db(utcnow())
+        now = stored_now()
         values = {"claimed_by": None, "lease_until": None, "updated_at": now}
         if outcome == "sent":
             # When it really left is unknown: the resolution time is the best bound we have.
@@ -275,7 +267,7 @@ def kill_switch_engaged(store: OpsStore, env_flag: bool) -> bool:
 
 
 def set_kill_switch(store: OpsStore, on: bool, by: str) -> None:
-    values = {"value": "on" if on else "off", "updated_at": to_db(utcnow()), "updated_by": by}
+    values = {"value": "on" if on else "off", "updated_at": stored_now(), "updated_by": by}
     with store.begin() as conn:
         insert_missing(conn, switches, [{"name": KILL_SWITCH, **values}])
         conn.execute(sa.update(switches).where(switches.c.name == KILL_SWITCH).values(**values))

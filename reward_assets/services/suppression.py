@@ -8,15 +8,15 @@ from collections.abc import Iterable
 import pandas as pd
 import sqlalchemy as sa
 
-from reward_assets.services.outbox import chunked, to_db, utcnow
-from reward_assets.storage.ops import OpsStore, insert_missing, suppressions
+from reward_assets.services.outbox import chunked
+from reward_assets.storage.ops import OpsStore, insert_missing, stored_now, suppressions
 
 REASONS = ("unsubscribe", "complaint", "hard_bounce")
 EVENT_REASONS = {"unsubscribe": "unsubscribe", "complaint": "complaint", "bounce": "hard_bounce"}
 
 
 def _rows(pairs: Iterable[tuple[str, str]], source: str) -> list[dict]:
-    now = to_db(utcnow())
+    now = stored_now()
     return [
         {"customer_id": customer_id, "reason": reason, "source": source, "created_at": now}
         for customer_id, reason in pairs

@@ -8,6 +8,7 @@ the cache of LLM-written copy.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,6 +115,22 @@ llm_cache = sa.Table(
     sa.Column("draft", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
+
+
+def to_db(value: dt.datetime) -> dt.datetime:
+    """Aware UTC -> the naive UTC the store keeps."""
+    if value.tzinfo is None:
+        # astimezone() would read a naive value as local time: refuse instead of guessing.
+        raise ValueError("expected a timezone-aware datetime")
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def from_db(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+def stored_now() -> dt.datetime:
+    return to_db(dt.datetime.now(dt.UTC))
 
 
 def insert_missing(conn: Connection, table: sa.Table, rows: Sequence[dict]) -> int:

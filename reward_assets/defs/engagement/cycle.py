@@ -17,7 +17,7 @@ from reward_assets.services.activation import (
     reason_counts,
     write_messages,
 )
-from reward_assets.services.outbox import Outbox
+from reward_assets.services.outbox import Outbox, message_key
 from reward_assets.services.rules import ContactPolicy
 from reward_assets.services.suppression import suppressed, sync_from_events
 from reward_assets.settings import get_settings
@@ -137,9 +137,12 @@ def engagement_plan(
         engaged = _engaged_since_signup(wh, due, as_of)
         cancelled = followups.mark(
             store,
-            [(r.customer_id, r.campaign) for r in due.itertuples() if r.customer_id in engaged],
+            [
+                (r.customer_id, r.campaign, "engaged")
+                for r in due.itertuples()
+                if r.customer_id in engaged
+            ],
             followups.CANCELLED,
-            "engaged",
         )
         due = due[~due.customer_id.isin(engaged)].assign(occurrence=ONCE)
         todays = wh.frame(
@@ -158,7 +161,7 @@ def engagement_plan(
         )
         candidates = candidates.merge(profiles, on="customer_id")
         outbox = Outbox(store)
-        keys = candidates.customer_id + ":" + candidates.campaign + ":" + candidates.occurrence
+        keys = _keys(candidates)
         decided = outbox.existing(list(keys)) | _planned_keys(wh, as_of)
         candidates = candidates[~keys.isin(decided)]
         day_start = dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
@@ -172,9 +175,11 @@ def engagement_plan(
             outbox.other_marketing_sends(ids, day_start - window, day_start + 2 * window),
         )
         skipped_followups = [
-            (d.customer_id, d.campaign) for d in decisions if d.reason and d.occurrence == ONCE
+            (d.customer_id, d.campaign, d.reason)
+            for d in decisions
+            if d.reason and d.occurrence == ONCE
         ]
-        followups.mark(store, skipped_followups, followups.CANCELLED, "rule")
+        followups.mark(store, skipped_followups, followups.CANCELLED)
         rows = wh.append_rows("ml.engagement_plan", PLAN_COLUMNS, [_plan_frame(decisions, as_of)])
     context.log.info(f"{rows} new decisions for {as_of}; {len(decided)} were decided before")
     return dg.MaterializeResult(
@@ -188,6 +193,12 @@ def engagement_plan(
     )
 
 
+def _keys(frame: pd.DataFrame) -> pd.Series:
+    """The outbox key of each row (customer_id, campaign, occurrence)."""
+    parts = zip(frame.customer_id, frame.campaign, frame.occurrence, strict=True)
+    return pd.Series([message_key(*p) for p in parts], index=frame.index, dtype=object)
+
+
 def _planned_keys(wh, as_of: dt.date) -> set[str]:
     if not wh.table_exists("ml.engagement_plan"):
         return set()
@@ -195,7 +206,7 @@ def _planned_keys(wh, as_of: dt.date) -> set[str]:
         "SELECT customer_id, campaign, occurrence FROM ml.engagement_plan WHERE as_of = :as_of",
         {"as_of": as_of},
     )
-    return set(planned.customer_id + ":" + planned.campaign + ":" + planned.occurrence)
+    return set(_keys(planned))
 
 
 def _plan_frame(decisions: list[Decision], as_of: dt.date) -> pd.DataFrame:
@@ -272,9 +283,8 @@ def engagement_messages(
         )
         followups.mark(
             store,
-            [(d.customer_id, d.campaign) for d in contact if d.occurrence == ONCE],
+            [(d.customer_id, d.campaign, None) for d in contact if d.occurrence == ONCE],
             followups.QUEUED,
-            None,
         )
         counts = outbox.status_counts()
     return dg.MaterializeResult(

@@ -24,7 +24,7 @@ from reward_assets.services.activation import (
     welcome_decisions,
     write_messages,
 )
-from reward_assets.services.outbox import Outbox
+from reward_assets.services.outbox import Outbox, message_key
 from reward_assets.services.rules import WELCOME, ContactPolicy
 from reward_assets.services.suppression import suppressed
 from reward_assets.settings import get_settings
@@ -35,7 +35,7 @@ WELCOME_OP = "welcome_new_customers"
 
 
 def welcome_key(customer_id: str) -> str:
-    return f"{customer_id}:{WELCOME}:{ONCE}"
+    return message_key(customer_id, WELCOME, ONCE)
 
 
 class OnboardingConfig(dg.Config):
