@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from reward_assets.data.contract import SQL_TYPES, Column
 
-SCHEMAS = ("raw", "staging", "marts", "ml")
+SCHEMAS = ("raw", "staging", "marts", "ml", "analytics")
 
 
 class Warehouse:
