@@ -67,25 +67,30 @@ def materialize_all(
     end: dt.date,
     selection: str | dg.AssetSelection | None = None,
 ) -> RunSummary:
-    """One run over `start`..`end` for the selection, then the history day it scored."""
+    """One run over `start`..`end` for the selection, then the history day it scored, then
+    what reads that history over the range."""
     graph = defs.resolve_asset_graph()
     chosen = dg.AssetSelection.from_coercible(selection) if selection else dg.AssetSelection.all()
-    main = list((chosen - HISTORY_ASSETS).resolve(graph))
-    history = list((chosen & HISTORY_ASSETS).resolve(graph))
+    on_history = HISTORY_ASSETS.downstream() - HISTORY_ASSETS
     job = defs.resolve_implicit_global_asset_job_def()
-    tags = {RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: end.isoformat()}
-    results = [
-        job.execute_in_process(
-            instance=instance, tags=tags, raise_on_error=False, asset_selection=main
-        )
+    ranged = {"tags": {RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: end.isoformat()}}
+    # What reads the history (analytics) runs over the range once the day is recorded.
+    steps = [
+        (chosen - HISTORY_ASSETS - on_history, ranged),
+        (chosen & HISTORY_ASSETS, None),
+        (chosen & on_history, ranged),
     ]
-    if history and results[0].success:
+    results = []
+    for selection, kwargs in steps:
+        keys = list(selection.resolve(graph))
+        if not keys:
+            continue
+        if results and not results[-1].success:
+            break
+        kwargs = kwargs or {"partition_key": _scored_day().isoformat()}
         results.append(
             job.execute_in_process(
-                instance=instance,
-                partition_key=_scored_day().isoformat(),
-                raise_on_error=False,
-                asset_selection=history,
+                instance=instance, raise_on_error=False, asset_selection=keys, **kwargs
             )
         )
     summary = RunSummary(all(r.success for r in results), results[0].run_id)

@@ -41,7 +41,9 @@ SCORING = {
 }
 HISTORY = {"score_history", "recommendation_log"}
 ENGAGEMENT = {"suppression_list", "customer_segments", "engagement_plan", "engagement_messages"}
-ALL_ASSETS = INGESTION | MODEL_FILES | ML | SCORING | ENGAGEMENT
+ANALYTICS_DAILY = {name for name in MODEL_FILES if name.startswith("analytics_")}
+ANALYTICS = ANALYTICS_DAILY | {"analytics_report"}
+ALL_ASSETS = INGESTION | MODEL_FILES | ML | SCORING | ENGAGEMENT | ANALYTICS
 DAILY = {
     "transactions",
     "redemptions",
@@ -138,12 +140,20 @@ def test_group_names(graph):
         if name in SCORING | HISTORY
         else "engagement"
         if name in ENGAGEMENT
+        else "analytics"
+        if name in ANALYTICS
         else "warehouse"
         for name in ALL_ASSETS
     }
-    assert {"ingestion", "staging", "warehouse", "ml", "scoring", "engagement"} == set(
-        expected.values()
-    )
+    assert {
+        "ingestion",
+        "staging",
+        "warehouse",
+        "ml",
+        "scoring",
+        "engagement",
+        "analytics",
+    } == set(expected.values())
 
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups == expected
@@ -152,9 +162,9 @@ def test_group_names(graph):
 def test_daily_assets_share_one_partitioning_with_single_run_backfills(d, graph):
     nodes = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
     partitioned = {name for name, node in nodes.items() if node.partitions_def is not None}
-    assert partitioned == DAILY | HISTORY
+    assert partitioned == DAILY | HISTORY | ANALYTICS_DAILY
 
-    defs_used = {id(nodes[name].partitions_def) for name in DAILY | HISTORY}
+    defs_used = {id(nodes[name].partitions_def) for name in DAILY | HISTORY | ANALYTICS_DAILY}
     assert len(defs_used) == 1
     shared = nodes["transactions"].partitions_def
     assert isinstance(shared, dg.DailyPartitionsDefinition)
@@ -162,14 +172,17 @@ def test_daily_assets_share_one_partitioning_with_single_run_backfills(d, graph)
     assert shared.timezone == "UTC"
     assert shared.start.date().isoformat() == "2023-03-01"
 
-    assert {name: nodes[name].backfill_policy for name in DAILY} == {
-        name: dg.BackfillPolicy.single_run() for name in DAILY
+    ranged = DAILY | ANALYTICS_DAILY
+    assert {name: nodes[name].backfill_policy for name in ranged} == {
+        name: dg.BackfillPolicy.single_run() for name in ranged
     }
     # History days are written one scoring day at a time, never as a range.
     assert {nodes[name].backfill_policy for name in HISTORY} == {None}
     tagged = {name for name, node in nodes.items() if node.tags.get("partitioned") == "daily"}
+    # Analytics read the marts, which a range launch of these does not rebuild.
     assert tagged == DAILY
     assert d.resolve_job_def("daily_refresh_job").partitions_def == daily_partitions
+    assert d.resolve_job_def("analytics_job").partitions_def == daily_partitions
     assert d.resolve_job_def("daily_scoring_job").partitions_def == daily_partitions
 
 
@@ -366,6 +379,7 @@ def test_dg_list_defs_json_lists_the_assets_checks_schedule_and_job(dg_runs):
         "model_training_schedule",
         "engagement_cycle_schedule",
         "delivery_schedule",
+        "analytics_schedule",
     }
     assert {s["name"] for s in listed["sensors"]} == {"score_after_refresh", "new_customer_sensor"}
     assert {j["name"] for j in listed["jobs"]} == {
@@ -375,6 +389,7 @@ def test_dg_list_defs_json_lists_the_assets_checks_schedule_and_job(dg_runs):
         "engagement_cycle_job",
         "onboarding_job",
         "delivery_job",
+        "analytics_job",
     }
 
 

@@ -398,6 +398,18 @@ def test_project_models_load_in_dependency_order():
         "stg_engagement_events": "occurred_at",
         "score_history": "as_of",
         "recommendation_log": "as_of",
+        **dict.fromkeys(
+            [
+                "analytics_email_funnel",
+                "analytics_redemptions",
+                "analytics_revenue",
+                "analytics_activity",
+                "analytics_churn_risk",
+                "analytics_recommendations",
+                "analytics_uplift",
+            ],
+            "day",
+        ),
     }
 
 

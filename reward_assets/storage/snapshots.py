@@ -28,6 +28,13 @@ SERVED_TABLES = {
     "ml.send_time_preferences": "customer_id",
     "ml.recommendation_sets": "customer_id, rank",
     "ml.customer_segments": "customer_id",
+    "analytics.analytics_email_funnel": "day",
+    "analytics.analytics_redemptions": "day, reward_id",
+    "analytics.analytics_revenue": "day, currency",
+    "analytics.analytics_activity": "day",
+    "analytics.analytics_churn_risk": "day, risk_band",
+    "analytics.analytics_recommendations": "day",
+    "analytics.analytics_uplift": "day",
 }
 ROW_GROUP_SIZE = 8192
 

@@ -19,6 +19,9 @@ PREVIEW_ROWS = 5
 # Partitioned models of this group record what was scored on a day: one day per run, and
 # out of the `partitioned=daily` range launches, since a past day cannot be scored again.
 HISTORY_GROUP = "scoring"
+# Analytics read the marts, which a range launch of the daily data assets does not rebuild,
+# so they are launched on their own (`group:analytics`) once the marts are current.
+ANALYTICS_GROUP = "analytics"
 
 
 def model_params(warehouse, settings) -> dict:
@@ -49,7 +52,7 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
         kinds={"sql"},
         partitions_def=daily_partitions if model.partitioned else None,
         backfill_policy=dg.BackfillPolicy.single_run() if ranged else None,
-        tags=DAILY_TAG if ranged else None,
+        tags=DAILY_TAG if ranged and model.group != ANALYTICS_GROUP else None,
         check_specs=[
             dg.AssetCheckSpec(
                 c.name, asset=model.name, description=c.description, blocking=c.blocking

@@ -1,0 +1,327 @@
+"""Daily analytics: the numbers, range backfills that equal single days, and the report."""
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from reward_assets.analytics.report import (
+    DAILY_TABLES,
+    RANGE_TABLES,
+    NotMaterialized,
+    range_report,
+    range_uplift,
+    welch_interval,
+)
+from reward_assets.pipeline import RANGE_END_TAG, RANGE_START_TAG
+from reward_assets.settings import get_settings
+from reward_assets.storage.clock import resolve_as_of
+from reward_assets.storage.snapshots import open_reader, publish_served
+from reward_assets.storage.warehouse import Warehouse
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DG = Path(sys.executable).parent / "dg"
+DAILY_KEYS = [dg.AssetKey(table.rpartition(".")[2]) for table in DAILY_TABLES]
+BACKFILL_DAYS = 30
+
+
+def test_welch_interval_matches_the_per_customer_computation():
+    rng = np.random.default_rng(3)
+    contacted = rng.poisson(1.3, size=4000)
+    holdout = rng.poisson(1.0, size=300)
+
+    interval = welch_interval(
+        len(contacted),
+        contacted.sum(),
+        (contacted**2).sum(),
+        len(holdout),
+        holdout.sum(),
+        (holdout**2).sum(),
+    )
+
+    se = np.sqrt(contacted.var(ddof=1) / len(contacted) + holdout.var(ddof=1) / len(holdout))
+    assert interval.uplift == pytest.approx(contacted.mean() - holdout.mean())
+    assert interval.standard_error == pytest.approx(se)
+    assert interval.ci_low == pytest.approx(interval.uplift - 1.96 * se, rel=1e-3)
+    assert interval.ci_high == pytest.approx(interval.uplift + 1.96 * se, rel=1e-3)
+
+
+def test_an_arm_of_one_customer_has_no_interval():
+    interval = welch_interval(100, 120, 200, 1, 2, 4)
+
+    assert interval.uplift == pytest.approx(1.2 - 2.0)
+    assert (interval.standard_error, interval.ci_low, interval.ci_high) == (None, None, None)
+
+
+def _measured_and_truth(world):
+    truth = json.loads((world.truth_dir / "params.json").read_text())["uplift"]
+    config = world.config
+    last_day = config.start_date + dt.timedelta(days=config.days - 1)
+    warehouse = world.warehouse()
+    try:
+        return range_uplift(warehouse, config.start_date, last_day), truth
+    finally:
+        warehouse.dispose()
+
+
+def test_measured_uplift_is_the_seeds_realised_difference(seeded_world):
+    """Over the seeded period the arms and their means are the seed's own, and the planted
+    uplift lies within three standard errors on every seed."""
+    measured, truth = _measured_and_truth(seeded_world)
+
+    assert measured.contacted_customers == truth["population_contacted"]
+    assert measured.holdout_customers == truth["population_holdout"]
+    assert measured.contacted_rate == pytest.approx(
+        truth["realized_redemptions_per_customer_contacted"], abs=0.01
+    )
+    assert measured.holdout_rate == pytest.approx(
+        truth["realized_redemptions_per_customer_holdout"], abs=0.01
+    )
+    planted = truth["expected_absolute_uplift_redemptions_per_customer"]
+    assert planted > 0
+    assert abs(measured.uplift - planted) < 3 * measured.standard_error
+
+
+def test_the_95_percent_interval_contains_the_planted_uplift_on_the_default_seed(worlds):
+    measured, truth = _measured_and_truth(worlds("default"))
+
+    planted = truth["expected_absolute_uplift_redemptions_per_customer"]
+    assert measured.ci_low < planted < measured.ci_high
+    assert measured.ci_high - measured.ci_low < 4 * planted
+
+
+def test_the_report_needs_the_analytics_tables(duckdb_warehouse):
+    with pytest.raises(NotMaterialized, match="analytics.analytics_email_funnel"):
+        range_report(duckdb_warehouse, dt.date(2023, 5, 1), dt.date(2023, 5, 31))
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("2023-06-01", "2023-05-01", "before start_date"),
+        ("2022-01-01", "2023-05-01", "at most 366"),
+    ],
+)
+def test_a_bad_range_is_refused_with_the_reason(duckdb_warehouse, start, end, message):
+    with pytest.raises(ValueError, match=message):
+        range_report(duckdb_warehouse, dt.date.fromisoformat(start), dt.date.fromisoformat(end))
+
+
+# --- the Dagster assets on a scored warehouse -------------------------------------------
+
+
+def _copy_warehouse(source: Warehouse, target: Path) -> str:
+    source.dispose()
+    path = Path(source.url.removeprefix("duckdb:///"))
+    shutil.copy(path, target)
+    return f"duckdb:///{target}"
+
+
+class Stores:
+    """A copy of the scored warehouse and its own data folder, and runs of analytics_job."""
+
+    def __init__(self, root: Path, source: Warehouse):
+        root.mkdir()
+        self.data_dir = root / "data"
+        self.url = _copy_warehouse(source, root / "warehouse.duckdb")
+
+    def run(self, *runs: dict) -> list[dg.ExecuteInProcessResult]:
+        """Each of `runs` (keyword arguments of execute_in_process), in order; all succeed."""
+        from reward_assets.definitions import defs
+
+        results = []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.delenv("AS_OF", raising=False)
+            patch.setenv("DATA_DIR", str(self.data_dir))
+            patch.setenv("WAREHOUSE_URL", self.url)
+            get_settings.cache_clear()
+            job = defs().resolve_job_def("analytics_job")
+            with dg.DagsterInstance.ephemeral() as instance:
+                for kwargs in runs:
+                    results.append(job.execute_in_process(instance=instance, **kwargs))
+            get_settings.cache_clear()
+        assert all(r.success for r in results)
+        return results
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        warehouse = Warehouse(self.url)
+        try:
+            return {
+                table: warehouse.frame(f"SELECT * FROM {table}")
+                .sort_values(list(_key_columns(table)))
+                .reset_index(drop=True)
+                for table in DAILY_TABLES
+            }
+        finally:
+            warehouse.dispose()
+
+
+def _key_columns(table: str) -> tuple[str, ...]:
+    return {
+        "analytics.analytics_redemptions": ("day", "reward_id"),
+        "analytics.analytics_revenue": ("day", "currency"),
+        "analytics.analytics_churn_risk": ("day", "risk_band"),
+    }.get(table, ("day",))
+
+
+@pytest.fixture(scope="module")
+def backfill(scored, tmp_path_factory):
+    """The last 30 days up to AS_OF, once as one range run and once as 30 single days."""
+    _, warehouse, _ = scored
+    root = tmp_path_factory.mktemp("analytics")
+    as_of = resolve_as_of(warehouse)
+    days = [as_of - dt.timedelta(days=n) for n in range(BACKFILL_DAYS - 1, -1, -1)]
+    ranged = Stores(root / "ranged", warehouse)
+    single = Stores(root / "single", warehouse)
+    tags = {RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()}
+    [result] = ranged.run({"tags": tags})
+    single.run(*({"partition_key": d.isoformat(), "asset_selection": DAILY_KEYS} for d in days))
+    return ranged, single, days, result
+
+
+def test_a_30_day_backfill_equals_30_single_days_and_a_rerun_changes_nothing(backfill):
+    ranged, single, days, _ = backfill
+    by_range, by_day = ranged.tables(), single.tables()
+
+    for table in DAILY_TABLES:
+        assert not by_range[table].empty, table
+        assert set(pd.to_datetime(by_range[table].day).dt.date) <= set(days), table
+        pd.testing.assert_frame_equal(by_range[table], by_day[table], check_exact=True)
+    funnel_days = set(pd.to_datetime(by_range["analytics.analytics_email_funnel"].day).dt.date)
+    assert funnel_days == set(days)
+
+    tags = {RANGE_START_TAG: days[0].isoformat(), RANGE_END_TAG: days[-1].isoformat()}
+    ranged.run({"tags": tags})
+    again = ranged.tables()
+    for table in DAILY_TABLES:
+        pd.testing.assert_frame_equal(again[table], by_range[table], check_exact=True)
+
+
+def test_daily_numbers_agree_with_the_marts(backfill):
+    ranged, _, days, _ = backfill
+    warehouse = Warehouse(ranged.url)
+    try:
+        window = {
+            "start": dt.datetime.combine(days[0], dt.time()),
+            "end": dt.datetime.combine(days[-1] + dt.timedelta(days=1), dt.time()),
+        }
+        redemptions = warehouse.scalar(
+            "SELECT COUNT(*) FROM marts.fct_redemptions "
+            "WHERE redeemed_at >= :start AND redeemed_at < :end",
+            window,
+        )
+        net = warehouse.scalar(
+            "SELECT SUM(amount) FROM marts.fct_transactions "
+            "WHERE occurred_at >= :start AND occurred_at < :end",
+            window,
+        )
+        sent = warehouse.scalar(
+            "SELECT COUNT(DISTINCT message_id) FROM marts.fct_engagement_events "
+            "WHERE event_type = 'sent' AND occurred_at >= :start AND occurred_at < :end",
+            window,
+        )
+        scored_customers = warehouse.scalar("SELECT COUNT(*) FROM ml.churn_scores")
+        tables = ranged.tables()
+    finally:
+        warehouse.dispose()
+
+    assert tables["analytics.analytics_redemptions"].redemptions.sum() == redemptions
+    assert tables["analytics.analytics_revenue"].net_revenue.sum() == pytest.approx(net)
+    assert tables["analytics.analytics_email_funnel"].sent.sum() == sent
+    churn = tables["analytics.analytics_churn_risk"]
+    assert churn.customers.sum() == scored_customers
+    assert churn.share.sum() == pytest.approx(1.0)
+    recommendations = tables["analytics.analytics_recommendations"]
+    assert len(recommendations) == 1
+    assert 0.9 < recommendations.coverage.iloc[0] <= 1.0
+    assert not recommendations.window_complete.iloc[0]  # the 14 days reach past AS_OF
+
+
+def test_the_report_shows_charts_in_the_ui_and_writes_a_standalone_page(backfill):
+    ranged, _, days, result = backfill
+    materialization = next(
+        m
+        for m in result.get_asset_materialization_events()
+        if m.asset_key == dg.AssetKey("analytics_report")
+    )
+    metadata = materialization.materialization.metadata
+
+    assert metadata["start_date"].value == days[0].isoformat()
+    assert metadata["end_date"].value == days[-1].isoformat()
+    markdown = metadata["report"].value
+    assert len(re.findall(r"!\[[^\]]+\]\(data:image/png;base64,", markdown)) == 3
+    page = Path(metadata["html"].value)
+    assert page.parent == ranged.data_dir / "reports"
+    text = page.read_text()
+    assert text.count('src="data:image/png;base64,') == 3
+    assert "Redemptions by category" in text and "<table>" in text
+
+    warehouse = Warehouse(ranged.url)
+    try:
+        report = range_report(warehouse, days[0], days[-1])
+    finally:
+        warehouse.dispose()
+    assert metadata["uplift"].value == pytest.approx(report["uplift"]["uplift"])
+    assert metadata["redemptions"].value == report["redemptions"]["redemptions"] > 0
+    json.dumps(report)  # JSON-ready as the API serves it
+
+
+def test_the_snapshots_give_the_same_report_as_the_warehouse(backfill):
+    ranged, _, days, _ = backfill
+    warehouse = Warehouse(ranged.url)
+    # The marts' snapshots, as their own assets publish them after each build.
+    for table in RANGE_TABLES:
+        publish_served(warehouse, table, ranged.data_dir)
+    reader = open_reader(ranged.url, ranged.data_dir)
+    try:
+        direct = range_report(warehouse, days[0], days[-1])
+        served = range_report(reader, days[0], days[-1])
+    finally:
+        warehouse.dispose()
+        reader.dispose()
+
+    assert served == direct
+
+
+def test_dg_launch_runs_an_analytics_date_range_in_one_run(scored, tmp_path):
+    """The README's command: every analytics asset over a date range, one run."""
+    _, warehouse, _ = scored
+    stores = Stores(tmp_path / "launch", warehouse)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {k: v for k, v in os.environ.items() if k not in {"AS_OF", "HOLDOUT_SHARE"}}
+    env |= {
+        "DAGSTER_HOME": str(home),
+        "DATA_DIR": str(stores.data_dir),
+        "WAREHOUSE_URL": stores.url,
+        "PATH": f"{DG.parent}{os.pathsep}{env.get('PATH', '')}",
+    }
+    command = [
+        str(DG),
+        "launch",
+        "--assets",
+        "group:analytics",
+        "--partition-range",
+        "2023-05-01...2023-05-07",
+    ]
+    done = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert output.count("RUN_SUCCESS") == 1
+    funnel = stores.tables()["analytics.analytics_email_funnel"]
+    assert [f"{d:%Y-%m-%d}" for d in pd.to_datetime(funnel.day)] == [
+        f"2023-05-0{n}" for n in range(1, 8)
+    ]
