@@ -145,7 +145,7 @@ def warehouse_summary(warehouse) -> tuple[dict[str, int], list[tuple[str, str, i
     """Rows per table of the warehouse, and quarantined rows per entity and reason."""
     tables = warehouse.frame(
         "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_schema IN ('raw', 'staging', 'marts', 'ml') ORDER BY 1, 2"
+        "WHERE table_schema IN ('raw', 'staging', 'marts', 'ml', 'analytics') ORDER BY 1, 2"
     )
     counts = {
         f"{schema}.{name}": warehouse.row_count(f"{schema}.{name}")

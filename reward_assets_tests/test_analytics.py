@@ -325,3 +325,41 @@ def test_dg_launch_runs_an_analytics_date_range_in_one_run(scored, tmp_path):
     assert [f"{d:%Y-%m-%d}" for d in pd.to_datetime(funnel.day)] == [
         f"2023-05-0{n}" for n in range(1, 8)
     ]
+
+
+@pytest.mark.postgres
+def test_duckdb_and_postgres_give_the_same_daily_analytics(tmp_path, run_pipeline, pg_url):
+    from reward_assets.data.seeding import SeedConfig, generate
+    from reward_assets_tests.conftest import PLATFORM_GROUPS
+
+    data = tmp_path / "data"
+    generate(SeedConfig(output=data, customers=400, rewards=40, days=30, seed=11))
+    tables = [t for t in DAILY_TABLES if "churn_risk" not in t and "recommendations" not in t]
+    selection = dg.AssetSelection.groups(*PLATFORM_GROUPS) | dg.AssetSelection.assets(
+        *(t.rpartition(".")[2] for t in tables)
+    )
+    frames = {}
+    for name, url in (("duckdb", f"duckdb:///{tmp_path / 'w.duckdb'}"), ("postgres", pg_url)):
+        run_pipeline(data, url, "2023-03-01", "2023-03-30", selection=selection)
+        warehouse = Warehouse(url)
+        try:
+            frames[name] = {
+                t: warehouse.frame(f"SELECT * FROM {t}")
+                .sort_values(list(_key_columns(t)))
+                .reset_index(drop=True)
+                for t in tables
+            }
+        finally:
+            warehouse.dispose()
+
+    for table in tables:
+        duck, pg = frames["duckdb"][table], frames["postgres"][table]
+        assert len(duck) > 0, table
+        duck["day"] = pd.to_datetime(duck.day)
+        pg["day"] = pd.to_datetime(pg.day)
+        pd.testing.assert_frame_equal(
+            duck.astype({c: float for c in duck.select_dtypes("number")}),
+            pg.astype({c: float for c in pg.select_dtypes("number")}),
+            check_dtype=False,
+            rtol=1e-9,
+        )
