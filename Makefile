@@ -15,6 +15,8 @@ START_DATE ?= 2023-03-01
 SEED ?= 42
 # The model speed targets are set at 1M customers x 1,000 rewards (synthetic inputs).
 BENCH_MODEL_CUSTOMERS ?= 1000000
+# The API's speed target (recommended_rewards p99 < 20 ms at 200 req/s) is set at 100,000.
+BENCH_API_CUSTOMERS ?= 100000
 DATA_DIR ?= data
 
 export DATA_DIR
@@ -23,7 +25,7 @@ PARTITIONS_START_DATE ?= $(START_DATE)
 export PARTITIONS_START_DATE
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: install run seed dev test lint bench clean
+.PHONY: install run seed dev api test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +47,9 @@ run: seed ## seed, materialise every asset on DuckDB, print a summary
 dev: install ## Dagster UI and daemon on the same local storage as `make run`
 	$(BIN)/dg dev
 
+api: install ## the HTTP API on API_HOST:API_PORT (default 127.0.0.1:8000), docs at /docs
+	$(BIN)/python -m reward_assets.api
+
 test: install ## the whole test suite
 	$(BIN)/python -m pytest
 
@@ -52,11 +57,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install ## wall time and peak memory per asset at CUSTOMERS, then the model speed targets
+bench: install ## wall time and peak memory per asset at CUSTOMERS, the model and API speed targets
 	$(BIN)/python scripts/benchmark.py --customers $(CUSTOMERS) --rewards $(REWARDS) \
 		--days $(DAYS) --seed $(SEED)
 	$(BIN)/python scripts/bench_recommendations.py --customers $(BENCH_MODEL_CUSTOMERS)
 	$(BIN)/python scripts/bench_churn.py --customers $(BENCH_MODEL_CUSTOMERS)
+	$(BIN)/python scripts/bench_api.py --customers $(BENCH_API_CUSTOMERS)
 
 clean: ## remove generated data, the warehouse and local Dagster runs
 	find $(DATA_DIR) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         "change-me", description="Signs unsubscribe links; set a long random value."
     )
 
+    # The HTTP API (`make api`).
+    api_host: str = Field("127.0.0.1", description="Interface the API listens on.")
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_key: str = Field(
+        "", description="When set, /api requests need it in X-API-Key (not /health, unsubscribe)."
+    )
+
     def resolved_warehouse_url(self) -> str:
         return self.warehouse_url or f"duckdb:///{(self.data_dir / 'warehouse.duckdb').as_posix()}"
 

@@ -67,7 +67,9 @@ def cold_start_sets(
         model_version=model_version or "",
         as_of=as_of,
     )
-    return pd.concat(list(chunks), ignore_index=True)
+    # No customers (all decided already, say by the API) gives no chunks, not an error.
+    frames = list(chunks)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
 
 def _popular(

@@ -2,8 +2,8 @@
 
 A SQLAlchemy URL: SQLite in WAL mode under DATA_DIR by default (readers never wait for the
 one writer), PostgreSQL in production. It holds the model registry, the email outbox, the
-suppression list, scheduled follow-ups, the switches operators flip (the kill switch) and
-the cache of LLM-written copy.
+suppression list, scheduled follow-ups, the switches operators flip (the kill switch), the
+cache of LLM-written copy and the HTTP API's idempotency keys.
 """
 
 from __future__ import annotations
@@ -114,6 +114,19 @@ llm_cache = sa.Table(
     sa.Column("model", sa.String(128), nullable=False),
     sa.Column("draft", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+# The HTTP API's Idempotency-Key header: a retried POST replays the stored answer. A row
+# without a status is a request still being processed (or one whose process died).
+api_idempotency = sa.Table(
+    "api_idempotency",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),  # sha256 of method, path, body
+    sa.Column("status_code", sa.Integer),
+    sa.Column("response", sa.JSON),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("completed_at", sa.DateTime),
 )
 
 
