@@ -58,7 +58,8 @@ lint: install
 	$(BIN)/ruff format --check .
 
 bench: install ## wall time and peak memory per asset at CUSTOMERS, the model and API speed targets
-	$(BIN)/python scripts/benchmark.py --customers $(CUSTOMERS) --rewards $(REWARDS) \
+	$(BIN)/python scripts/benchmark.py --customers $(CUSTOMERS) \
+		$(if $(filter command line environment,$(origin REWARDS)),--rewards $(REWARDS)) \
 		--days $(DAYS) --seed $(SEED)
 	$(BIN)/python scripts/bench_recommendations.py --customers $(BENCH_MODEL_CUSTOMERS)
 	$(BIN)/python scripts/bench_churn.py --customers $(BENCH_MODEL_CUSTOMERS)

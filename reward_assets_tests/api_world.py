@@ -98,6 +98,21 @@ def copy_ops_store(world: ApiWorld, target: Path) -> str:
     return f"sqlite:///{target}"
 
 
+def private_env(world: ApiWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Settings of an app over a private copy of the world's snapshots and ops store; on
+    DuckDB the warehouse URL is never opened (the API reads the snapshots only)."""
+    data_dir = tmp_path / "api-data"
+    shutil.copytree(world.snapshots, data_dir / "snapshots")
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.setenv("WAREHOUSE_URL", world.warehouse_url)
+    monkeypatch.setenv("OPS_DB_URL", copy_ops_store(world, tmp_path / "ops.sqlite"))
+    monkeypatch.setenv("MODELS_DIR", str(world.data_dir / "models"))
+    for name in ("API_KEY", "AS_OF", "KILL_SWITCH", "GROQ_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    return data_dir
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -153,16 +153,21 @@ class Stores:
         return results
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        warehouse = Warehouse(self.url)
-        try:
-            return {
-                table: warehouse.frame(f"SELECT * FROM {table}")
-                .sort_values(list(_key_columns(table)))
-                .reset_index(drop=True)
-                for table in DAILY_TABLES
-            }
-        finally:
-            warehouse.dispose()
+        return sorted_tables(self.url, DAILY_TABLES)
+
+
+def sorted_tables(url: str, tables) -> dict[str, pd.DataFrame]:
+    """Each table's rows, in the order of its key columns."""
+    warehouse = Warehouse(url)
+    try:
+        return {
+            table: warehouse.frame(f"SELECT * FROM {table}")
+            .sort_values(list(_key_columns(table)))
+            .reset_index(drop=True)
+            for table in tables
+        }
+    finally:
+        warehouse.dispose()
 
 
 def _key_columns(table: str) -> tuple[str, ...]:
@@ -341,16 +346,7 @@ def test_duckdb_and_postgres_give_the_same_daily_analytics(tmp_path, run_pipelin
     frames = {}
     for name, url in (("duckdb", f"duckdb:///{tmp_path / 'w.duckdb'}"), ("postgres", pg_url)):
         run_pipeline(data, url, "2023-03-01", "2023-03-30", selection=selection)
-        warehouse = Warehouse(url)
-        try:
-            frames[name] = {
-                t: warehouse.frame(f"SELECT * FROM {t}")
-                .sort_values(list(_key_columns(t)))
-                .reset_index(drop=True)
-                for t in tables
-            }
-        finally:
-            warehouse.dispose()
+        frames[name] = sorted_tables(url, tables)
 
     for table in tables:
         duck, pg = frames["duckdb"][table], frames["postgres"][table]

@@ -3,7 +3,6 @@
 import datetime as dt
 import logging
 import os
-import shutil
 
 import pandas as pd
 import pytest
@@ -23,7 +22,7 @@ from reward_assets.storage.ops import (
     suppressions,
     to_db,
 )
-from reward_assets_tests.api_world import copy_ops_store, copy_world, shared_world
+from reward_assets_tests.api_world import copy_world, private_env, shared_world
 
 ONBOARDING = {"engagement_type": "email", "context": {"journey_stage": "onboarding"}}
 
@@ -36,17 +35,7 @@ def world(tmp_path_factory):
 @pytest.fixture
 def api_env(world, tmp_path, monkeypatch):
     """A private DATA_DIR holding the world's snapshots, and a private copy of its ops store."""
-    data_dir = tmp_path / "api-data"
-    shutil.copytree(world.snapshots, data_dir / "snapshots")
-    monkeypatch.setenv("DATA_DIR", str(data_dir))
-    # Never opened: on DuckDB the API reads the snapshots only.
-    monkeypatch.setenv("WAREHOUSE_URL", world.warehouse_url)
-    monkeypatch.setenv("OPS_DB_URL", copy_ops_store(world, tmp_path / "ops.sqlite"))
-    monkeypatch.setenv("MODELS_DIR", str(world.data_dir / "models"))
-    for name in ("API_KEY", "AS_OF", "KILL_SWITCH", "GROQ_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    return data_dir
+    return private_env(world, tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 """Schema-driven fuzzing: every status and body the API gives matches its OpenAPI schema,
 nothing is a 500, bad input is rejected (4xx) and the API key is enforced."""
 
-import shutil
-
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -14,7 +12,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from reward_assets.api.main import create_app
 from reward_assets.services.unsubscribe import make_token
 from reward_assets.settings import get_settings
-from reward_assets_tests.api_world import copy_ops_store, shared_world
+from reward_assets_tests.api_world import private_env, shared_world
 
 API_KEY = "fuzz-key"
 # A cross-field rule JSON Schema cannot state: end_date before start_date is valid per
@@ -30,15 +28,8 @@ def world(tmp_path_factory):
 @pytest.fixture
 def served(world, tmp_path, monkeypatch):
     """The environment of an app over a private copy of the world's snapshots and ops store."""
-    data_dir = tmp_path / "api-data"
-    shutil.copytree(world.snapshots, data_dir / "snapshots")
-    monkeypatch.setenv("DATA_DIR", str(data_dir))
-    monkeypatch.setenv("WAREHOUSE_URL", world.warehouse_url)
-    monkeypatch.setenv("OPS_DB_URL", copy_ops_store(world, tmp_path / "ops.sqlite"))
-    monkeypatch.setenv("MODELS_DIR", str(world.data_dir / "models"))
+    data_dir = private_env(world, tmp_path, monkeypatch)
     monkeypatch.setenv("API_KEY", API_KEY)
-    monkeypatch.delenv("AS_OF", raising=False)
-    get_settings.cache_clear()
     return data_dir
 
 

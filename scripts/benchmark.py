@@ -1,10 +1,12 @@
 """Benchmark: seed a data set of the given size and materialise the whole graph.
 
-    python scripts/benchmark.py --customers 100000 [--rewards 200] [--days 180]
+    python scripts/benchmark.py --customers 100000 [--rewards N] [--days 180]
 
 The seed runs as a child process (its own peak memory); the graph runs in this process,
 as `make run` does. Wall time and peak RSS of the seed, of every asset step and of the
-whole go to data/bench/bench.json and data/bench/bench.md (and a copy per size).
+whole go to data/bench/bench.json and data/bench/bench.md (and a copy per size), and
+data/bench/bench-table.md puts every size measured so far side by side (the README's
+table). The total is the seed plus every run of the graph.
 """
 
 from __future__ import annotations
@@ -54,11 +56,19 @@ class RssSampler(threading.Thread):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--rewards", type=int, default=200)
+    parser.add_argument(
+        "--rewards",
+        type=int,
+        default=None,
+        help="default: one per 1,000 customers, at least 200 (1,000 at 1,000,000 customers)",
+    )
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "bench")
     args = parser.parse_args()
+    if args.rewards is None:
+        args.rewards = max(200, args.customers // 1000)
+    load_before = os.getloadavg()
 
     workdir = args.out / f"run-{args.customers}"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -93,6 +103,7 @@ def main() -> int:
     from reward_assets.definitions import defs
     from reward_assets.pipeline import default_range, materialize_all
     from reward_assets.settings import get_settings
+    from reward_assets.storage.warehouse import open_warehouse
 
     get_settings.cache_clear()
     settings = get_settings()
@@ -102,13 +113,23 @@ def main() -> int:
     started = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
         summary = materialize_all(defs(), instance, *default_range(settings))
+        # materialize_all may take more than one run (the scored day's history and what
+        # reads it come after the range): every step of every run is reported.
         steps = {
             s.step_key: (s.start_time, s.end_time)
-            for s in instance.get_run_step_stats(summary.run_id)
+            for run in instance.get_runs()
+            for s in instance.get_run_step_stats(run.run_id)
             if s.start_time and s.end_time
         }
     pipeline_seconds = time.perf_counter() - started
     sampler.stop()
+    with open_warehouse(settings.resolved_warehouse_url()) as wh:
+        volumes = {
+            "customers": wh.row_count("marts.dim_customers"),
+            "transactions": wh.row_count("marts.fct_transactions"),
+            "redemptions": wh.row_count("marts.fct_redemptions"),
+            "engagement_events": wh.row_count("marts.fct_engagement_events"),
+        }
 
     assets = {
         key: {"seconds": round(end - start, 2), "peak_rss_mb": sampler.peak_mb(start, end)}
@@ -124,7 +145,14 @@ def main() -> int:
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            # Other processes share the machine: its load says how far to trust the times.
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
         },
+        "volumes": volumes,
+        "transactions_per_customer": round(
+            volumes["transactions"] / max(volumes["customers"], 1), 1
+        ),
         "run_success": summary.success,
         "failed_checks": summary.failed_checks,
         "seed": {"seconds": round(seed_seconds, 2), "peak_rss_mb": round(seed_peak_mb, 1)},
@@ -140,25 +168,53 @@ def main() -> int:
 
 def write_results(out: Path, result: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    rows = [("seed (child process)", result["seed"])] + list(result["assets"].items())
-    lines = [
-        f"Benchmark: {result['customers']:,} customers, {result['rewards']:,} rewards, "
-        f"{result['days']} days; {result['machine']['cpus']} CPUs, "
-        f"{result['machine']['memory_gb']} GB; DuckDB warehouse.",
-        "",
-        "| step | seconds | peak RSS (MB) |",
-        "|---|---:|---:|",
-        *(f"| {name} | {v['seconds']:.2f} | {v['peak_rss_mb']:,.0f} |" for name, v in rows),
-        f"| **pipeline (all assets, one run)** | **{result['pipeline_seconds']:.2f}** | |",
-        f"| **total** | **{result['total_seconds']:.2f}** | **{result['peak_rss_mb']:,.0f}** |",
-        "",
-        "Peak RSS per asset is the process's high-water mark while that step ran.",
-    ]
-    markdown = "\n".join(lines) + "\n"
     text = json.dumps(result, indent=2) + "\n"
+    markdown = render_markdown([result])
     for name in ("bench", f"bench-{result['customers']}"):
         (out / f"{name}.json").write_text(text)
         (out / f"{name}.md").write_text(markdown)
+    measured = [json.loads(p.read_text()) for p in out.glob("bench-*.json")]
+    measured.sort(key=lambda r: r["customers"])
+    (out / "bench-table.md").write_text(render_markdown(measured))
+
+
+def render_markdown(results: list[dict]) -> str:
+    """One table, a pair of columns (seconds, peak RSS in MB) per size measured."""
+    machine = results[-1]["machine"]
+    sizes = ", ".join(
+        f"{r['customers']:,} customers ({r['rewards']:,} rewards, {r['days']} days, "
+        f"{r.get('transactions_per_customer', '?')} transactions per customer, load average "
+        f"{r['machine'].get('load_average_before', ['?'])[0]} before the run)"
+        for r in results
+    )
+    steps = list(dict.fromkeys(k for r in results for k in r["assets"]))
+
+    def cells(row) -> str:
+        return " | ".join(
+            f"{v['seconds']:,.2f} | {v['peak_rss_mb']:,.0f}" if v else " | " for v in row
+        )
+
+    lines = [
+        f"Measured with `scripts/benchmark.py` on {machine['cpus']} CPUs, "
+        f"{machine['memory_gb']} GB, Python {machine['python']}; DuckDB warehouse: {sizes}.",
+        "",
+        "| step | " + " | ".join(f"{r['customers']:,}: s | MB" for r in results) + " |",
+        "|---|" + "---:|---:|" * len(results),
+        f"| seed (child process) | {cells([r['seed'] for r in results])} |",
+        *(f"| {k} | {cells([r['assets'].get(k) for r in results])} |" for k in steps),
+        "| **pipeline (all assets)** | "
+        + " | ".join(f"**{r['pipeline_seconds']:,.1f}** | " for r in results)
+        + " |",
+        "| **total (seed + pipeline)** | "
+        + " | ".join(
+            f"**{r['total_seconds']:,.1f}** | **{r['peak_rss_mb']:,.0f}**" for r in results
+        )
+        + " |",
+        "",
+        "An asset's MB is the process's high-water mark while that step ran; the total's is "
+        "the highest of the seed's and the pipeline's.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

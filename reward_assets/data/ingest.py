@@ -12,8 +12,10 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -60,6 +62,67 @@ class LoadReport:
     def rows_other_partitions(self) -> int:
         """Rows read from shared or neighbouring files that belong to other partitions."""
         return self.rows_read - self.rows_loaded - self.rows_quarantined
+
+
+class _LoadedKeys:
+    """Ids inserted by the current load, kept as two independent 64-bit hashes.
+
+    Asking the warehouse whether each batch's ids are already in the table scans the
+    whole table once per batch, which grows quadratically over a long range; when the
+    table held nothing outside the window, only this load's own ids can collide, and
+    these hashes answer that in memory (a match needs both hashes to agree). They are
+    kept sorted in buckets by their leading byte, so adding a batch moves small arrays
+    and each lookup stays within cache.
+    """
+
+    _KEYS = ("reward-assets-k1", "reward-assets-k2")
+    _EDGES = np.arange(1, 256, dtype=np.uint64) << np.uint64(56)
+
+    def __init__(self) -> None:
+        empty = np.empty(0, dtype=np.uint64)
+        self.first = [empty] * 256
+        self.second = [empty] * 256
+
+    def hashes(self, keys: pd.Series) -> pd.DataFrame:
+        """Both hashes of each key, on the keys' index (hash once, look up, then add)."""
+        values = keys.to_numpy(dtype=object)
+        # Ids are nearly all distinct: categorising them first would only cost time.
+        first, second = (
+            pd.util.hash_array(values, hash_key=k, categorize=False) for k in self._KEYS
+        )
+        return pd.DataFrame({"first": first, "second": second}, index=keys.index)
+
+    def _sorted(self, hashes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        first, second = hashes["first"].to_numpy(), hashes["second"].to_numpy()
+        order = np.argsort(first, kind="stable")
+        return order, first[order], second[order]
+
+    def _buckets(self, first: np.ndarray) -> list[tuple[int, int, int]]:
+        bounds = [0, *np.searchsorted(first, self._EDGES).tolist(), len(first)]
+        return [(b, lo, hi) for b, (lo, hi) in enumerate(pairwise(bounds)) if hi > lo]
+
+    def contains(self, hashes: pd.DataFrame) -> pd.Series:
+        order, first, second = self._sorted(hashes)
+        found = np.zeros(len(hashes), dtype=bool)
+        for bucket, lo, hi in self._buckets(first):
+            known = self.first[bucket]
+            if not len(known):
+                continue
+            start = np.searchsorted(known, first[lo:hi], side="left")
+            stop = np.searchsorted(known, first[lo:hi], side="right")
+            for row in np.flatnonzero(stop > start):
+                seconds = self.second[bucket][start[row] : stop[row]]
+                found[lo + row] = bool((seconds == second[lo + row]).any())
+        result = np.empty_like(found)
+        result[order] = found
+        return pd.Series(result, index=hashes.index)
+
+    def add(self, hashes: pd.DataFrame) -> None:
+        _, first, second = self._sorted(hashes)
+        for bucket, lo, hi in self._buckets(first):
+            at = np.searchsorted(self.first[bucket], first[lo:hi])
+            self.first[bucket] = np.insert(self.first[bucket], at, first[lo:hi])
+            self.second[bucket] = np.insert(self.second[bucket], at, second[lo:hi])
 
 
 def raw_columns(entity: Entity) -> list[Column]:
@@ -155,6 +218,8 @@ def load_window(
                 ).bindparams(sa.bindparam("files", expanding=True)),
                 {"e": entity.name, "files": undated},
             )
+        outside = conn.execute(sa.text(f"SELECT COUNT(*) FROM {entity.table}")).scalar()
+        loaded = None if outside else _LoadedKeys()
         for frame in _read_batches(files, entity):
             report.rows_read += len(frame)
             result = validate(entity, frame)
@@ -177,8 +242,12 @@ def load_window(
                     quarantine_frame(entity, good[mask], reason, detail, day=file_day[mask])
                 )
             good = good[~far & ~early & (good[ts] >= start) & (good[ts] < end)]
-            seen = warehouse.existing_keys(conn, entity.table, entity.key, good[entity.key])
-            dup = good[entity.key].isin(seen)
+            if loaded is None:
+                seen = warehouse.existing_keys(conn, entity.table, entity.key, good[entity.key])
+                dup = good[entity.key].isin(seen)
+            else:
+                hashes = loaded.hashes(good[entity.key])
+                dup = loaded.contains(hashes)
             quarantine.append(_by_event_day(entity, good[dup], "duplicate_id", "already loaded"))
             good = good[~dup]
             if known_rewards is not None:
@@ -196,6 +265,8 @@ def load_window(
             bad = bad[ours]
             warehouse.append(conn, QUARANTINE_TABLE, bad[QUARANTINE_COLUMNS])
             report.rows_loaded += warehouse.append(conn, entity.table, _raw_frame(entity, good))
+            if loaded is not None:
+                loaded.add(hashes.loc[good.index])
             report.quarantined.update(bad["reason"])
             report.nulled_optional.update(result.nulled)
     return report

@@ -190,15 +190,31 @@ class ChurnModel:
         active = features.loc[active_mask]
         matrix = model_matrix(active)
         names = np.array(self.features)
-        probabilities, drivers = [], []
-        # Contributions are an (n, features + 1) float matrix: chunks keep it small.
-        for start in range(0, len(matrix), SCORE_CHUNK_ROWS):
-            chunk = matrix.iloc[start : start + SCORE_CHUNK_ROWS]
-            data = xgb.DMatrix(chunk, feature_names=self.features)
-            probabilities.append(self.booster.predict(data))
-            contributions = self.booster.predict(data, pred_contribs=True)[:, :-1]
-            drivers.append(_top_drivers(contributions, chunk.to_numpy(), names))
-        probability = np.concatenate(probabilities) if probabilities else np.empty(0)
+        # Exact contributions cost most of scoring: they are computed once per distinct
+        # path through the trees, which many customers share, and copied to the others.
+        first, group = same_paths(self.booster, matrix)
+        probability = np.empty(0, dtype=np.float32)
+        contributions = np.empty((0, len(self.features)), dtype=np.float32)
+        if len(first):
+            distinct = xgb.DMatrix(matrix.iloc[first], feature_names=self.features)
+            probability = self.booster.predict(distinct)[group]
+            contributions = np.concatenate(
+                [
+                    self.booster.predict(
+                        distinct.slice(np.arange(start, min(start + SCORE_CHUNK_ROWS, len(first)))),
+                        pred_contribs=True,
+                    )[:, :-1]
+                    for start in range(0, len(first), SCORE_CHUNK_ROWS)
+                ]
+            )
+        drivers = [
+            _top_drivers(
+                contributions[group[start : start + SCORE_CHUNK_ROWS]],
+                matrix.iloc[start : start + SCORE_CHUNK_ROWS].to_numpy(),
+                names,
+            )
+            for start in range(0, len(matrix), SCORE_CHUNK_ROWS)
+        ]
         top = np.concatenate(drivers) if drivers else np.empty((0, 3), dtype=object)
         medium, high = self.band_thresholds
         inactive = features.loc[~active_mask]
@@ -249,6 +265,35 @@ class ChurnModel:
             horizon_days=meta["horizon_days"],
             active_days=meta["active_days"],
         )
+
+
+def _split_points(booster: xgb.Booster, n_features: int) -> list[np.ndarray]:
+    """Per feature, the sorted values the trees split it at, as float32 (XGBoost compares
+    float32 values against them)."""
+    trees = json.loads(bytes(booster.save_raw("json")))["learner"]["gradient_booster"]["model"]
+    points: list[set] = [set() for _ in range(n_features)]
+    for tree in trees["trees"]:
+        children = tree["left_children"]
+        for left, feature, value in zip(
+            children, tree["split_indices"], tree["split_conditions"], strict=True
+        ):
+            if left != -1:
+                points[feature].add(np.float32(value))
+    return [np.array(sorted(p), dtype=np.float32) for p in points]
+
+
+def same_paths(booster: xgb.Booster, matrix: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each group, group of each row) for rows on the same side of every split
+    of every tree: such rows get the same prediction and the same exact contributions."""
+    values = matrix.to_numpy(dtype=np.float32)
+    group = np.zeros(len(values), dtype=np.int64)
+    for column, points in enumerate(_split_points(booster, values.shape[1])):
+        x = values[:, column]
+        # Missing values take their own branch: bucket 0; otherwise how many splits x passes.
+        bucket = np.where(np.isnan(x), 0, np.searchsorted(points, x, side="right") + 1)
+        group = pd.factorize(group * (len(points) + 2) + bucket)[0]
+    _, first = np.unique(group, return_index=True)
+    return first, group
 
 
 def _top_drivers(contributions: np.ndarray, values: np.ndarray, names: np.ndarray) -> np.ndarray:

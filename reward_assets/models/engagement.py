@@ -22,10 +22,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import xgboost as xgb
 from scipy.stats import chi2_contingency
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from reward_assets.models.inputs import positions
 from reward_assets.storage.clock import as_of_params, resolve_as_of
 from reward_assets.storage.warehouse import Warehouse
 
@@ -123,9 +126,13 @@ def local_clock(utc: pd.Series, zones: pd.Series) -> tuple[np.ndarray, np.ndarra
 
 def content_category(campaign: pd.Series, categories: tuple[str, ...]) -> np.ndarray:
     """Category code of `wk<yyyymmdd>_<category>` campaigns; anything else is 'unknown'."""
-    name = campaign.astype("string").str.split("_", n=1).str[1]
+    # Campaigns are few and sends many: each distinct name is parsed once.
+    encoded = pc.dictionary_encode(pa.array(campaign, pa.string()))
+    name = pd.Series(encoded.dictionary, dtype="string").str.split("_", n=1).str[1]
     codes = pd.Categorical(name, categories=list(categories)).codes.astype(np.int64)
-    return np.where(codes < 0, len(categories), codes)
+    # The last entry stands for a missing campaign.
+    codes = np.append(np.where(codes < 0, len(categories), codes), len(categories))
+    return codes[encoded.indices.fill_null(len(codes) - 1).to_numpy(zero_copy_only=False)]
 
 
 def load_activity(
@@ -150,18 +157,22 @@ def load_activity(
         """,
         {"end": end},
     )
-    events["customer"] = pd.Index(customers["customer_id"]).get_indexer(events["customer_id"])
+    events["customer"] = positions(events["customer_id"], customers["customer_id"])
     events = events[events["customer"] >= 0]
     events["occurred_at"] = events["occurred_at"].astype("datetime64[ns]")
     zones = customers["timezone"].fillna("UTC").to_numpy()[events["customer"].to_numpy()]
     events["hour"], events["weekday"] = local_clock(events["occurred_at"], pd.Series(zones))
 
     kind = events["event_type"]
-    first_at = {
-        label: events[kind == label].groupby("message_id")["occurred_at"].min()
-        for label in ("open", "click")
-    }
     sends = events[kind == "sent"].drop_duplicates("message_id")
+
+    def first_at(label: str) -> np.ndarray:
+        """When each send's message was first opened (or clicked); NaT if never."""
+        first = events[kind == label].groupby("message_id")["occurred_at"].min()
+        # Position -1 (not found) picks the NaT appended at the end.
+        values = np.append(first.to_numpy(dtype="datetime64[ns]"), np.datetime64("NaT", "ns"))
+        return values[positions(sends["message_id"], first.index)]
+
     sends = pd.DataFrame(
         {
             "customer": sends["customer"].to_numpy(),
@@ -169,8 +180,8 @@ def load_activity(
             "hour": sends["hour"].to_numpy(),
             "weekday": sends["weekday"].to_numpy(),
             "category": content_category(sends["campaign"], categories),
-            "opened_at": first_at["open"].reindex(sends["message_id"]).to_numpy(),
-            "clicked_at": first_at["click"].reindex(sends["message_id"]).to_numpy(),
+            "opened_at": first_at("open"),
+            "clicked_at": first_at("click"),
         }
     )
     opens = events.loc[kind == "open", ["customer", "occurred_at", "hour"]]

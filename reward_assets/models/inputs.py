@@ -13,10 +13,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from reward_assets.storage.clock import as_of_params
 from reward_assets.storage.warehouse import Warehouse
+
+
+def member_of(values: pd.Series, allowed: pd.Series | pd.Index) -> np.ndarray:
+    """Which `values` occur in `allowed`, as a boolean array (ids are strings).
+
+    Arrow's hash lookup, which is several times faster than `Series.isin` on string
+    columns of millions of rows.
+    """
+    found = pc.is_in(pa.array(values, pa.string()), value_set=pa.array(allowed, pa.string()))
+    return found.to_numpy(zero_copy_only=False)
+
+
+def positions(values: pd.Series, ids: pd.Series | pd.Index) -> np.ndarray:
+    """The position of each of `values` in the unique `ids`, -1 where absent, as
+    `Index.get_indexer` gives it, through Arrow's hash lookup (likewise several times
+    faster on millions of string ids)."""
+    found = pc.index_in(pa.array(values, pa.string()), value_set=pa.array(ids, pa.string()))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def reward_catalog(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:

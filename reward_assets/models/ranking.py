@@ -30,6 +30,7 @@ from scipy.sparse.linalg import eigsh
 from reward_assets.data.contract import ENTITIES, TIERS
 from reward_assets.data.landing import ContractError, landing_files, read_landing_file
 from reward_assets.data.validation import validate
+from reward_assets.models.inputs import member_of, positions
 from reward_assets.models.metrics import METRICS, ranking_metrics
 from reward_assets.storage.clock import as_of_params
 from reward_assets.storage.warehouse import Warehouse
@@ -143,9 +144,7 @@ class Interactions:
     @cached_property
     def codes(self) -> tuple[np.ndarray, np.ndarray]:
         """(customer row, reward row) of every redemption row."""
-        customer = pd.Index(self.customers["customer_id"]).get_indexer(
-            self.redemptions["customer_id"]
-        )
+        customer = positions(self.redemptions["customer_id"], self.customers["customer_id"])
         reward = pd.Index(self.rewards["reward_id"]).get_indexer(self.redemptions["reward_id"])
         if (customer < 0).any() or (reward < 0).any():
             raise ValueError("redemptions refer to customers or rewards not in the data")
@@ -226,7 +225,7 @@ class CustomerProfiles:
         frame = self.category_purchases
         if frame is None or frame.empty:
             return sp.csr_matrix(shape)
-        row = pd.Index(self.customers["customer_id"]).get_indexer(frame["customer_id"])
+        row = positions(frame["customer_id"], self.customers["customer_id"])
         column = pd.Index(self.categories).get_indexer(
             frame["category"].astype("string").str.lower()
         )
@@ -270,18 +269,18 @@ def _known(
     entity: str,
 ) -> pd.DataFrame:
     """Rows whose customer (and reward) exist; the others are counted in `excluded`."""
-    known_customer = rows["customer_id"].isin(customers["customer_id"])
+    known_customer = member_of(rows["customer_id"], customers["customer_id"])
     keep = known_customer.copy()
     reasons = {"unknown_customer": int((~known_customer).sum())}
     if rewards is not None:
-        known_reward = rows["reward_id"].isin(rewards["reward_id"])
+        known_reward = member_of(rows["reward_id"], rewards["reward_id"])
         keep &= known_reward
         reasons["unknown_reward"] = int((known_customer & ~known_reward).sum())
     counts = excluded.setdefault(entity, {})
     counts.update({reason: n for reason, n in reasons.items() if n})
     if not counts:
         del excluded[entity]
-    return rows[keep.to_numpy()].reset_index(drop=True)
+    return rows[keep].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- candidates
@@ -610,7 +609,7 @@ class TasteModel:
         customers without history get their preferences and their tier's mix.
         """
         n = len(customers)
-        customer = pd.Index(customers["customer_id"]).get_indexer(redemptions["customer_id"])
+        customer = positions(redemptions["customer_id"], customers["customer_id"])
         reward = self._reward_index.get_indexer(redemptions["reward_id"].astype(str))
         known = (customer >= 0) & (reward >= 0)
         customer, reward = customer[known], reward[known]

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reward_assets.models.inputs import positions
+
 COLUMNS = [
     "as_of",
     "customer_id",
@@ -266,7 +268,10 @@ def _sets(
     chunk_size: int,
 ) -> Iterator[pd.DataFrame]:
     people = _Customers.build(customers)
-    row_of = people.customer_id.get_indexer
+
+    def row_of(ids: pd.Series) -> np.ndarray:
+        return positions(ids, people.customer_id)
+
     recent_pairs = _Pairs.build(
         row_of(recent["customer_id"]),
         catalog.reward_id.get_indexer(recent["reward_id"]),

@@ -3,22 +3,14 @@ import datetime as dt
 import dagster as dg
 
 from reward_assets.analytics.charts import charts, html_page, markdown
-from reward_assets.analytics.report import range_report
+from reward_assets.analytics.report import DAILY_TABLES, range_report
 from reward_assets.defs.partitions import daily_partitions
 from reward_assets.defs.resources import WarehouseResource
 from reward_assets.settings import get_settings
 from reward_assets.storage.clock import resolve_as_of
 
 ANALYTICS = "analytics"
-DAILY_ANALYTICS = [
-    "analytics_email_funnel",
-    "analytics_redemptions",
-    "analytics_revenue",
-    "analytics_activity",
-    "analytics_churn_risk",
-    "analytics_recommendations",
-    "analytics_uplift",
-]
+DAILY_ANALYTICS = [table.rpartition(".")[2] for table in DAILY_TABLES]
 
 
 class ReportConfig(dg.Config):

@@ -18,7 +18,12 @@ from reward_assets.evaluate import evaluate
 from reward_assets.models import engagement
 from reward_assets.models.churn import ChurnModel, churn_quality, train_churn
 from reward_assets.models.engagement import EngagementModel, engagement_quality, train_engagement
-from reward_assets.models.inputs import eligibility_inputs, read_vectors, write_vectors
+from reward_assets.models.inputs import (
+    eligibility_inputs,
+    positions,
+    read_vectors,
+    write_vectors,
+)
 from reward_assets.models.ranking import Interactions, TasteModel, fit_taste_model, ranking_quality
 from reward_assets.models.recommendation_sets import SetRules, build_sets
 from reward_assets.models.registry import ModelRecord
@@ -415,11 +420,11 @@ def recommendation_sets(
     with warehouse.open() as wh:
         as_of = _as_of(wh)
         customers, rewards, recent, last_redeemed = eligibility_inputs(wh, as_of, rules.recent_days)
-        position = pd.Series(range(len(meta)), index=meta.customer_id)
-        customers = customers[customers.customer_id.isin(position.index)].reset_index(drop=True)
+        position = positions(customers.customer_id, meta.customer_id)
+        customers = customers[position >= 0].reset_index(drop=True)
         chunks = build_sets(
             customers,
-            vectors[position.loc[customers.customer_id].to_numpy()],
+            vectors[position[position >= 0]],
             rewards,
             model.reward_vectors(rewards),
             model.blocks,
