@@ -27,10 +27,15 @@ per_day AS (
         ON a.as_of = x.as_of AND a.customer_id = x.customer_id AND a.reward_id = x.reward_id
     GROUP BY x.as_of
 ),
+signups AS (
+    SELECT signup_date, COUNT(*) AS n
+    FROM {{ ref('dim_customers') }}
+    GROUP BY signup_date
+),
 known AS (
-    SELECT p.day, COUNT(*) AS known_customers
+    SELECT p.day, CAST(SUM(s.n) AS BIGINT) AS known_customers
     FROM per_day p
-    JOIN {{ ref('dim_customers') }} c ON c.signup_date <= p.day
+    JOIN signups s ON s.signup_date <= p.day
     GROUP BY p.day
 )
 SELECT

@@ -54,6 +54,7 @@ class RunSummary:
     run_id: str
     checks: Counter[str] = field(default_factory=Counter)
     failed_checks: list[str] = field(default_factory=list)
+    report: str | None = None  # the analytics report's HTML page, when the run wrote one
 
 
 # Daily history of what was scored: written for the as-of day only, never for a range.
@@ -95,6 +96,9 @@ def materialize_all(
         )
     summary = RunSummary(all(r.success for r in results), results[0].run_id)
     for result in results:
+        for event in result.get_asset_materialization_events():
+            if event.asset_key == dg.AssetKey("analytics_report"):
+                summary.report = event.materialization.metadata["html"].value
         for evaluation in result.get_asset_check_evaluations():
             name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
             if evaluation.passed:

@@ -25,7 +25,7 @@ from reward_assets.analytics.report import (
 from reward_assets.pipeline import RANGE_END_TAG, RANGE_START_TAG
 from reward_assets.settings import get_settings
 from reward_assets.storage.clock import resolve_as_of
-from reward_assets.storage.snapshots import open_reader, publish_served
+from reward_assets.storage.snapshots import SERVED_TABLES, open_reader, publish
 from reward_assets.storage.warehouse import Warehouse
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -162,20 +162,12 @@ def sorted_tables(url: str, tables) -> dict[str, pd.DataFrame]:
     try:
         return {
             table: warehouse.frame(f"SELECT * FROM {table}")
-            .sort_values(list(_key_columns(table)))
+            .sort_values(SERVED_TABLES[table].split(", "))
             .reset_index(drop=True)
             for table in tables
         }
     finally:
         warehouse.dispose()
-
-
-def _key_columns(table: str) -> tuple[str, ...]:
-    return {
-        "analytics.analytics_redemptions": ("day", "reward_id"),
-        "analytics.analytics_revenue": ("day", "currency"),
-        "analytics.analytics_churn_risk": ("day", "risk_band"),
-    }.get(table, ("day",))
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +277,7 @@ def test_the_snapshots_give_the_same_report_as_the_warehouse(backfill):
     warehouse = Warehouse(ranged.url)
     # The marts' snapshots, as their own assets publish them after each build.
     for table in RANGE_TABLES:
-        publish_served(warehouse, table, ranged.data_dir)
+        publish(warehouse, table, ranged.data_dir)
     reader = open_reader(ranged.url, ranged.data_dir)
     try:
         direct = range_report(warehouse, days[0], days[-1])
@@ -359,3 +351,14 @@ def test_duckdb_and_postgres_give_the_same_daily_analytics(tmp_path, run_pipelin
             check_dtype=False,
             rtol=1e-9,
         )
+
+
+def test_a_whole_run_fills_the_analytics_that_read_the_scored_day(scored):
+    """`make run`'s order: the history day is written before the analytics that read it."""
+    run, warehouse, _ = scored
+    summary = run("scoring", "analytics")
+
+    assert summary.success, summary
+    assert warehouse.row_count("analytics.analytics_churn_risk") > 0
+    assert warehouse.row_count("analytics.analytics_recommendations") == 1
+    assert summary.report is not None and Path(summary.report).is_file()

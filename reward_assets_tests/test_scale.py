@@ -153,7 +153,9 @@ def test_numbers_parse_as_pandas_parses_them(integer):
     clean = [str(int(x)) for x in rng.integers(-(10**12), 10**12, 500)]
     if not integer:
         clean += [f"{x:.2f}" for x in rng.normal(0, 500, 500)] + [repr(x) for x in rng.random(500)]
-    for column in (clean, [*clean, "", "ten", "1.5", "1e400", "NaN", "99999999999999999999"]):
+    dirty = [*clean, "", "ten", "1.5", "1e400", "NaN", "99999999999999999999"]
+    # A value Arrow reads but pandas refuses, alone in a clean column.
+    for column in (clean, dirty, [*clean, "0x10"], [*clean, "0X1F"]):
         values = pd.Series(column, dtype="string")
         present = values != ""
         expected = pd.to_numeric(values.where(present), errors="coerce")

@@ -35,39 +35,13 @@ def published(data_dir: Path) -> bool:
     return all((data_dir / "snapshots" / f"{table}.parquet").exists() for table in NEEDED)
 
 
-def build(workdir: Path, customers: int, seed: int) -> None:
-    """Seed and materialise everything, as scripts/benchmark.py does (without its timing)."""
-    data_dir = workdir / "data"
-    print(f"No snapshots under {data_dir}: seeding {customers:,} customers and materialising ...")
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "seed_data.py"),
-            "--output",
-            str(data_dir),
-            "--customers",
-            str(customers),
-            "--seed",
-            str(seed),
-        ],
-        check=True,
-    )
-    os.environ.update(
-        DATA_DIR=str(data_dir), WAREHOUSE_URL=f"duckdb:///{workdir / 'warehouse.duckdb'}"
-    )
-    os.environ.pop("AS_OF", None)
-
-    import dagster as dg
-
-    from reward_assets.definitions import defs
-    from reward_assets.pipeline import default_range, materialize_all
-    from reward_assets.settings import get_settings
-
-    get_settings.cache_clear()
-    with dg.DagsterInstance.ephemeral() as instance:
-        summary = materialize_all(defs(), instance, *default_range(get_settings()))
-    if not summary.success:
-        raise SystemExit(f"materialisation failed: {summary}")
+def build(customers: int, seed: int, out: Path) -> None:
+    """The data scripts/benchmark.py leaves in out/run-N, made by running it (its own seed,
+    reward count and timing figures come along)."""
+    print(f"No snapshots for {customers:,} customers under {out}: running scripts/benchmark.py")
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--customers"]
+    command += [str(customers), "--seed", str(seed), "--out", str(out)]
+    subprocess.run(command, check=True)
 
 
 def free_port() -> int:
@@ -187,9 +161,9 @@ def measure(args: argparse.Namespace) -> int:
     import psutil
     import pyarrow.parquet as pq
 
-    workdir = args.workdir or ROOT / "data" / "bench" / f"run-{args.customers}"
+    workdir = args.out / f"run-{args.customers}"
     if not published(workdir / "data"):
-        build(workdir, args.customers, args.seed)
+        build(args.customers, args.seed, args.out)
     ids = pq.read_table(
         workdir / "data" / "snapshots" / "marts.dim_customers.parquet", columns=["customer_id"]
     )["customer_id"].to_pylist()
@@ -294,8 +268,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5, help="seconds before measuring")
     parser.add_argument("--users", type=int, default=50, help="Locust users sharing the rate")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--workdir", type=Path, help="default: data/bench/run-CUSTOMERS")
-    parser.add_argument("--out", type=Path, default=ROOT / "data" / "bench")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "data" / "bench", help="results; data in out/run-N"
+    )
     # The child process's own arguments.
     parser.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

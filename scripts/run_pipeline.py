@@ -63,10 +63,8 @@ def main() -> int:
         print(f"\nActivation: {activation.onboarding_runs} onboarding run(s), delivery to {folder}")
         for status, rows in sorted(activation.outbox.items()):
             print(f"  outbox {status:<27} {rows:>12,}")
-    reports = (settings.data_dir / "reports").glob("*.html")
-    reports = sorted(reports, key=lambda f: f.stat().st_mtime)
-    if reports:
-        print(f"\nAnalytics report (last 30 days): {reports[-1]}")
+    if summary.report:
+        print(f"\nAnalytics report: {summary.report}")
     print("\nNext: `make dev` opens the Dagster UI on the same storage (http://127.0.0.1:3000).")
     return 0 if summary.success and (activation is None or activation.delivery_success) else 1
 

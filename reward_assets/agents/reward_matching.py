@@ -9,6 +9,8 @@ eligible rewards stand in.
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ import pandas as pd
 from reward_assets.data.contract import TIERS
 from reward_assets.models.ranking import TasteModel
 from reward_assets.models.recommendation_sets import COLUMNS, SetRules, build_sets
+from reward_assets.models.registry import ModelRegistry, NoServingModel
 
 TIER_RANK = {tier: rank for rank, tier in enumerate(TIERS, start=1)}
 POPULARITY_VERSION = "popularity"
@@ -70,6 +73,35 @@ def cold_start_sets(
     # No customers (all decided already, say by the API) gives no chunks, not an error.
     frames = list(chunks)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+
+def first_offers(
+    customers: pd.DataFrame,
+    rewards: pd.DataFrame,
+    rules: SetRules,
+    as_of: dt.date,
+    registry: ModelRegistry,
+) -> tuple[pd.DataFrame, str | None]:
+    """New customers' first rewards from the serving taste model (popularity before one is
+    approved), with the catalogue columns an email needs, and the model version used.
+
+    The onboarding job and the API's welcome both match this way, so they agree.
+    customers: as `customers_by_id` gives them; rewards: as `reward_catalog` gives them.
+    """
+    try:
+        record = registry.serving("taste_model")
+        model, version = _taste_model(Path(record.artefact_path)), record.version
+    except NoServingModel:
+        model, version = None, None
+    sets = cold_start_sets(matching_customers(customers), rewards, rules, as_of, model, version)
+    offers = sets.merge(rewards[["reward_id", "name", "category", "points_cost"]], on="reward_id")
+    return offers, version
+
+
+@lru_cache(maxsize=2)
+def _taste_model(path: Path) -> TasteModel:
+    """Loaded once per version (each version has its own folder), not once per request."""
+    return TasteModel.load(path)
 
 
 def _popular(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+import uuid
+from pathlib import Path
 
 import matplotlib
 
@@ -203,3 +206,14 @@ img {{ max-width: 100%; }}
 {tables}
 </body></html>
 """
+
+
+def write_report(report: dict, pictures: dict[str, bytes], folder: Path) -> Path:
+    """The page for the report's range under `folder`, replaced whole: readers and a
+    concurrent run for the same range never see half a file."""
+    path = Path(folder) / f"analytics_{report['start_date']}_{report['end_date']}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    staged.write_text(html_page(report, pictures), encoding="utf-8")
+    os.replace(staged, path)
+    return path

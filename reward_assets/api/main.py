@@ -40,9 +40,12 @@ class RedactTokens(logging.Filter):
     PATTERN = re.compile(r"(token=)[^&\s\"]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "token=" in message:
-            record.msg, record.args = self.PATTERN.sub(r"\1[redacted]", message), ()
+        # uvicorn's AccessFormatter unpacks exactly these five args, so only the path
+        # (the third) is rewritten; the record keeps its shape.
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and "token=" in str(args[2]):
+            path = self.PATTERN.sub(r"\1[redacted]", str(args[2]))
+            record.args = (*args[:2], path, *args[3:])
         return True
 
 

@@ -197,7 +197,8 @@ def rewards_by_id(frame: pd.DataFrame) -> dict[str, Reward]:
             category=str(r.category),
             points_cost=int(r.points_cost),
             min_tier_rank=1 if pd.isna(r.min_tier_rank) else int(r.min_tier_rank),
-            active=bool(r.active) if not pd.isna(r.active) else True,
+            # As the set builder: an unknown active flag is not available.
+            active=bool(r.active) if not pd.isna(r.active) else False,
             inventory=None if pd.isna(r.inventory) else int(r.inventory),
         )
         for r in frame.itertuples(index=False)

@@ -333,18 +333,7 @@ def _engage(state: State, customer_id: str, body: schemas.EngagementRequest) -> 
         )
     except engage.CustomerNotFound as error:
         raise HTTPException(404, str(error)) from error
-    result = schemas.EngagementResult(
-        customer_id=outcome.customer_id,
-        campaign=outcome.campaign,
-        message_key=outcome.message_key,
-        queued=outcome.queued,
-        reason=outcome.reason,
-        status=outcome.status,
-        send_at=outcome.send_at,
-        reward_ids=list(outcome.reward_ids),
-        content_source=outcome.content_source,
-        deferred_for=outcome.deferred_for,
-    )
+    result = schemas.EngagementResult.model_validate(outcome, from_attributes=True)
     return result.model_dump(mode="json")
 
 

@@ -8,9 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reward_assets.data.contract import TIERS
+from reward_assets.services.engage import STAGE_CAMPAIGNS
 
 Tier = Literal[TIERS]
-JourneyStage = Literal["onboarding", "new", "active", "at_risk", "dormant"]
+JourneyStage = Literal[tuple(STAGE_CAMPAIGNS)]
 
 
 class Error(BaseModel):

@@ -70,8 +70,12 @@ def parse_numbers(values: pd.Series, present: pd.Series, integer: bool) -> pd.Se
     parsed by pandas instead, whose leniency then decides which values are bad.
     """
     text = values.where(present)
+    strings = pa.array(text, pa.string())
+    # Arrow reads "0x10" as 16 in integer casts; pandas, whose rule this keeps, refuses it.
+    if integer and pc.any(pc.match_substring(strings, "x", ignore_case=True)).as_py():
+        return pd.to_numeric(text, errors="coerce")
     try:
-        parsed = pc.cast(pa.array(text, pa.string()), pa.int64() if integer else pa.float64())
+        parsed = pc.cast(strings, pa.int64() if integer else pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return pd.to_numeric(text, errors="coerce")
     return pd.Series(parsed.to_pandas(types_mapper=_MASKED), index=values.index)

@@ -129,7 +129,7 @@ def content_category(campaign: pd.Series, categories: tuple[str, ...]) -> np.nda
     # Campaigns are few and sends many: each distinct name is parsed once.
     encoded = pc.dictionary_encode(pa.array(campaign, pa.string()))
     name = pd.Series(encoded.dictionary, dtype="string").str.split("_", n=1).str[1]
-    codes = pd.Categorical(name, categories=list(categories)).codes.astype(np.int64)
+    codes = pd.Index(categories).get_indexer(name).astype(np.int64)
     # The last entry stands for a missing campaign.
     codes = np.append(np.where(codes < 0, len(categories), codes), len(categories))
     return codes[encoded.indices.fill_null(len(codes) - 1).to_numpy(zero_copy_only=False)]

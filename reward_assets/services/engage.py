@@ -16,8 +16,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
@@ -25,11 +23,10 @@ import sqlalchemy as sa
 
 from reward_assets.agents.content_selection import ContentConfig, ContentWriter
 from reward_assets.agents.engagement_analysis import CAMPAIGN_BY_SEGMENT
-from reward_assets.agents.reward_matching import cold_start_sets, matching_customers
+from reward_assets.agents.reward_matching import first_offers
 from reward_assets.models.inputs import reward_catalog
-from reward_assets.models.ranking import TasteModel
 from reward_assets.models.recommendation_sets import SetRules
-from reward_assets.models.registry import ModelRegistry, NoServingModel
+from reward_assets.models.registry import ModelRegistry
 from reward_assets.services import followups
 from reward_assets.services.activation import (
     OFFERS_PER_EMAIL,
@@ -160,7 +157,9 @@ def engage(
             send_at=decision.send_at,
         )
     if campaign == WELCOME:
-        offers = _welcome_offers(reader, store, settings, profile, as_of)
+        rules = SetRules(k=settings.recommendations_k, exploration_share=settings.exploration_share)
+        registry = ModelRegistry(store, settings.resolved_models_dir())
+        offers, _ = first_offers(profile, reward_catalog(reader, as_of), rules, as_of, registry)
     else:
         offers = current_offers(customer_id, OFFERS_PER_EMAIL)
     writer = ContentWriter(ContentConfig.from_settings(settings), store)
@@ -196,31 +195,6 @@ def engage(
 def _segment(segment: Any) -> str:
     """The stage a customer's segment stands for; no segment yet means new."""
     return "new" if segment is None or pd.isna(segment) else str(segment)
-
-
-def _welcome_offers(
-    reader: Reader,
-    store: OpsStore,
-    settings: Settings,
-    profile: pd.DataFrame,
-    as_of: dt.date,
-) -> pd.DataFrame:
-    """The first rewards, matched as the onboarding job matches them."""
-    rules = SetRules(k=settings.recommendations_k, exploration_share=settings.exploration_share)
-    rewards = reward_catalog(reader, as_of)
-    try:
-        record = ModelRegistry(store, settings.resolved_models_dir()).serving("taste_model")
-        model, version = _taste_model(Path(record.artefact_path)), record.version
-    except NoServingModel:
-        model, version = None, None
-    sets = cold_start_sets(matching_customers(profile), rewards, rules, as_of, model, version)
-    return sets.merge(rewards[["reward_id", "name", "category", "points_cost"]], on="reward_id")
-
-
-@lru_cache(maxsize=2)
-def _taste_model(path: Path) -> TasteModel:
-    """Loaded once per version (each version has its own folder), not once per request."""
-    return TasteModel.load(path)
 
 
 def _outbox_row(store: OpsStore, key: str) -> sa.Row | None:

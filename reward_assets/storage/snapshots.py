@@ -11,8 +11,10 @@ names, so one SQL text runs on the snapshots and, on PostgreSQL, on the warehous
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import pandas as pd
 import sqlalchemy as sa
 
 from reward_assets.storage.warehouse import SCHEMAS, Warehouse
@@ -51,25 +53,35 @@ def _literal(path: Path) -> str:
     return "'" + path.as_posix().replace("'", "''") + "'"
 
 
-def publish(warehouse: Warehouse, table: str, data_dir: Path, order_by: str = "") -> Path | None:
-    """Copy `table` to its snapshot (DuckDB only: on PostgreSQL readers query the tables)."""
+def publish(warehouse: Warehouse, table: str, data_dir: Path) -> Path | None:
+    """Copy served `table` to its snapshot (DuckDB only: on PostgreSQL readers query the
+    tables)."""
     if warehouse.dialect != "duckdb":
         return None
     path = snapshot_path(data_dir, table)
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    order = f" ORDER BY {order_by}" if order_by else ""
     with warehouse.begin() as conn:
         conn.exec_driver_sql(
-            f"COPY (SELECT * FROM {table}{order}) TO {_literal(staged)} "
-            f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
+            f"COPY (SELECT * FROM {table} ORDER BY {SERVED_TABLES[table]}) "
+            f"TO {_literal(staged)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
         )
     os.replace(staged, path)
     return path
 
 
-def publish_served(warehouse: Warehouse, table: str, data_dir: Path) -> Path | None:
-    return publish(warehouse, table, data_dir, SERVED_TABLES[table])
+def replace_served(
+    warehouse: Warehouse,
+    table: str,
+    columns: Mapping[str, str],
+    chunks: Iterable[pd.DataFrame],
+    data_dir: Path,
+) -> int:
+    """Rebuild served `table` (Warehouse.replace_table) and publish its snapshot, in one
+    call so that no writer of a served table forgets the second half."""
+    rows = warehouse.replace_table(table, columns, chunks)
+    publish(warehouse, table, data_dir)
+    return rows
 
 
 def open_reader(warehouse_url: str, data_dir: Path) -> Warehouse:

@@ -2,15 +2,13 @@ import datetime as dt
 
 import dagster as dg
 
-from reward_assets.analytics.charts import charts, html_page, markdown
-from reward_assets.analytics.report import DAILY_TABLES, range_report
+from reward_assets.analytics.report import DAILY_TABLES, RANGE_TABLES, range_report
 from reward_assets.defs.partitions import daily_partitions
 from reward_assets.defs.resources import WarehouseResource
 from reward_assets.settings import get_settings
 from reward_assets.storage.clock import resolve_as_of
 
 ANALYTICS = "analytics"
-DAILY_ANALYTICS = [table.rpartition(".")[2] for table in DAILY_TABLES]
 
 
 class ReportConfig(dg.Config):
@@ -33,7 +31,7 @@ def report_range(config: ReportConfig, as_of: dt.date, first: dt.date) -> tuple[
 
 @dg.asset(
     group_name=ANALYTICS,
-    deps=[*DAILY_ANALYTICS, "dim_customers", "fct_redemptions"],
+    deps=[table.rpartition(".")[2] for table in DAILY_TABLES + RANGE_TABLES],
     kinds={"html"},
     # Lets `dg launch --assets group:analytics --partition-range ...` take it along.
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -44,6 +42,9 @@ def analytics_report(
     """The morning report over a range of days: funnel, redemptions, revenue, customers,
     churn-risk mix, recommendation acceptance and uplift, with charts shown here and a
     standalone HTML file under DATA_DIR/reports/."""
+    # Imported here: matplotlib costs every load of the definitions a third of a second.
+    from reward_assets.analytics.charts import charts, markdown, write_report
+
     settings = get_settings()
     with warehouse.open() as wh:
         start, end = report_range(
@@ -51,11 +52,7 @@ def analytics_report(
         )
         report = range_report(wh, start, end)
     pictures = charts(report)
-    path = settings.data_dir / "reports" / f"analytics_{start}_{end}.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.tmp")
-    staged.write_text(html_page(report, pictures), encoding="utf-8")
-    staged.replace(path)
+    path = write_report(report, pictures, settings.data_dir / "reports")
     uplift = report["uplift"]
     context.log.info(f"analytics report {start}..{end} written to {path}")
     return dg.MaterializeResult(

@@ -22,7 +22,7 @@ from reward_assets.services.rules import ContactPolicy
 from reward_assets.services.suppression import suppressed, sync_from_events
 from reward_assets.settings import get_settings
 from reward_assets.storage.clock import as_of_params, resolve_as_of
-from reward_assets.storage.snapshots import publish_served
+from reward_assets.storage.snapshots import replace_served
 
 ENGAGEMENT = "engagement"
 SEGMENT_COLUMNS = {
@@ -80,8 +80,9 @@ def customer_segments(warehouse: WarehouseResource):
             as_of,
         )
         segments["as_of"] = as_of
-        rows = wh.replace_table("ml.customer_segments", SEGMENT_COLUMNS, [segments])
-        publish_served(wh, "ml.customer_segments", get_settings().data_dir)
+        rows = replace_served(
+            wh, "ml.customer_segments", SEGMENT_COLUMNS, [segments], get_settings().data_dir
+        )
     counts = segments.groupby("segment").agg(
         customers=("customer_id", "size"), contact_today=("contact_today", "sum")
     )

@@ -3,7 +3,7 @@ import datetime as dt
 import dagster as dg
 
 from reward_assets.agents.content_selection import ContentConfig, ContentWriter
-from reward_assets.agents.reward_matching import cold_start_sets, matching_customers
+from reward_assets.agents.reward_matching import first_offers
 from reward_assets.data.signups import (
     SignupCursor,
     batch_run_key,
@@ -14,9 +14,7 @@ from reward_assets.data.signups import (
 from reward_assets.defs.engagement.delivery import deliver_due_emails
 from reward_assets.defs.resources import LandingResource, OpsStoreResource, WarehouseResource
 from reward_assets.models.inputs import reward_catalog
-from reward_assets.models.ranking import TasteModel
 from reward_assets.models.recommendation_sets import SetRules
-from reward_assets.models.registry import NoServingModel
 from reward_assets.services import followups
 from reward_assets.services.activation import (
     ONCE,
@@ -71,16 +69,8 @@ def welcome_new_customers(
         with warehouse.open() as wh:
             as_of = resolve_as_of(wh, settings.as_of)
             rewards = reward_catalog(wh, as_of)
-        try:
-            with ops.registry() as registry:
-                record = registry.serving("taste_model")
-            model, version = TasteModel.load(record.artefact_path), record.version
-        except NoServingModel:
-            model, version = None, None
-        sets = cold_start_sets(matching_customers(chosen), rewards, rules, as_of, model, version)
-        offers = sets.merge(
-            rewards[["reward_id", "name", "category", "points_cost"]], on="reward_id"
-        )
+        with ops.registry() as registry:
+            offers, version = first_offers(chosen, rewards, rules, as_of, registry)
         writer = ContentWriter(ContentConfig.from_settings(settings), store)
         written = write_messages(
             contact,

@@ -29,7 +29,7 @@ from reward_assets.models.recommendation_sets import SetRules, build_sets
 from reward_assets.models.registry import ModelRecord
 from reward_assets.settings import get_settings
 from reward_assets.storage.clock import resolve_as_of
-from reward_assets.storage.snapshots import publish_served
+from reward_assets.storage.snapshots import replace_served
 
 ML, SCORING = "ml", "scoring"
 WAREHOUSE_INPUTS = ["dim_customers", "dim_rewards", "fct_transactions", "fct_redemptions"]
@@ -332,8 +332,9 @@ def churn_scores(warehouse: WarehouseResource, ops: OpsStoreResource):
         scores = model.score(wh.frame("SELECT * FROM marts.customer_features"))
         scores["as_of"] = as_of
         scores["model_version"] = record.version
-        rows = wh.replace_table("ml.churn_scores", CHURN_COLUMNS, [scores])
-        publish_served(wh, "ml.churn_scores", get_settings().data_dir)
+        rows = replace_served(
+            wh, "ml.churn_scores", CHURN_COLUMNS, [scores], get_settings().data_dir
+        )
     bands = scores.risk_band.value_counts()
     return dg.MaterializeResult(
         metadata={
@@ -368,8 +369,9 @@ def send_time_preferences(warehouse: WarehouseResource, ops: OpsStoreResource):
         )
         prefs["as_of"] = as_of
         prefs["model_version"] = record.version
-        rows = wh.replace_table("ml.send_time_preferences", SEND_TIME_COLUMNS, [prefs])
-        publish_served(wh, "ml.send_time_preferences", get_settings().data_dir)
+        rows = replace_served(
+            wh, "ml.send_time_preferences", SEND_TIME_COLUMNS, [prefs], get_settings().data_dir
+        )
     sources = prefs.source.value_counts()
     return dg.MaterializeResult(
         metadata={
@@ -389,8 +391,9 @@ def engagement_scores(warehouse: WarehouseResource):
         scores = engagement.engagement_scores(prefs).merge(
             prefs[["customer_id", "as_of", "model_version"]], on="customer_id"
         )
-        rows = wh.replace_table("ml.engagement_scores", ENGAGEMENT_COLUMNS, [scores])
-        publish_served(wh, "ml.engagement_scores", get_settings().data_dir)
+        rows = replace_served(
+            wh, "ml.engagement_scores", ENGAGEMENT_COLUMNS, [scores], get_settings().data_dir
+        )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
@@ -434,8 +437,9 @@ def recommendation_sets(
             model_version=version,
             as_of=as_of,
         )
-        rows = wh.replace_table("ml.recommendation_sets", RECOMMENDATION_COLUMNS, chunks)
-        publish_served(wh, "ml.recommendation_sets", get_settings().data_dir)
+        rows = replace_served(
+            wh, "ml.recommendation_sets", RECOMMENDATION_COLUMNS, chunks, get_settings().data_dir
+        )
         summary = wh.frame(
             "SELECT COUNT(DISTINCT customer_id) AS customers, "
             "AVG(CAST(is_exploration AS INTEGER)) AS exploration_share, "

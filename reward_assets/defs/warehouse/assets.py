@@ -12,7 +12,7 @@ from reward_assets.defs.resources import WarehouseResource
 from reward_assets.quality.checks import CHECKS, run_checks
 from reward_assets.settings import get_settings
 from reward_assets.storage.clock import as_of_params, resolve_as_of
-from reward_assets.storage.snapshots import SERVED_TABLES, publish_served
+from reward_assets.storage.snapshots import SERVED_TABLES, publish
 from reward_assets.storage.sql_models import SQL_DIR, SqlModel, load_models, materialize
 
 PREVIEW_ROWS = 5
@@ -79,7 +79,7 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
             else:
                 metadata["preview"] = _preview(wh, model)
             if model.table in SERVED_TABLES:
-                publish_served(wh, model.table, settings.data_dir)
+                publish(wh, model.table, settings.data_dir)
             outcomes = run_checks(wh, model, params, window)
         yield dg.MaterializeResult(metadata=metadata)
         for check in checks:
