@@ -353,12 +353,32 @@ def test_duckdb_and_postgres_give_the_same_daily_analytics(tmp_path, run_pipelin
         )
 
 
-def test_a_whole_run_fills_the_analytics_that_read_the_scored_day(scored):
+def test_a_whole_run_fills_the_analytics_that_read_the_scored_day(scored, tmp_path):
     """`make run`'s order: the history day is written before the analytics that read it."""
-    run, warehouse, _ = scored
-    summary = run("scoring", "analytics")
+    from reward_assets.definitions import defs
+    from reward_assets.pipeline import materialize_all
+
+    _, warehouse, data_dir = scored
+    as_of = resolve_as_of(warehouse)
+    url = _copy_warehouse(warehouse, tmp_path / "warehouse.duckdb")
+    copy = Warehouse(url)
+    with copy.begin() as conn:  # the day not recorded yet, as before its first scoring
+        for table in ("ml.score_history", "ml.recommendation_log"):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+    copy.dispose()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("AS_OF", raising=False)
+        patch.setenv("DATA_DIR", str(data_dir))  # the scored world's model registry
+        patch.setenv("WAREHOUSE_URL", url)
+        get_settings.cache_clear()
+        with dg.DagsterInstance.ephemeral() as instance:
+            summary = materialize_all(
+                defs(), instance, as_of, as_of, dg.AssetSelection.groups("scoring", "analytics")
+            )
+        get_settings.cache_clear()
 
     assert summary.success, summary
-    assert warehouse.row_count("analytics.analytics_churn_risk") > 0
-    assert warehouse.row_count("analytics.analytics_recommendations") == 1
+    tables = sorted_tables(url, DAILY_TABLES)
+    assert len(tables["analytics.analytics_churn_risk"]) > 0
+    assert len(tables["analytics.analytics_recommendations"]) == 1
     assert summary.report is not None and Path(summary.report).is_file()
