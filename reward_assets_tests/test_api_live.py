@@ -2,10 +2,12 @@
 the warehouse: on the DuckDB default (it reads the snapshots, never the locked file) and
 on PostgreSQL (it reads the tables the run swaps)."""
 
+import datetime as dt
 import sqlite3
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import httpx
@@ -219,3 +221,76 @@ def test_postgresql_serves_the_same_answers_while_a_run_swaps_tables(
     assert target in reward_ids(before[customers[0]])
     assert target not in reward_ids(after[customers[0]])
     assert after[customers[0]]["dropped"]["reasons"] == {"reward_inactive": 1}
+
+
+def every_endpoint(world: ApiWorld, customers: list[str]) -> list[tuple[str, str, dict | None]]:
+    """One request of each endpoint's kind: (method, path, JSON body)."""
+    start = world.last_day - dt.timedelta(days=29)
+    stages = ("active", "at_risk", "dormant", None)
+    return [
+        *[("GET", f"/api/customers/{c}/recommended_rewards?limit=3", None) for c in customers],
+        *[("GET", f"/api/customers/{c}", None) for c in customers],
+        ("GET", "/api/rewards?limit=20&available=true", None),
+        ("GET", "/api/rewards?tier=gold&limit=50", None),
+        ("GET", f"/api/analytics/report?start_date={start}&end_date={world.last_day}", None),
+        ("GET", "/health", None),
+        *[
+            (
+                "POST",
+                f"/api/customers/{c}/engagement",
+                {"engagement_type": "email", "context": {"journey_stage": stage}},
+            )
+            for c, stage in zip(customers, stages * len(customers), strict=False)
+        ],
+    ]
+
+
+def fire(url: str, requests: list[tuple[str, str, dict | None]], copies: int = 50):
+    """Each request `copies` times, all at once from as many threads; (path, status) pairs
+    of every answer that is not a success."""
+    barrier = threading.Barrier(copies)
+
+    def one(method: str, path: str, body: dict | None) -> list[tuple[str, int]]:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            barrier.wait()
+            response = client.request(method, path, json=body)
+            return [] if response.status_code < 400 else [(path, response.status_code)]
+
+    failures = []
+    with ThreadPoolExecutor(copies) as pool:
+        for method, path, body in requests:
+            answers = [pool.submit(one, method, path, body) for _ in range(copies)]
+            failures.extend(f for answer in answers for f in answer.result())
+    return failures
+
+
+def test_fifty_parallel_requests_on_every_endpoint_on_snapshots(world, tmp_path):
+    customers = sample_customers(world, 4)
+    env = {
+        "DATA_DIR": str(world.data_dir),
+        "WAREHOUSE_URL": world.warehouse_url,
+        "OPS_DB_URL": copy_ops_store(world, tmp_path / "ops.sqlite"),
+        "AS_OF": "",
+    }
+    with serve(env) as url:
+        failures = fire(url, every_endpoint(world, customers))
+    assert failures == []
+
+
+@pytest.mark.postgres
+def test_fifty_parallel_requests_on_every_endpoint_on_postgresql(world, pg_url, tmp_path):
+    source, warehouse = Warehouse(world.warehouse_url), Warehouse(pg_url)
+    copy_tables(source, warehouse, SERVED_TABLES)
+    source.dispose()
+    warehouse.dispose()
+    customers = sample_customers(world, 4)
+    env = {
+        "WAREHOUSE_URL": pg_url,
+        "DATA_DIR": str(tmp_path / "no-snapshots"),
+        "OPS_DB_URL": copy_ops_store(world, tmp_path / "ops.sqlite"),
+        "MODELS_DIR": str(world.data_dir / "models"),
+        "AS_OF": "",
+    }
+    with serve(env) as url:
+        failures = fire(url, every_endpoint(world, customers))
+    assert failures == []

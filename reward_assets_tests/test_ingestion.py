@@ -65,6 +65,52 @@ def test_each_kind_of_bad_customer_is_quarantined_with_reason_and_line(tmp_path,
     assert "other@example.com" not in "".join(bad.raw_values)
 
 
+def test_absurd_sign_up_dates_are_quarantined_not_loaded(tmp_path, duckdb_warehouse):
+    data = tmp_path / "data"
+    write_rows(
+        data,
+        "customers",
+        "customers.csv",
+        [
+            customer("cust001"),  # line 2: good
+            customer("cust002", signup_at="2032-08-27T10:00:00Z"),  # line 3: in the future
+            customer("cust003", signup_at="9999-12-31"),  # line 4
+            customer("cust004", signup_at="0001-01-01T00:00:00"),  # line 5
+        ],
+    )
+    report = load_snapshot(duckdb_warehouse, CUSTOMERS, data)
+
+    bad = quarantine(duckdb_warehouse, "customers")
+    assert bad.source_line.tolist() == [3, 4, 5]
+    assert set(bad.reason) <= {"implausible_timestamp", "unparseable_timestamp"}
+    assert bad.reason[0] == "implausible_timestamp"
+    assert report.rows_loaded == 1
+
+
+def test_an_undated_file_quarantines_events_dated_in_the_far_future(tmp_path, duckdb_warehouse):
+    data = tmp_path / "data"
+    write_basic_landing(data)
+    write_rows(
+        data,
+        "transactions",
+        "extra.csv",
+        [
+            transaction("t-future", "cust001", "2099-01-01T10:00:00Z"),
+            transaction("t-ok", "cust001", "2023-03-02T10:00:00Z"),
+        ],
+    )
+    report = load_window(duckdb_warehouse, TRANSACTIONS, data, START, END)
+
+    bad = quarantine(duckdb_warehouse, "transactions")
+    assert list(zip(bad.source_file, bad.record_id, bad.reason, strict=True)) == [
+        ("transactions/extra.csv", "t-future", "implausible_timestamp")
+    ]
+    assert report.rows_other_partitions == 0
+    # Loading the window again replaces the quarantine row instead of adding one.
+    load_window(duckdb_warehouse, TRANSACTIONS, data, START, END)
+    assert len(quarantine(duckdb_warehouse, "transactions")) == 1
+
+
 def test_bad_event_rows_are_quarantined_and_refunds_kept(tmp_path, duckdb_warehouse):
     data = tmp_path / "data"
     write_basic_landing(data)

@@ -8,6 +8,7 @@ must still receive exactly one welcome per eligible customer.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 
 import dagster as dg
@@ -239,6 +240,47 @@ def test_sensor_batches_run_keys_and_cursor(world):
         onboard(instance, requests[0], op_selection=["welcome_new_customers"])
         replay = run_requests(tick(instance, first.cursor))
         assert sum(len(batch_of(r)) for r in replay) == 150
+
+
+def test_a_future_dated_sign_up_holds_back_no_later_welcome(world, monkeypatch):
+    data, _ = world
+    # The data's 'today' comes from the sign-ups themselves, as on a first deployment.
+    monkeypatch.delenv("AS_OF", raising=False)
+    get_settings.cache_clear()
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = tick(instance, None)
+        write_rows(
+            data, "customers", "bad.csv", [customer("future1", signup_at="2032-08-27T10:00:00Z")]
+        )
+        bad = tick(instance, first.cursor)
+        assert run_requests(bad) == []
+        assert "within 2 days of 2023-01-01" in bad.skip_reason.skip_message
+
+        write_rows(data, "customers", "signups-a.csv", [signup(1)])
+        (request,) = run_requests(tick(instance, bad.cursor))
+        assert batch_of(request) == ["new0001"]
+
+        # A cursor an earlier version wrote, with the future date taken for 'today'.
+        poisoned = json.dumps(
+            {"files": json.loads(bad.cursor)["files"], "latest_signup": "2032-08-27"}
+        )
+        (request,) = run_requests(tick(instance, poisoned))
+        assert batch_of(request) == ["new0001"]
+
+
+def test_removing_a_customer_file_moves_the_data_today_back(world, monkeypatch):
+    data, _ = world
+    monkeypatch.delenv("AS_OF", raising=False)
+    get_settings.cache_clear()
+    with dg.DagsterInstance.ephemeral() as instance:
+        late = write_rows(
+            data, "customers", "late.csv", [customer("late1", signup_at="2026-01-01T00:00:00Z")]
+        )
+        first = tick(instance, None)
+        late.unlink()
+        write_rows(data, "customers", "signups-a.csv", [signup(1)])
+        (request,) = run_requests(tick(instance, first.cursor))
+        assert batch_of(request) == ["new0001"]
 
 
 def test_kill_switch_holds_welcomes_until_resumed(world):

@@ -6,6 +6,7 @@ takes the columns from here, so the contract lives in one place.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +19,11 @@ SQL_TYPES: dict[ColumnType, str] = {
     "decimal": "DOUBLE PRECISION",
     "boolean": "BOOLEAN",
 }
+
+# A timestamp outside these bounds cannot be a real event of a loyalty programme: it is
+# quarantined (`implausible_timestamp`) rather than let one row move the data's "today".
+EARLIEST_TIMESTAMP = dt.datetime(1900, 1, 1)
+FUTURE_TOLERANCE = dt.timedelta(days=1)
 
 EVENT_TYPES = ("sent", "delivered", "open", "click", "bounce", "unsubscribe", "complaint")
 TIERS = ("bronze", "silver", "gold", "platinum")

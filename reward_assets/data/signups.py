@@ -42,30 +42,37 @@ def _empty() -> pd.DataFrame:
 
 @dataclass
 class SignupCursor:
-    """What the sensor has read (each customer file's signature, the data's 'today') and
-    the customers it requested a welcome for that has not been decided yet:
-    id -> [when requested (ISO, UTC), attempt]."""
+    """What the sensor has read and the welcomes it requested that are not decided yet.
+
+    `files`: each customer file's signature; `latest`: each file's latest valid sign-up
+    date, so the data's 'today' follows the files as they are now (a file rewritten or
+    removed takes its dates with it); `pending`: id -> [when requested (ISO, UTC), attempt].
+    """
 
     files: dict[str, str] = field(default_factory=dict)
-    latest_signup: dt.date | None = None
+    latest: dict[str, str] = field(default_factory=dict)
     pending: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def latest_signup(self) -> dt.date | None:
+        return max(map(dt.date.fromisoformat, self.latest.values()), default=None)
 
     @classmethod
     def parse(cls, text: str | None) -> SignupCursor:
         if not text:
             return cls()
         raw = json.loads(text)
-        latest = raw.get("latest_signup")
-        return cls(
-            dict(raw.get("files", {})),
-            dt.date.fromisoformat(latest) if latest else None,
-            dict(raw.get("pending", {})),
-        )
+        files = dict(raw.get("files", {}))
+        latest = raw.get("latest")
+        if latest is None:
+            # A cursor written before per-file dates: read every file again once, so a
+            # single future-dated row it took for 'today' no longer counts.
+            files = {}
+        return cls(files, dict(latest or {}), dict(raw.get("pending", {})))
 
     def dump(self) -> str:
-        latest = self.latest_signup.isoformat() if self.latest_signup else None
         return json.dumps(
-            {"files": self.files, "latest_signup": latest, "pending": self.pending},
+            {"files": self.files, "latest": self.latest, "pending": self.pending},
             sort_keys=True,
         )
 
@@ -86,21 +93,27 @@ def scan_signups(
 
     Only sign-ups within `max_age_days` of the data's 'today' count as new, so a first
     scan of a long history does not welcome everybody. Today is `as_of` when configured,
-    else the latest sign-up date ever seen.
+    else the latest valid sign-up date in the customer files as they are now (a sign-up
+    dated in the future is quarantined by validation and never counts).
     """
     files = landing_files(data_dir, CUSTOMERS.name)
     signatures = {f.name: file_signature(f) for f in files}
     changed = [f for f in files if cursor.files.get(f.name) != signatures[f.name]]
     rows = read_customers(changed)
-    latest = rows["signup_at"].max() if len(rows) else None
-    seen = [d for d in (cursor.latest_signup, latest.date() if latest is not None else None) if d]
-    today = as_of or (max(seen) if seen else None)
+    latest = {name: day for name, day in cursor.latest.items() if name in signatures}
+    for file in changed:
+        latest.pop(file.name, None)
+    if len(rows):
+        by_file = rows.groupby("source_file")["signup_at"].max()
+        latest.update({name: ts.date().isoformat() for name, ts in by_file.items()})
+    scanned = SignupCursor(signatures, latest, dict(cursor.pending))
+    today = as_of or scanned.latest_signup
     recent = rows.iloc[:0]
     if today is not None:
         day = rows["signup_at"].dt.date
         recent = rows[(day >= today - dt.timedelta(days=max_age_days)) & (day <= today)]
     return SignupScan(
-        cursor=SignupCursor(signatures, max(seen) if seen else None, dict(cursor.pending)),
+        cursor=scanned,
         changed_files=[f.name for f in changed],
         rows_read=len(rows),
         as_of=today,

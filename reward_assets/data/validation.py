@@ -6,6 +6,7 @@ applied by the loader; everything a single row can tell about itself is decided 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +18,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from reward_assets.data.contract import EVENT_TYPES, TIERS, Entity
+from reward_assets.data.contract import (
+    EARLIEST_TIMESTAMP,
+    EVENT_TYPES,
+    FUTURE_TOLERANCE,
+    TIERS,
+    Entity,
+)
 from reward_assets.data.masking import mask_record
 
 EMAIL_PATTERN = r"[A-Za-z0-9._%+\-']+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
@@ -118,11 +125,19 @@ def quarantine_frame(
     )
 
 
-def validate(entity: Entity, frame: pd.DataFrame) -> Validated:
+def latest_plausible(now: dt.datetime | None = None) -> dt.datetime:
+    """The latest timestamp a landing row may carry: the wall clock (UTC) plus a day."""
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return now + FUTURE_TOLERANCE
+
+
+def validate(entity: Entity, frame: pd.DataFrame, now: dt.datetime | None = None) -> Validated:
     """Split a frame of landing strings into typed good rows and quarantine rows.
 
     Each bad row is quarantined once, with the first rule it breaks (in the order below).
+    `now` (naive UTC, default the wall clock) bounds timestamps from above.
     """
+    latest = latest_plausible(now)
     reasons = pd.Series(pd.NA, index=frame.index, dtype="string")
     details = pd.Series("", index=frame.index, dtype="string")
     typed = pd.DataFrame(index=frame.index)
@@ -145,6 +160,14 @@ def validate(entity: Entity, frame: pd.DataFrame) -> Validated:
             parsed = parse_timestamps(values)
             bad = present & parsed.isna()
             flag(bad, "unparseable_timestamp", spec.name)
+            implausible = parsed.notna() & ((parsed < EARLIEST_TIMESTAMP) | (parsed > latest))
+            flag(
+                implausible,
+                "implausible_timestamp",
+                f"{spec.name} before {EARLIEST_TIMESTAMP:%Y-%m-%d} or after {latest:%Y-%m-%d}",
+            )
+            # No partition owns such a day: the row is quarantined with its file instead.
+            parsed = parsed.where(~implausible)
         elif spec.type in ("integer", "decimal"):
             parsed = parse_numbers(values, present, spec.type == "integer")
             bad = present & (parsed.isna() | ~np.isfinite(parsed.fillna(0)))

@@ -39,6 +39,9 @@ SERVED_TABLES = {
     "analytics.analytics_uplift": "day",
 }
 ROW_GROUP_SIZE = 8192
+# Connections the API's reader keeps, and how many more it opens under a burst: FastAPI
+# runs plain endpoints on a pool of 40 threads.
+READER_POOL, READER_OVERFLOW = 8, 40
 
 
 def snapshot_dir(data_dir: Path) -> Path:
@@ -91,8 +94,16 @@ def open_reader(warehouse_url: str, data_dir: Path) -> Warehouse:
     appeared since, so a table published after the reader started is served too.
     """
     if not warehouse_url.startswith("duckdb"):
-        return Warehouse(warehouse_url)
-    reader = Warehouse("duckdb:///:memory:")
+        return Warehouse(warehouse_url, pool_size=READER_POOL, max_overflow=READER_OVERFLOW)
+    # Each in-memory connection is a database of its own with its own views, lent to one
+    # thread at a time. SQLAlchemy's default for :memory: (a SingletonThreadPool of 5)
+    # closes connections other threads still use once more threads than that ask.
+    reader = Warehouse(
+        "duckdb:///:memory:",
+        poolclass=sa.pool.QueuePool,
+        pool_size=READER_POOL,
+        max_overflow=READER_OVERFLOW,
+    )
     folder = snapshot_dir(data_dir)
 
     def on_connect(dbapi_connection, _record) -> None:

@@ -25,11 +25,12 @@ SCHEMAS = ("raw", "staging", "marts", "ml", "analytics")
 
 
 class Warehouse:
-    def __init__(self, url: str):
+    def __init__(self, url: str, **engine_options: Any):
         self.url = url
-        if url.startswith("duckdb:///"):
+        if url.startswith("duckdb:///") and url != "duckdb:///:memory:":
             Path(url.removeprefix("duckdb:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url, pool_pre_ping=not url.startswith("duckdb"))
+        engine_options.setdefault("pool_pre_ping", not url.startswith("duckdb"))
+        self.engine = sa.create_engine(url, **engine_options)
         self.dialect = self.engine.dialect.name  # "duckdb" or "postgresql"
 
     def dispose(self) -> None:
