@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from reward_assets.ops.store import open_ops_store
 from reward_assets.settings import get_settings
-from reward_assets.storage.ops import open_ops_store
-from reward_assets.storage.warehouse import SCHEMAS, open_warehouse
+from reward_assets.warehouse.store import SCHEMAS, open_warehouse
 
 
 def _shown(url: str) -> str:

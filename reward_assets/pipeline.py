@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from reward_assets.data.contract import ENTITIES
-from reward_assets.data.landing import landing_files
-from reward_assets.services.outbox import Outbox
+from reward_assets.email.outbox import Outbox
+from reward_assets.ingest.clock import resolve_as_of
+from reward_assets.ingest.contract import ENTITIES
+from reward_assets.ingest.landing import landing_files
+from reward_assets.ops.store import open_ops_store
 from reward_assets.settings import Settings, get_settings
-from reward_assets.storage.clock import resolve_as_of
-from reward_assets.storage.ops import open_ops_store
-from reward_assets.storage.warehouse import open_warehouse
+from reward_assets.warehouse.store import open_warehouse
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

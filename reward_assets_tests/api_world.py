@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reward_assets.data.seeding import SeedConfig, generate
+from reward_assets.seed.generator import SeedConfig, generate
 from reward_assets.settings import get_settings
 
 # Big enough for every model to pass its quality gate, small enough to build in ~45 s.

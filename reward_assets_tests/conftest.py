@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.data.seeding import Model, SeedConfig, generate
+from reward_assets.seed.generator import Model, SeedConfig, generate
 from reward_assets.settings import get_settings
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.warehouse.store import Warehouse
 
 PG_URL_ENV = "REWARD_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

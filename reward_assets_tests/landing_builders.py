@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from reward_assets.data.contract import ENTITIES
+from reward_assets.ingest.contract import ENTITIES
 
 CUSTOMER = {
     "email": "",

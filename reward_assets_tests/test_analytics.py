@@ -22,11 +22,11 @@ from reward_assets.analytics.report import (
     range_uplift,
     welch_interval,
 )
+from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.pipeline import RANGE_END_TAG, RANGE_START_TAG
 from reward_assets.settings import get_settings
-from reward_assets.storage.clock import resolve_as_of
-from reward_assets.storage.snapshots import SERVED_TABLES, open_reader, publish
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.warehouse.snapshots import SERVED_TABLES, open_reader, publish
+from reward_assets.warehouse.store import Warehouse
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DG = Path(sys.executable).parent / "dg"
@@ -326,7 +326,7 @@ def test_dg_launch_runs_an_analytics_date_range_in_one_run(scored, tmp_path):
 
 @pytest.mark.postgres
 def test_duckdb_and_postgres_give_the_same_daily_analytics(tmp_path, run_pipeline, pg_url):
-    from reward_assets.data.seeding import SeedConfig, generate
+    from reward_assets.seed.generator import SeedConfig, generate
     from reward_assets_tests.conftest import PLATFORM_GROUPS
 
     data = tmp_path / "data"

@@ -19,11 +19,10 @@ from reward_assets.api.idempotency import (
     fingerprint,
 )
 from reward_assets.api.main import RedactTokens, create_app
-from reward_assets.data.holdout import is_holdout
-from reward_assets.services.outbox import set_kill_switch
-from reward_assets.services.unsubscribe import make_token
-from reward_assets.settings import get_settings
-from reward_assets.storage.ops import (
+from reward_assets.contact.holdout import is_holdout
+from reward_assets.email.outbox import set_kill_switch
+from reward_assets.email.unsubscribe import make_token
+from reward_assets.ops.store import (
     api_idempotency,
     followups,
     open_ops_store,
@@ -32,6 +31,7 @@ from reward_assets.storage.ops import (
     suppressions,
     to_db,
 )
+from reward_assets.settings import get_settings
 from reward_assets_tests.api_world import copy_world, private_env, shared_world
 
 ONBOARDING = {"engagement_type": "email", "context": {"journey_stage": "onboarding"}}

@@ -10,7 +10,7 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from reward_assets.api.main import create_app
-from reward_assets.services.unsubscribe import make_token
+from reward_assets.email.unsubscribe import make_token
 from reward_assets.settings import get_settings
 from reward_assets_tests.api_world import private_env, shared_world
 

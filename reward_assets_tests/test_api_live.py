@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 
 from reward_assets.api.main import create_app
 from reward_assets.settings import get_settings
-from reward_assets.storage.snapshots import SERVED_TABLES, snapshot_path
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.warehouse.snapshots import SERVED_TABLES, snapshot_path
+from reward_assets.warehouse.store import Warehouse
 from reward_assets_tests.api_world import (
     ApiWorld,
     copy_ops_store,

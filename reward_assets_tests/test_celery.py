@@ -38,7 +38,7 @@ import sqlalchemy as sa
 
 from reward_assets.pipeline import RANGE_END_TAG, RANGE_START_TAG, refresh_job, warehouse_summary
 from reward_assets.settings import Settings, get_settings
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.warehouse.store import Warehouse
 from reward_assets_tests.conftest import fresh_database
 from reward_assets_tests.landing_builders import write_basic_landing
 

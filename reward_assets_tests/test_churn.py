@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 import xgboost as xgb
 
-from reward_assets.models.churn import (
+from reward_assets.churn.features import features_as_of
+from reward_assets.churn.model import (
     FEATURES,
     MART_FEATURES,
     ChurnModel,
@@ -22,8 +23,7 @@ from reward_assets.models.churn import (
     plan_dates,
     train_churn,
 )
-from reward_assets.models.features import features_as_of
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.warehouse.store import Warehouse
 
 AS_OF = dt.date(2023, 4, 1)  # as_of_end 2023-04-02 00:00; 90 days back is 2023-01-02 00:00
 

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from reward_assets.agents.content_selection import (
+from reward_assets.content.groq_agent import EmailDraft
+from reward_assets.content.writer import (
     MAX_FIRST_NAME,
     ContentConfig,
     ContentWriter,
@@ -19,9 +20,8 @@ from reward_assets.agents.content_selection import (
     check_draft,
     template_email,
 )
-from reward_assets.phi.email_agent import EmailDraft
+from reward_assets.ops.store import open_ops_store
 from reward_assets.settings import Settings
-from reward_assets.storage.ops import open_ops_store
 from reward_assets_tests.llm_server import LlmServer, prompt_data
 
 CAMPAIGNS = ("welcome", "followup_3", "followup_7", "rewards_digest", "win_back", "reactivation")

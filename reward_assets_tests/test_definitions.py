@@ -11,12 +11,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from reward_assets.data.contract import REWARDS
-from reward_assets.data.ingest import load_snapshot
 from reward_assets.defs.partitions import daily_partitions
+from reward_assets.ingest.contract import REWARDS
+from reward_assets.ingest.load import load_snapshot
 from reward_assets.settings import get_settings
-from reward_assets.storage.sql_models import SQL_DIR
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.warehouse.sql_models import SQL_DIR
+from reward_assets.warehouse.store import Warehouse
 from reward_assets_tests.landing_builders import write_basic_landing
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -10,21 +10,21 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from reward_assets import emailctl
-from reward_assets.services.delivery import DeliveryConfig, DeliveryHooks, deliver_due
-from reward_assets.services.mailer import (
+from reward_assets.contact.rules import ContactPolicy
+from reward_assets.email import ctl as emailctl
+from reward_assets.email.delivery import DeliveryConfig, DeliveryHooks, deliver_due
+from reward_assets.email.mailer import (
     EmlMailer,
     SmtpMailer,
     build_email,
     mailer_from_settings,
     message_id_for,
 )
-from reward_assets.services.outbox import Message, Outbox, set_kill_switch
-from reward_assets.services.rules import ContactPolicy
-from reward_assets.services.suppression import suppress
-from reward_assets.services.unsubscribe import read_token
+from reward_assets.email.outbox import Message, Outbox, set_kill_switch
+from reward_assets.email.suppression import suppress
+from reward_assets.email.unsubscribe import read_token
+from reward_assets.ops.store import open_ops_store, outbox
 from reward_assets.settings import Settings, get_settings
-from reward_assets.storage.ops import open_ops_store, outbox
 from reward_assets_tests.smtp_server import SmtpServer
 
 T0 = dt.datetime(2024, 3, 4, 12, tzinfo=dt.UTC)  # 12:00 UTC: outside quiet hours

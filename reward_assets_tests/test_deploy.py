@@ -42,14 +42,14 @@ import sqlalchemy as sa
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from reward_assets.agents.timing import in_quiet_hours
 from reward_assets.api.data import POSTGRESQL
-from reward_assets.data.holdout import is_holdout
-from reward_assets.services.mailer import message_id_for
-from reward_assets.services.outbox import Message, Outbox
+from reward_assets.contact.holdout import is_holdout
+from reward_assets.contact.timing import in_quiet_hours
+from reward_assets.email.mailer import message_id_for
+from reward_assets.email.outbox import Message, Outbox
+from reward_assets.ops.store import open_ops_store
 from reward_assets.settings import Settings
-from reward_assets.storage.ops import open_ops_store
-from reward_assets.storage.warehouse import SCHEMAS
+from reward_assets.warehouse.store import SCHEMAS
 from reward_assets_tests.smtp_server import SmtpServer, free_port
 from reward_assets_tests.test_production_instance import ThrowawayPostgres
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reward_assets.models.engagement import (
+from reward_assets.engagement.model import (
     EngagementModel,
     allowed_hours,
     circular_distance,
@@ -23,8 +23,8 @@ from reward_assets.models.engagement import (
     train_engagement,
     training_set,
 )
-from reward_assets.storage.clock import as_of_params, resolve_as_of
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.ingest.clock import as_of_params, resolve_as_of
+from reward_assets.warehouse.store import Warehouse
 
 START = dt.datetime(2023, 1, 2)  # a Monday
 DAYS = 90

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reward_assets.agents.engagement_analysis import SEGMENTS, segment_customers
-from reward_assets.data.holdout import holdout_mask
+from reward_assets.contact.holdout import holdout_mask
+from reward_assets.engagement.segments import SEGMENTS, segment_customers
 
 AS_OF = dt.date(2023, 8, 28)
 NO_ENGAGEMENT = pd.DataFrame(columns=["customer_id", "open_probability", "click_probability"])

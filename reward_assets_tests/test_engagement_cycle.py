@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.agents.timing import in_quiet_hours, zone
-from reward_assets.data.holdout import is_holdout
-from reward_assets.services.delivery import DeliveryConfig, deliver_due
-from reward_assets.services.mailer import EmlMailer
-from reward_assets.services.suppression import suppress
+from reward_assets.contact.holdout import is_holdout
+from reward_assets.contact.timing import in_quiet_hours, zone
+from reward_assets.email.delivery import DeliveryConfig, deliver_due
+from reward_assets.email.mailer import EmlMailer
+from reward_assets.email.suppression import suppress
+from reward_assets.ops.store import open_ops_store, outbox
 from reward_assets.settings import Settings
-from reward_assets.storage.ops import open_ops_store, outbox
 
 WEEK = 7
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reward_assets.data.contract import Column
-from reward_assets.evaluate import evaluate, main
-from reward_assets.models.ranking import (
+from reward_assets.ingest.contract import Column
+from reward_assets.recommend.evaluate import evaluate, main
+from reward_assets.recommend.ranking import (
     Ease,
     HoldOut,
     Interactions,
@@ -495,7 +495,13 @@ def test_cli_folder_without_redemptions_is_a_clear_error(tmp_path):
     for path in (tmp_path / "data" / "redemptions").iterdir():
         path.unlink()
     result = subprocess.run(
-        [sys.executable, "-m", "reward_assets.evaluate", "--data", str(tmp_path / "data")],
+        [
+            sys.executable,
+            "-m",
+            "reward_assets.recommend.evaluate",
+            "--data",
+            str(tmp_path / "data"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -3,15 +3,15 @@ import json
 
 import pytest
 
-from reward_assets.data.contract import (
+from reward_assets.ingest.contract import (
     CUSTOMERS,
     ENGAGEMENT_EVENTS,
     REDEMPTIONS,
     REWARDS,
     TRANSACTIONS,
 )
-from reward_assets.data.ingest import load_snapshot, load_window
-from reward_assets.data.landing import ContractError
+from reward_assets.ingest.landing import ContractError
+from reward_assets.ingest.load import load_snapshot, load_window
 from reward_assets_tests.landing_builders import (
     customer,
     transaction,
@@ -277,9 +277,9 @@ def test_seeded_landing_loads_every_good_row_and_quarantines_every_planted_one(
 
     import pandas as pd
 
-    from reward_assets.data.contract import ENTITIES
-    from reward_assets.data.seeding import SeedConfig, generate
-    from reward_assets.storage.warehouse import Warehouse
+    from reward_assets.ingest.contract import ENTITIES
+    from reward_assets.seed.generator import SeedConfig, generate
+    from reward_assets.warehouse.store import Warehouse
 
     data = tmp_path / "data"
     generate(SeedConfig(output=data, customers=600, rewards=40, days=20, seed=3))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from reward_assets.models.metrics import (
+from reward_assets.recommend.metrics import (
     map_at_k,
     ndcg_at_k,
     precision_at_k,

@@ -7,9 +7,9 @@ fails its blocking check leaving the previous good models and their outputs in s
 
 from __future__ import annotations
 
-from reward_assets.models.registry import APPROVED, REJECTED, ModelRegistry
+from reward_assets.ml.registry import APPROVED, REJECTED, ModelRegistry
+from reward_assets.ops.store import open_ops_store
 from reward_assets.settings import get_settings
-from reward_assets.storage.ops import open_ops_store
 
 MODELS = {"taste_model", "churn_model", "engagement_model"}
 

@@ -15,17 +15,17 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.data.holdout import is_holdout
-from reward_assets.data.signups import batch_run_key
+from reward_assets.contact.holdout import is_holdout
 from reward_assets.definitions import defs
 from reward_assets.defs.engagement.cycle import no_uncertain_emails
 from reward_assets.defs.resources import OpsStoreResource
-from reward_assets.services.delivery import DeliveryConfig, DeliveryHooks, deliver_due
-from reward_assets.services.mailer import mailer_from_settings
-from reward_assets.services.outbox import set_kill_switch
-from reward_assets.services.suppression import suppress
+from reward_assets.email.delivery import DeliveryConfig, DeliveryHooks, deliver_due
+from reward_assets.email.mailer import mailer_from_settings
+from reward_assets.email.outbox import set_kill_switch
+from reward_assets.email.suppression import suppress
+from reward_assets.ingest.signups import batch_run_key
+from reward_assets.ops.store import followups, open_ops_store, outbox
 from reward_assets.settings import get_settings
-from reward_assets.storage.ops import followups, open_ops_store, outbox
 from reward_assets_tests.landing_builders import customer, write_basic_landing, write_rows
 from reward_assets_tests.smtp_server import SmtpServer
 

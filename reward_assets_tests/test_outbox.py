@@ -10,18 +10,18 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from reward_assets import emailctl
-from reward_assets.services.outbox import (
+from reward_assets.email import ctl as emailctl
+from reward_assets.email.outbox import (
     Message,
     Outbox,
     Skip,
     kill_switch_engaged,
     set_kill_switch,
 )
-from reward_assets.services.suppression import suppress, suppressed, sync_from_events
-from reward_assets.services.unsubscribe import make_token, read_token, unsubscribe_url
+from reward_assets.email.suppression import suppress, suppressed, sync_from_events
+from reward_assets.email.unsubscribe import make_token, read_token, unsubscribe_url
+from reward_assets.ops.store import open_ops_store, outbox, suppressions
 from reward_assets.settings import get_settings
-from reward_assets.storage.ops import open_ops_store, outbox, suppressions
 
 T0 = dt.datetime(2024, 3, 4, 12, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -284,7 +284,7 @@ def test_emailctl_runs_as_a_module(ops_env):
     set_kill_switch(ops_env, True, by="ana")
 
     result = subprocess.run(
-        [sys.executable, "-m", "reward_assets.emailctl", "status"],
+        [sys.executable, "-m", "reward_assets.email.ctl", "status"],
         capture_output=True,
         text=True,
         check=True,

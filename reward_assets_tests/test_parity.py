@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from reward_assets.data.seeding import SeedConfig, generate
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.seed.generator import SeedConfig, generate
+from reward_assets.warehouse.store import Warehouse
 
 SEEDED_START, SEEDED_DAYS = "2023-03-01", 30
 TABLES = [

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from reward_assets.quality.checks import run_checks
-from reward_assets.storage.sql_models import SQL_DIR, load_models
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.warehouse.sql_models import SQL_DIR, load_models
+from reward_assets.warehouse.store import Warehouse
 
 MODELS = load_models(SQL_DIR)
 T = dt.datetime

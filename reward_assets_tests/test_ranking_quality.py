@@ -15,9 +15,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from reward_assets.data.seeding import CATEGORIES, Model, reward_weights
-from reward_assets.evaluate import Report, evaluate
-from reward_assets.models.ranking import (
+from reward_assets.recommend.evaluate import Report, evaluate
+from reward_assets.recommend.ranking import (
     HoldOut,
     Interactions,
     TasteModel,
@@ -25,6 +24,7 @@ from reward_assets.models.ranking import (
     ranking_quality,
     top_k,
 )
+from reward_assets.seed.generator import CATEGORIES, Model, reward_weights
 
 K = 10
 

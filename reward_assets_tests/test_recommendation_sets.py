@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reward_assets.models.recommendation_sets import (
+from reward_assets.recommend.sets import (
     COLUMNS,
     RewardCatalog,
     SetRules,

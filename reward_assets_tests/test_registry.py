@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reward_assets.models.registry import (
+from reward_assets.ml.registry import (
     APPROVED,
     CANDIDATE,
     REJECTED,
@@ -16,7 +16,7 @@ from reward_assets.models.registry import (
     NoServingModel,
     model_version,
 )
-from reward_assets.storage.ops import open_ops_store
+from reward_assets.ops.store import open_ops_store
 
 AS_OF = dt.date(2023, 8, 27)
 

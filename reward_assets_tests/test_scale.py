@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from reward_assets.data import ingest
-from reward_assets.data.contract import REDEMPTIONS, TRANSACTIONS
-from reward_assets.data.ingest import load_window
-from reward_assets.data.validation import parse_numbers
-from reward_assets.models.churn import same_paths
-from reward_assets.models.inputs import member_of, positions
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.churn.model import same_paths
+from reward_assets.ingest import load as ingest
+from reward_assets.ingest.contract import REDEMPTIONS, TRANSACTIONS
+from reward_assets.ingest.load import load_window
+from reward_assets.ingest.validation import parse_numbers
+from reward_assets.recommend.inputs import member_of, positions
+from reward_assets.warehouse.store import Warehouse
 from reward_assets_tests.landing_builders import transaction, write_rows
 
 START = dt.datetime(2023, 3, 1)

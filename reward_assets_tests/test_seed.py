@@ -15,8 +15,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from reward_assets.data.holdout import holdout_mask
-from reward_assets.data.seeding import SeedConfig, generate, simulate_day
+from reward_assets.contact.holdout import holdout_mask
+from reward_assets.seed.generator import SeedConfig, generate, simulate_day
 
 START = date(2023, 3, 1)
 DAYS = 30

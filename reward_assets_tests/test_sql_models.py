@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.data.contract import ENTITIES
-from reward_assets.data.ingest import raw_columns
-from reward_assets.storage.sql_models import (
+from reward_assets.ingest.contract import ENTITIES
+from reward_assets.ingest.load import raw_columns
+from reward_assets.warehouse.sql_models import (
     SQL_DIR,
     SqlModel,
     SqlModelError,
@@ -25,7 +25,7 @@ from reward_assets.storage.sql_models import (
     parse_model,
     render,
 )
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.warehouse.store import Warehouse
 
 D1, D2, D3, D4 = (dt.datetime(2023, 3, day) for day in (1, 2, 3, 4))
 
@@ -415,7 +415,7 @@ def test_project_models_load_in_dependency_order():
 
 def test_project_models_build_on_empty_raw_tables(warehouse):
     """Every real model is valid SQL on this engine, run in load order."""
-    from reward_assets.defs.ingestion.assets import SENT_COLUMNS
+    from reward_assets.defs.ingest.assets import SENT_COLUMNS
     from reward_assets.defs.ml import assets as ml
 
     for entity in ENTITIES.values():

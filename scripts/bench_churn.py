@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from reward_assets.models.churn import fit_churn
+from reward_assets.churn.model import fit_churn
 
 
 def features(rng: np.random.Generator, n: int, as_of: dt.date) -> pd.DataFrame:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from reward_assets.models.recommendation_sets import (
+from reward_assets.recommend.sets import (
     RewardCatalog,
     SetRules,
     build_sets,

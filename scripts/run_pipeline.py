@@ -17,7 +17,7 @@ import dagster as dg
 from reward_assets.definitions import defs as load_defs
 from reward_assets.pipeline import activate, default_range, materialize_all, warehouse_summary
 from reward_assets.settings import get_settings
-from reward_assets.storage.warehouse import open_warehouse
+from reward_assets.warehouse.store import open_warehouse
 
 
 def main() -> int:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.warehouse.store import Warehouse
 
 MAX_RANGE_DAYS = 366
 Z_95 = 1.959963984540054

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from reward_assets.storage.snapshots import SERVED_TABLES, open_reader, snapshot_path
+from reward_assets.warehouse.snapshots import SERVED_TABLES, open_reader, snapshot_path
 
 SNAPSHOTS, POSTGRESQL = "snapshots", "postgresql"
 

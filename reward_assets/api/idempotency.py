@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from reward_assets.storage.ops import OpsStore, api_idempotency, insert_missing, stored_now
+from reward_assets.ops.store import OpsStore, api_idempotency, insert_missing, stored_now
 
 # Longer than any request runs (the LLM's timeout included).
 CLAIM_SECONDS = 300

@@ -19,9 +19,9 @@ from reward_assets.api.data import NotPublished, ServedData
 from reward_assets.api.idempotency import IdempotencyKeys
 from reward_assets.api.recommendations import Recommender
 from reward_assets.api.state import ApiState, State, known_query_only
+from reward_assets.ops.store import open_ops_store
 from reward_assets.settings import get_settings
-from reward_assets.storage.ops import open_ops_store
-from reward_assets.storage.snapshots import SERVED_TABLES
+from reward_assets.warehouse.snapshots import SERVED_TABLES
 
 DESCRIPTION = """
 Recommended rewards, customer profiles, the reward catalogue, one-customer engagement and

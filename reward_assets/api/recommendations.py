@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from reward_assets.api.data import ServedData, as_date
-from reward_assets.models.recommendation_sets import SetRules
-from reward_assets.services.suppression import suppressed
-from reward_assets.storage.ops import OpsStore
+from reward_assets.email.suppression import suppressed
+from reward_assets.ops.store import OpsStore
+from reward_assets.recommend.sets import SetRules
 
 SETS, CUSTOMERS, REWARDS = "ml.recommendation_sets", "marts.dim_customers", "marts.dim_rewards"
 # The set builder's own rule: a flagged reward stays "almost there" up to this cost/balance.

@@ -17,10 +17,10 @@ from reward_assets.api.data import as_date
 from reward_assets.api.idempotency import KeyReused, StillRunning, fingerprint
 from reward_assets.api.recommendations import CUSTOMERS, REWARDS, UnknownCustomer
 from reward_assets.api.state import State, require_api_key
-from reward_assets.data.contract import TIERS
-from reward_assets.data.masking import mask_email
-from reward_assets.services import engage
-from reward_assets.services.suppression import suppressed
+from reward_assets.email.suppression import suppressed
+from reward_assets.engagement import engage
+from reward_assets.ingest.contract import TIERS
+from reward_assets.privacy import mask_email
 
 # Ids are short printable strings (the stores keep up to 64 characters).
 ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"

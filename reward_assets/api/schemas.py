@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reward_assets.data.contract import TIERS
-from reward_assets.services.engage import STAGE_CAMPAIGNS
+from reward_assets.engagement.engage import STAGE_CAMPAIGNS
+from reward_assets.ingest.contract import TIERS
 
 Tier = Literal[TIERS]
 JourneyStage = Literal[tuple(STAGE_CAMPAIGNS)]

@@ -15,8 +15,8 @@ from fastapi.security import APIKeyHeader
 from reward_assets.api.data import ServedData
 from reward_assets.api.idempotency import IdempotencyKeys
 from reward_assets.api.recommendations import Recommender
+from reward_assets.ops.store import OpsStore
 from reward_assets.settings import Settings
-from reward_assets.storage.ops import OpsStore
 
 
 @dataclass

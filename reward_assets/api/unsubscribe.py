@@ -16,8 +16,8 @@ from fastapi.responses import HTMLResponse
 
 from reward_assets.api.schemas import Error
 from reward_assets.api.state import State
-from reward_assets.services.suppression import suppress
-from reward_assets.services.unsubscribe import read_token
+from reward_assets.email.suppression import suppress
+from reward_assets.email.unsubscribe import read_token
 
 router = APIRouter(prefix="/api", tags=["unsubscribe"])
 

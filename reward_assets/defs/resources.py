@@ -5,10 +5,10 @@ from pathlib import Path
 import dagster as dg
 from dagster_celery import celery_executor
 
-from reward_assets.models.registry import ModelRegistry
+from reward_assets.ml.registry import ModelRegistry
+from reward_assets.ops.store import OpsStore, open_ops_store
 from reward_assets.settings import Settings, get_settings
-from reward_assets.storage.ops import OpsStore, open_ops_store
-from reward_assets.storage.warehouse import Warehouse, open_warehouse
+from reward_assets.warehouse.store import Warehouse, open_warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):

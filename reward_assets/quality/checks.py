@@ -14,10 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from reward_assets.data.masking import mask_value
-from reward_assets.data.validation import EMAIL_PATTERN
-from reward_assets.storage.sql_models import SqlModel
-from reward_assets.storage.warehouse import Warehouse
+from reward_assets.ingest.validation import EMAIL_PATTERN
+from reward_assets.privacy import mask_value
+from reward_assets.warehouse.sql_models import SqlModel
+from reward_assets.warehouse.store import Warehouse
 
 # Expectations are built when a check runs: importing GX costs seconds, which every
 # process that merely loads the definitions (UI, sensors, each step) would pay.

@@ -5,8 +5,8 @@ import dagster as dg
 from reward_assets.analytics.report import DAILY_TABLES, RANGE_TABLES, range_report
 from reward_assets.defs.partitions import daily_partitions
 from reward_assets.defs.resources import WarehouseResource
+from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.settings import get_settings
-from reward_assets.storage.clock import resolve_as_of
 
 ANALYTICS = "analytics"
 

@@ -6,23 +6,23 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
-from reward_assets.agents.content_selection import ContentConfig, ContentWriter
-from reward_assets.agents.engagement_analysis import segment_customers
+from reward_assets.contact.rules import ContactPolicy
+from reward_assets.content.writer import ContentConfig, ContentWriter
 from reward_assets.defs.resources import OpsStoreResource, WarehouseResource
-from reward_assets.services import followups
-from reward_assets.services.activation import (
+from reward_assets.email.outbox import Outbox, message_key
+from reward_assets.email.suppression import suppressed, sync_from_events
+from reward_assets.engagement import followups
+from reward_assets.engagement.decisions import (
     ONCE,
     Decision,
     cycle_decisions,
     reason_counts,
     write_messages,
 )
-from reward_assets.services.outbox import Outbox, message_key
-from reward_assets.services.rules import ContactPolicy
-from reward_assets.services.suppression import suppressed, sync_from_events
+from reward_assets.engagement.segments import segment_customers
+from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.settings import get_settings
-from reward_assets.storage.clock import as_of_params, resolve_as_of
-from reward_assets.storage.snapshots import replace_served
+from reward_assets.warehouse.snapshots import replace_served
 
 ENGAGEMENT = "engagement"
 SEGMENT_COLUMNS = {
@@ -305,7 +305,7 @@ def engagement_messages(
 @dg.asset_check(
     asset="engagement_messages",
     description="No email is stuck in `uncertain` (sent or not, nobody knows): resolve "
-    "each with `python -m reward_assets.emailctl resolve KEY --as sent|failed|requeue`.",
+    "each with `python -m reward_assets.email.ctl resolve KEY --as sent|failed|requeue`.",
 )
 def no_uncertain_emails(ops: OpsStoreResource):
     with ops.open() as store:

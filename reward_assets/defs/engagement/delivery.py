@@ -1,8 +1,8 @@
 import dagster as dg
 
 from reward_assets.defs.resources import OpsStoreResource
-from reward_assets.services.delivery import DeliveryConfig, deliver_due
-from reward_assets.services.mailer import mailer_from_settings
+from reward_assets.email.delivery import DeliveryConfig, deliver_due
+from reward_assets.email.mailer import mailer_from_settings
 from reward_assets.settings import get_settings
 
 

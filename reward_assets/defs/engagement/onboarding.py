@@ -2,32 +2,32 @@ import datetime as dt
 
 import dagster as dg
 
-from reward_assets.agents.content_selection import ContentConfig, ContentWriter
-from reward_assets.agents.reward_matching import first_offers
-from reward_assets.data.signups import (
+from reward_assets.contact.rules import WELCOME, ContactPolicy
+from reward_assets.content.writer import ContentConfig, ContentWriter
+from reward_assets.defs.engagement.delivery import deliver_due_emails
+from reward_assets.defs.resources import LandingResource, OpsStoreResource, WarehouseResource
+from reward_assets.email.outbox import Outbox, message_key
+from reward_assets.email.suppression import suppressed
+from reward_assets.engagement import followups
+from reward_assets.engagement.decisions import (
+    ONCE,
+    reason_counts,
+    welcome_decisions,
+    write_messages,
+)
+from reward_assets.ingest.clock import resolve_as_of
+from reward_assets.ingest.signups import (
     SignupCursor,
     batch_run_key,
     batches,
     customers_by_id,
     scan_signups,
 )
-from reward_assets.defs.engagement.delivery import deliver_due_emails
-from reward_assets.defs.resources import LandingResource, OpsStoreResource, WarehouseResource
-from reward_assets.models.inputs import reward_catalog
-from reward_assets.models.recommendation_sets import SetRules
-from reward_assets.services import followups
-from reward_assets.services.activation import (
-    ONCE,
-    reason_counts,
-    welcome_decisions,
-    write_messages,
-)
-from reward_assets.services.outbox import Outbox, message_key
-from reward_assets.services.rules import WELCOME, ContactPolicy
-from reward_assets.services.suppression import suppressed
+from reward_assets.ops.store import open_ops_store
+from reward_assets.recommend.cold_start import first_offers
+from reward_assets.recommend.inputs import reward_catalog
+from reward_assets.recommend.sets import SetRules
 from reward_assets.settings import get_settings
-from reward_assets.storage.clock import resolve_as_of
-from reward_assets.storage.ops import open_ops_store
 
 WELCOME_OP = "welcome_new_customers"
 

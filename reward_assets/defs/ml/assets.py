@@ -13,23 +13,28 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from reward_assets.churn.model import ChurnModel, churn_quality, train_churn
 from reward_assets.defs.resources import OpsStoreResource, WarehouseResource
-from reward_assets.evaluate import evaluate
-from reward_assets.models import engagement
-from reward_assets.models.churn import ChurnModel, churn_quality, train_churn
-from reward_assets.models.engagement import EngagementModel, engagement_quality, train_engagement
-from reward_assets.models.inputs import (
+from reward_assets.engagement import model as engagement
+from reward_assets.engagement.model import EngagementModel, engagement_quality, train_engagement
+from reward_assets.ingest.clock import resolve_as_of
+from reward_assets.ml.registry import ModelRecord
+from reward_assets.recommend.evaluate import evaluate
+from reward_assets.recommend.inputs import (
     eligibility_inputs,
     positions,
     read_vectors,
     write_vectors,
 )
-from reward_assets.models.ranking import Interactions, TasteModel, fit_taste_model, ranking_quality
-from reward_assets.models.recommendation_sets import SetRules, build_sets
-from reward_assets.models.registry import ModelRecord
+from reward_assets.recommend.ranking import (
+    Interactions,
+    TasteModel,
+    fit_taste_model,
+    ranking_quality,
+)
+from reward_assets.recommend.sets import SetRules, build_sets
 from reward_assets.settings import get_settings
-from reward_assets.storage.clock import resolve_as_of
-from reward_assets.storage.snapshots import replace_served
+from reward_assets.warehouse.snapshots import replace_served
 
 ML, SCORING = "ml", "scoring"
 WAREHOUSE_INPUTS = ["dim_customers", "dim_rewards", "fct_transactions", "fct_redemptions"]

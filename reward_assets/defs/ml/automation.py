@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from reward_assets.defs.ingestion.schedules import daily_refresh_job
+from reward_assets.defs.ingest.schedules import daily_refresh_job
 from reward_assets.defs.partitions import daily_partitions
 from reward_assets.pipeline import RANGE_END_TAG
 from reward_assets.settings import get_settings

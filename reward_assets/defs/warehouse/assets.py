@@ -6,14 +6,14 @@ import json
 import dagster as dg
 import pandas as pd
 
-from reward_assets.data.masking import mask_record
 from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
 from reward_assets.defs.resources import WarehouseResource
+from reward_assets.ingest.clock import as_of_params, resolve_as_of
+from reward_assets.privacy import mask_record
 from reward_assets.quality.checks import CHECKS, run_checks
 from reward_assets.settings import get_settings
-from reward_assets.storage.clock import as_of_params, resolve_as_of
-from reward_assets.storage.snapshots import SERVED_TABLES, publish
-from reward_assets.storage.sql_models import SQL_DIR, SqlModel, load_models, materialize
+from reward_assets.warehouse.snapshots import SERVED_TABLES, publish
+from reward_assets.warehouse.sql_models import SQL_DIR, SqlModel, load_models, materialize
 
 PREVIEW_ROWS = 5
 # Partitioned models of this group record what was scored on a day: one day per run, and

@@ -1,0 +1,1 @@
+"""Churn: features as of a date, the model, its scores and drivers."""

@@ -1,0 +1,460 @@
+"""Churn: which active customers will stop buying, and what drives each prediction.
+
+A customer is active at an as-of date when they made a purchase in the `active_days` up to
+and including it; an active customer churned when they make no purchase in the
+`horizon_days` after it. Customers who never bought, or lapsed long ago, are outside the
+question: the first cannot stop buying and the second already have.
+
+The classifier trains on labelled snapshots at several past as-of dates and is validated
+on a later one whose label window ends at the data end, so no training label looks past
+the validation date. The served model is the validated one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+from reward_assets.churn.features import features_as_of
+from reward_assets.warehouse.store import Warehouse
+
+# Columns of `customer_features` the model reads, plus one derived trend. Counts over the
+# full history or a 90-day purchase window (purchases_total, frequency_90d, monetary_*,
+# tenure_days) are left out: at the early training dates the warehouse holds less history
+# than the window, so they mean something else there than at scoring time, and they
+# lowered validation AUC. points_balance is today's snapshot, so it would leak the future.
+MART_FEATURES = (
+    "tier_rank",
+    "recency_days",
+    "purchases_30d",
+    "purchases_prev_30d",
+    "redemptions_90d",
+    "emails_sent_90d",
+    "open_rate_90d",
+    "click_rate_90d",
+    "days_since_engagement",
+)
+FEATURES = (
+    "tier_rank",
+    "recency_days",
+    "purchases_30d",
+    "trend_30d",
+    "redemptions_90d",
+    "emails_sent_90d",
+    "open_rate_90d",
+    "click_rate_90d",
+    "days_since_engagement",
+)
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "binary:logistic",
+    "tree_method": "hist",
+    "nthread": 2,
+    "max_depth": 3,
+    "eta": 0.1,
+    "min_child_weight": 30,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "lambda": 10.0,
+    "num_boost_round": 100,
+}
+# Risk bands cut the training scores: the riskiest 10% of them and above are 'high', the
+# next 20% 'medium'. Fixed at training, so a customer's band does not depend on who else
+# is scored, and more customers turn 'high' when risk rises.
+BAND_QUANTILES = (0.7, 0.9)
+SCORE_CHUNK_ROWS = 200_000
+
+_LABEL_SQL = """
+WITH activity AS (
+    SELECT
+        customer_id,
+        MAX(CASE WHEN occurred_at < CAST(:as_of_end AS TIMESTAMP) THEN 1 ELSE 0 END)
+            AS was_active,
+        MAX(CASE WHEN occurred_at >= CAST(:as_of_end AS TIMESTAMP) THEN 1 ELSE 0 END)
+            AS bought_after
+    FROM marts.fct_transactions
+    WHERE NOT is_refund
+      AND occurred_at >= CAST(:active_from AS TIMESTAMP)
+      AND occurred_at < CAST(:horizon_end AS TIMESTAMP)
+    GROUP BY customer_id
+)
+SELECT a.customer_id, a.bought_after = 0 AS churned
+FROM activity a
+JOIN marts.dim_customers c ON c.customer_id = a.customer_id
+WHERE a.was_active = 1 AND c.signup_at < CAST(:as_of_end AS TIMESTAMP)
+ORDER BY a.customer_id
+"""
+
+
+def churn_labels(
+    warehouse: Warehouse, as_of: dt.date, horizon_days: int = 60, active_days: int = 90
+) -> pd.DataFrame:
+    """customer_id, churned for customers signed up and active at `as_of`.
+
+    Active: a non-refund transaction in the `active_days` days ending with `as_of`.
+    Churned: no non-refund transaction in the `horizon_days` days after `as_of`.
+    """
+    as_of_end = dt.datetime.combine(as_of, dt.time()) + dt.timedelta(days=1)
+    labels = warehouse.frame(
+        _LABEL_SQL,
+        {
+            "active_from": as_of_end - dt.timedelta(days=active_days),
+            "as_of_end": as_of_end,
+            "horizon_end": as_of_end + dt.timedelta(days=horizon_days),
+        },
+    )
+    return labels.astype({"churned": bool})
+
+
+def is_active(features: pd.DataFrame, active_days: int = 90) -> pd.Series:
+    """The label's population, read off `customer_features` (the same window as the SQL)."""
+    return features["has_purchased"].astype(bool) & (features["recency_days"] < active_days)
+
+
+def model_matrix(features: pd.DataFrame) -> pd.DataFrame:
+    """The model's inputs from `customer_features` rows; NaN where a rate is undefined."""
+    matrix = features.loc[:, list(MART_FEATURES)].astype("float64")
+    recent, previous = matrix["purchases_30d"], matrix.pop("purchases_prev_30d")
+    # Relative change of the last 30 days against the 30 before, in (-1, 1): a decline in
+    # activity, which precedes churn, shows here before recency catches it.
+    matrix["trend_30d"] = (recent - previous) / (recent + previous + 1.0)
+    return matrix.loc[:, list(FEATURES)]
+
+
+def plan_dates(
+    first_day: dt.date,
+    data_end: dt.date,
+    horizon_days: int = 60,
+    train_dates: int = 3,
+    step_days: int = 14,
+    min_history_days: int = 28,
+) -> tuple[list[dt.date], dt.date]:
+    """(training as-of dates, validation as-of date) for data from `first_day` to `data_end`.
+
+    Validation is `data_end - horizon` so its label window ends at the data end; training
+    dates start one horizon earlier, so their labels end by the validation date, and step
+    back from there. Dates with fewer than `min_history_days` days of data are skipped.
+    """
+    validation = data_end - dt.timedelta(days=horizon_days)
+    candidates = [
+        validation - dt.timedelta(days=horizon_days + i * step_days) for i in range(train_dates)
+    ]
+    training = [d for d in candidates if (d - first_day).days + 1 >= min_history_days]
+    if not training:
+        raise ValueError(
+            f"no training as-of date with {min_history_days} days of history: data covers "
+            f"{first_day} to {data_end}, and a {horizon_days}-day horizon needs about "
+            f"{2 * horizon_days + min_history_days} days"
+        )
+    return training, validation
+
+
+def labelled_snapshot(
+    warehouse: Warehouse, as_of: dt.date, horizon_days: int = 60, active_days: int = 90
+) -> pd.DataFrame:
+    """`customer_features` as of `as_of` for the active customers, with their label."""
+    labels = churn_labels(warehouse, as_of, horizon_days, active_days)
+    return features_as_of(warehouse, as_of).merge(labels, on="customer_id", how="inner")
+
+
+@dataclass
+class ChurnModel:
+    booster: xgb.Booster
+    features: list[str]
+    band_thresholds: tuple[float, float]  # (medium, high) probability cut-offs
+    horizon_days: int
+    active_days: int
+
+    def predict(self, matrix: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(xgb.DMatrix(matrix, feature_names=self.features))
+
+    def score(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Churn probability, risk band and top three drivers for every customer.
+
+        `features` are `customer_features` rows. Customers outside the label's population
+        get no probability and the band `lapsed` (no purchase in `active_days`) or
+        `never_purchased`, so every customer has a row. A driver is one of
+        the three features raising this customer's log-odds most, as 'name=value'; None
+        when fewer than three features raise it.
+        """
+        active_mask = is_active(features, self.active_days)
+        active = features.loc[active_mask]
+        matrix = model_matrix(active)
+        names = np.array(self.features)
+        # Exact contributions cost most of scoring: they are computed once per distinct
+        # path through the trees, which many customers share, and copied to the others.
+        first, group = same_paths(self.booster, matrix)
+        probability = np.empty(0, dtype=np.float32)
+        contributions = np.empty((0, len(self.features)), dtype=np.float32)
+        if len(first):
+            distinct = xgb.DMatrix(matrix.iloc[first], feature_names=self.features)
+            probability = self.booster.predict(distinct)[group]
+            contributions = np.concatenate(
+                [
+                    self.booster.predict(
+                        distinct.slice(np.arange(start, min(start + SCORE_CHUNK_ROWS, len(first)))),
+                        pred_contribs=True,
+                    )[:, :-1]
+                    for start in range(0, len(first), SCORE_CHUNK_ROWS)
+                ]
+            )
+        drivers = [
+            _top_drivers(
+                contributions[group[start : start + SCORE_CHUNK_ROWS]],
+                matrix.iloc[start : start + SCORE_CHUNK_ROWS].to_numpy(),
+                names,
+            )
+            for start in range(0, len(matrix), SCORE_CHUNK_ROWS)
+        ]
+        top = np.concatenate(drivers) if drivers else np.empty((0, 3), dtype=object)
+        medium, high = self.band_thresholds
+        inactive = features.loc[~active_mask]
+        outside = pd.DataFrame(
+            {
+                "customer_id": inactive["customer_id"].to_numpy(),
+                "churn_probability": np.nan,
+                "risk_band": np.where(
+                    inactive["has_purchased"].astype(bool), "lapsed", "never_purchased"
+                ),
+            }
+        )
+        scored = pd.DataFrame(
+            {
+                "customer_id": active["customer_id"].to_numpy(),
+                "churn_probability": probability.astype("float64"),
+                "risk_band": np.select(
+                    [probability >= high, probability >= medium], ["high", "medium"], "low"
+                ),
+                "driver_1": top[:, 0],
+                "driver_2": top[:, 1],
+                "driver_3": top[:, 2],
+            }
+        )
+        return pd.concat([scored, outside], ignore_index=True)
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        self.booster.save_model(directory / "booster.json")
+        meta = {
+            "features": self.features,
+            "band_thresholds": list(self.band_thresholds),
+            "horizon_days": self.horizon_days,
+            "active_days": self.active_days,
+        }
+        (directory / "churn_model.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> ChurnModel:
+        directory = Path(directory)
+        meta = json.loads((directory / "churn_model.json").read_text())
+        booster = xgb.Booster()
+        booster.load_model(directory / "booster.json")
+        return cls(
+            booster=booster,
+            features=meta["features"],
+            band_thresholds=tuple(meta["band_thresholds"]),
+            horizon_days=meta["horizon_days"],
+            active_days=meta["active_days"],
+        )
+
+
+def _split_points(booster: xgb.Booster, n_features: int) -> list[np.ndarray]:
+    """Per feature, the sorted values the trees split it at, as float32 (XGBoost compares
+    float32 values against them)."""
+    trees = json.loads(bytes(booster.save_raw("json")))["learner"]["gradient_booster"]["model"]
+    points: list[set] = [set() for _ in range(n_features)]
+    for tree in trees["trees"]:
+        children = tree["left_children"]
+        for left, feature, value in zip(
+            children, tree["split_indices"], tree["split_conditions"], strict=True
+        ):
+            if left != -1:
+                points[feature].add(np.float32(value))
+    return [np.array(sorted(p), dtype=np.float32) for p in points]
+
+
+def same_paths(booster: xgb.Booster, matrix: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each group, group of each row) for rows on the same side of every split
+    of every tree: such rows get the same prediction and the same exact contributions."""
+    values = matrix.to_numpy(dtype=np.float32)
+    group = np.zeros(len(values), dtype=np.int64)
+    for column, points in enumerate(_split_points(booster, values.shape[1])):
+        x = values[:, column]
+        # Missing values take their own branch: bucket 0; otherwise how many splits x passes.
+        bucket = np.where(np.isnan(x), 0, np.searchsorted(points, x, side="right") + 1)
+        group = pd.factorize(group * (len(points) + 2) + bucket)[0]
+    _, first = np.unique(group, return_index=True)
+    return first, group
+
+
+def _top_drivers(contributions: np.ndarray, values: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """(n, 3) 'name=value' of the largest positive contributions per row, else None."""
+    order = np.argsort(-contributions, axis=1, kind="stable")[:, :3]
+    raised = np.take_along_axis(contributions, order, axis=1) > 0
+    chosen = np.take_along_axis(values, order, axis=1)
+    shown = np.where(np.isnan(chosen), "missing", np.char.mod("%g", np.round(chosen, 2)))
+    labels = np.char.add(np.char.add(names[order], "="), shown)
+    return np.where(raised, labels.astype(object), None)
+
+
+@dataclass
+class ChurnTraining:
+    model: ChurnModel
+    metrics: dict[str, Any]
+    feature_importance: dict[str, float]
+    features: list[str]
+    params: dict[str, Any]
+    fingerprint: str
+
+
+def fit_churn(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    *,
+    horizon_days: int = 60,
+    active_days: int = 90,
+    seed: int = 42,
+    max_train_rows: int = 1_000_000,
+    **params: Any,
+) -> ChurnTraining:
+    """Fit on `train` and measure on `validation`: labelled `customer_features` frames
+    (a `churned` column added), as `labelled_snapshot` gives."""
+    if train.empty or validation["churned"].nunique() < 2:
+        raise ValueError("churn needs training rows and both outcomes among validation rows")
+    settings = {**DEFAULT_PARAMS, **params, "seed": seed}
+    # SQL returns rows in no fixed order, and row order steers the sample and subsampling.
+    train = train.sort_values(["as_of", "customer_id"], ignore_index=True)
+    validation = validation.sort_values(["as_of", "customer_id"], ignore_index=True)
+    if len(train) > max_train_rows:
+        rng = np.random.default_rng(seed)
+        train = train.iloc[np.sort(rng.choice(len(train), max_train_rows, replace=False))]
+    x_train, y_train = model_matrix(train), train["churned"].to_numpy(dtype=np.int8)
+    x_valid, y_valid = model_matrix(validation), validation["churned"].to_numpy(dtype=np.int8)
+
+    train_data = xgb.DMatrix(x_train, label=y_train, feature_names=list(FEATURES))
+    booster = xgb.train(
+        {k: v for k, v in settings.items() if k != "num_boost_round"},
+        train_data,
+        num_boost_round=settings["num_boost_round"],
+    )
+    medium, high = np.quantile(booster.predict(train_data), BAND_QUANTILES)
+    model = ChurnModel(
+        booster, list(FEATURES), (float(medium), float(high)), horizon_days, active_days
+    )
+    scores = model.predict(x_valid)
+
+    metrics = {
+        "roc_auc": float(roc_auc_score(y_valid, scores)),
+        "pr_auc": float(average_precision_score(y_valid, scores)),
+        "brier": float(brier_score_loss(y_valid, scores)),
+        # Ranking by days since the last purchase: what the model has to beat.
+        "baseline_roc_auc": float(roc_auc_score(y_valid, validation["recency_days"])),
+        "base_rate": float(y_valid.mean()),
+        "train_base_rate": float(y_train.mean()),
+        "train_rows": len(train),
+        "validation_rows": len(validation),
+        "train_as_of_dates": sorted(_iso(d) for d in train["as_of"].unique()),
+        "validation_as_of": _iso(validation["as_of"].iloc[0]),
+        "horizon_days": horizon_days,
+        "active_days": active_days,
+    }
+    gains = booster.get_score(importance_type="gain")
+    importance = {name: float(gains.get(name, 0.0)) for name in FEATURES}
+    fingerprint = _fingerprint(
+        [_keyed(train, x_train), _keyed(validation, x_valid)],
+        {**settings, "horizon_days": horizon_days, "active_days": active_days},
+    )
+    return ChurnTraining(
+        model=model,
+        metrics=metrics,
+        feature_importance=dict(sorted(importance.items(), key=lambda kv: -kv[1])),
+        features=list(FEATURES),
+        params=settings,
+        fingerprint=fingerprint,
+    )
+
+
+def train_churn(
+    warehouse: Warehouse,
+    as_of: dt.date | None = None,
+    horizon_days: int = 60,
+    seed: int = 42,
+    *,
+    active_days: int = 90,
+    train_dates: int = 3,
+    step_days: int = 14,
+    min_history_days: int = 28,
+    max_train_rows: int = 1_000_000,
+    **params: Any,
+) -> ChurnTraining:
+    """Train on past as-of dates and validate on the latest one the data can label.
+
+    The data end is `as_of` when given, else the date of the latest transaction.
+    """
+    span = warehouse.frame(
+        "SELECT MIN(occurred_at) AS first_at, MAX(occurred_at) AS last_at "
+        "FROM marts.fct_transactions"
+    ).iloc[0]
+    if pd.isna(span["first_at"]):
+        raise ValueError("no transactions in marts.fct_transactions to learn churn from")
+    first_day = pd.Timestamp(span["first_at"]).date()
+    data_end = as_of or pd.Timestamp(span["last_at"]).date()
+    training_dates, validation_date = plan_dates(
+        first_day, data_end, horizon_days, train_dates, step_days, min_history_days
+    )
+    train = pd.concat(
+        [labelled_snapshot(warehouse, d, horizon_days, active_days) for d in training_dates],
+        ignore_index=True,
+    )
+    validation = labelled_snapshot(warehouse, validation_date, horizon_days, active_days)
+    return fit_churn(
+        train,
+        validation,
+        horizon_days=horizon_days,
+        active_days=active_days,
+        seed=seed,
+        max_train_rows=max_train_rows,
+        **params,
+    )
+
+
+def churn_quality(metrics: Mapping[str, Any], min_auc: float = 0.75) -> list[str]:
+    """Why the model must not serve (empty when it may)."""
+    failures = []
+    auc, baseline = metrics["roc_auc"], metrics["baseline_roc_auc"]
+    if auc < min_auc:
+        failures.append(f"validation ROC-AUC {auc:.3f} is under {min_auc:.2f}")
+    if auc <= baseline:
+        failures.append(
+            f"validation ROC-AUC {auc:.3f} is not above the recency-only baseline {baseline:.3f}"
+        )
+    return failures
+
+
+def _iso(value: Any) -> str:
+    return pd.Timestamp(value).date().isoformat()
+
+
+def _keyed(frame: pd.DataFrame, matrix: pd.DataFrame) -> pd.DataFrame:
+    return matrix.assign(
+        customer_id=frame["customer_id"].to_numpy(),
+        as_of=pd.to_datetime(frame["as_of"]).to_numpy(),
+        churned=frame["churned"].to_numpy(dtype=bool),
+    )
+
+
+def _fingerprint(frames: Sequence[pd.DataFrame], params: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    for frame in frames:
+        digest.update(",".join(frame.columns).encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()

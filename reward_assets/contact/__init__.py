@@ -1,0 +1,1 @@
+"""Contact rules in one place: campaigns, consent, holdout, caps, quiet hours."""

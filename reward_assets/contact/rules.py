@@ -1,0 +1,92 @@
+"""The contact rules: whether one marketing email may go to one customer at one instant.
+
+Planning and delivery both ask `blocking_reason`, so a message that was allowed when it
+was queued is checked again, by the same rules, when it is about to be sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reward_assets.contact.holdout import DEFAULT_HOLDOUT_SHARE, is_holdout
+from reward_assets.contact.timing import in_quiet_hours
+
+if TYPE_CHECKING:
+    from reward_assets.settings import Settings
+
+WELCOME = "welcome"
+CAMPAIGNS = (WELCOME, "followup_3", "followup_7", "rewards_digest", "win_back", "reactivation")
+
+KILL_SWITCH = "kill_switch"
+NO_CONSENT = "no_consent"
+SUPPRESSED = "suppressed"
+HOLDOUT = "holdout"
+FREQUENCY_CAP = "frequency_cap"
+QUIET_HOURS = "quiet_hours"
+
+
+@dataclass(frozen=True)
+class ContactPolicy:
+    frequency_cap: int = 2
+    frequency_cap_days: int = 7
+    quiet_hours_start: int = 21
+    quiet_hours_end: int = 8
+    holdout_share: float = DEFAULT_HOLDOUT_SHARE
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ContactPolicy:
+        return cls(
+            frequency_cap=settings.frequency_cap,
+            frequency_cap_days=settings.frequency_cap_days,
+            quiet_hours_start=settings.quiet_hours_start,
+            quiet_hours_end=settings.quiet_hours_end,
+            holdout_share=settings.holdout_share,
+        )
+
+
+@dataclass(frozen=True)
+class Recipient:
+    customer_id: str
+    timezone: str | None
+    marketing_opt_in: bool
+
+
+def blocking_reason(
+    policy: ContactPolicy,
+    recipient: Recipient,
+    campaign: str,
+    at: dt.datetime,
+    *,
+    suppressed: bool,
+    kill_switch: bool,
+    other_sends: Sequence[dt.datetime],
+) -> str | None:
+    """The first rule that stops `campaign` reaching `recipient` at `at`, or None.
+
+    `other_sends` are the send times of the customer's other marketing messages that are
+    queued, sending, sent or uncertain. A message is capped when `frequency_cap` of them
+    fall strictly within `frequency_cap_days` before or after it: then whichever message of
+    a rolling window was added last saw all the others, so no window of that many days
+    holds more than the cap, whatever order messages are planned in.
+    """
+    if campaign not in CAMPAIGNS:
+        raise ValueError(f"unknown campaign {campaign!r}; expected one of {CAMPAIGNS}")
+    if kill_switch:
+        return KILL_SWITCH
+    if not recipient.marketing_opt_in:
+        return NO_CONSENT
+    if suppressed:
+        return SUPPRESSED
+    if is_holdout(recipient.customer_id, policy.holdout_share):
+        return HOLDOUT
+    if campaign != WELCOME:
+        span = dt.timedelta(days=policy.frequency_cap_days)
+        nearby = sum(1 for sent in other_sends if at - span < sent < at + span)
+        if nearby >= policy.frequency_cap:
+            return FREQUENCY_CAP
+    if in_quiet_hours(at, recipient.timezone, policy.quiet_hours_start, policy.quiet_hours_end):
+        return QUIET_HOURS
+    return None

@@ -1,0 +1,138 @@
+import datetime as dt
+
+import dagster as dg
+
+from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
+from reward_assets.defs.resources import LandingResource, OpsStoreResource, WarehouseResource
+from reward_assets.email.outbox import Outbox
+from reward_assets.ingest.contract import (
+    CUSTOMERS,
+    ENGAGEMENT_EVENTS,
+    REDEMPTIONS,
+    REWARDS,
+    TRANSACTIONS,
+    Entity,
+)
+from reward_assets.ingest.load import LoadReport, load_snapshot, load_window
+from reward_assets.settings import get_settings
+
+QUARANTINE_CHECK = "quarantine_share_within_limit"
+
+
+def _check_spec(entity: Entity) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        QUARANTINE_CHECK,
+        asset=entity.name,
+        description="Warns when more than QUARANTINE_MAX_SHARE of the rows read were quarantined.",
+    )
+
+
+def _result(report: LoadReport) -> dg.MaterializeResult:
+    limit = get_settings().quarantine_max_share
+    considered = report.rows_loaded + report.rows_quarantined
+    share = report.rows_quarantined / considered if considered else 0.0
+    metadata = {
+        "dagster/row_count": report.rows_loaded,
+        "files_read": report.files_read,
+        "rows_read": report.rows_read,
+        "rows_quarantined": report.rows_quarantined,
+        "quarantined_by_reason": dict(sorted(report.quarantined.items())),
+        "optional_values_nulled": dict(sorted(report.nulled_optional.items())),
+    }
+    if report.rows_other_partitions:
+        metadata["rows_for_other_partitions"] = report.rows_other_partitions
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=QUARANTINE_CHECK,
+                passed=share <= limit,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"quarantined_share": round(share, 4), "limit": limit},
+            )
+        ],
+    )
+
+
+def snapshot_asset(entity: Entity) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=entity.name,
+        group_name="ingestion",
+        kinds={"python", "pandas"},
+        check_specs=[_check_spec(entity)],
+        description=f"Raw {entity.name} from the landing folder (a full snapshot); "
+        "contract violations go to raw.quarantine with their reason.",
+    )
+    def _asset(landing: LandingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        with warehouse.open() as wh:
+            return _result(load_snapshot(wh, entity, landing.path))
+
+    return _asset
+
+
+def event_asset(entity: Entity, deps: list[str]) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=entity.name,
+        group_name="ingestion",
+        kinds={"python", "pandas"},
+        deps=deps,
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        tags=DAILY_TAG,
+        check_specs=[_check_spec(entity)],
+        description=f"Raw {entity.name} by event date (UTC); a partition or a range of them "
+        "replaces exactly its days. Contract violations go to raw.quarantine.",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        landing: LandingResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        start, end = window_of(context)
+        with warehouse.open() as wh:
+            known_rewards = None
+            if entity is REDEMPTIONS:
+                if not wh.table_exists("raw.rewards"):
+                    raise dg.Failure(
+                        "redemptions are checked against the reward catalogue, which is not "
+                        "loaded yet: materialise `rewards` first"
+                    )
+                known_rewards = set(wh.frame("SELECT reward_id FROM raw.rewards")["reward_id"])
+            first_day = dt.datetime.combine(get_settings().partitions_start_date, dt.time())
+            report = load_window(wh, entity, landing.path, start, end, known_rewards, first_day)
+        context.log.info(
+            f"{entity.name} {start:%Y-%m-%d}..{end:%Y-%m-%d}: {report.rows_loaded} rows loaded, "
+            f"{report.rows_quarantined} quarantined from {report.files_read} files"
+        )
+        return _result(report)
+
+    return _asset
+
+
+customers = snapshot_asset(CUSTOMERS)
+rewards = snapshot_asset(REWARDS)
+transactions = event_asset(TRANSACTIONS, deps=[])
+redemptions = event_asset(REDEMPTIONS, deps=["rewards"])
+engagement_events = event_asset(ENGAGEMENT_EVENTS, deps=[])
+
+SENT_COLUMNS = {
+    "event_id": "VARCHAR",
+    "customer_id": "VARCHAR",
+    "occurred_at": "TIMESTAMP",
+    "message_id": "VARCHAR",
+    "campaign": "VARCHAR",
+}
+
+
+@dg.asset(group_name="ingestion", kinds={"sqlite"})
+def email_sends(warehouse: WarehouseResource, ops: OpsStoreResource):
+    """Emails this product sent, as `sent` engagement events, copied from the outbox.
+
+    A table of their own, not rows in the ingested partitions (which re-ingestion
+    replaces); `fct_engagement_events` unions them in.
+    """
+    with ops.open() as store:
+        sent = Outbox(store).sent_events()
+    with warehouse.open() as wh:
+        rows = wh.replace_table("raw.email_sends", SENT_COLUMNS, [sent])
+    return dg.MaterializeResult(metadata={"dagster/row_count": rows})

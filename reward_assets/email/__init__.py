@@ -1,0 +1,1 @@
+"""Email delivery: the outbox, SMTP or .eml mailers, suppressions, unsubscribe links."""

@@ -1,0 +1,273 @@
+"""The email outbox: one row per message the product ever decided on, keyed by its
+idempotency key, so a replayed plan never creates a second message.
+
+Planners enqueue messages (or record why a customer was skipped); `delivery.deliver_due`
+moves rows queued -> sending -> sent | failed, and a `sending` row whose lease ran out
+becomes `uncertain` until an operator resolves it (`emailctl resolve`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlalchemy as sa
+
+from reward_assets.contact.rules import CAMPAIGNS, WELCOME
+from reward_assets.ops.store import (
+    OpsStore,
+    from_db,
+    insert_missing,
+    outbox,
+    stored_now,
+    switches,
+    to_db,
+)
+
+QUEUED, SENDING, SENT, FAILED = "queued", "sending", "sent", "failed"
+UNCERTAIN, SKIPPED, CANCELLED = "uncertain", "skipped", "cancelled"
+# Messages that went, or may still go, out: what a frequency cap counts.
+ACTIVE_STATUSES = (QUEUED, SENDING, SENT, UNCERTAIN)
+RESOLUTIONS = ("sent", "failed", "requeue")
+KILL_SWITCH = "kill_switch"
+# Keeps IN lists well below SQLite's and PostgreSQL's bound-parameter limits.
+_CHUNK = 500
+
+
+def message_key(customer_id: str, campaign: str, occurrence: str) -> str:
+    return f"{customer_id}:{campaign}:{occurrence}"
+
+
+@dataclass(frozen=True)
+class Message:
+    customer_id: str
+    campaign: str
+    occurrence: str
+    send_at: dt.datetime
+    timezone: str | None
+    to_address: str
+    subject: str
+    preheader: str
+    text_body: str
+    html_body: str
+    reward_ids: tuple[str, ...]
+    content_source: str
+
+    @property
+    def key(self) -> str:
+        return message_key(self.customer_id, self.campaign, self.occurrence)
+
+
+@dataclass(frozen=True)
+class Skip:
+    customer_id: str
+    campaign: str
+    occurrence: str
+    reason: str
+    send_at: dt.datetime
+    timezone: str | None
+
+    @property
+    def key(self) -> str:
+        return message_key(self.customer_id, self.campaign, self.occurrence)
+
+
+def chunked(values: Iterable[str]) -> Iterator[list[str]]:
+    values = list(dict.fromkeys(values))
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+def _row(item: Message | Skip, status: str, run_id: str | None, now: dt.datetime) -> dict:
+    return {
+        "idempotency_key": item.key,
+        "customer_id": item.customer_id,
+        "campaign": item.campaign,
+        "occurrence": item.occurrence,
+        "status": status,
+        "send_at": to_db(item.send_at),
+        "timezone": item.timezone or "UTC",
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+        "run_id": run_id,
+    }
+
+
+class Outbox:
+    def __init__(self, store: OpsStore):
+        self.store = store
+
+    def enqueue(self, messages: Iterable[Message], run_id: str | None = None) -> int:
+        """Queue the messages whose key is new; existing rows (any status) stay untouched."""
+        now = stored_now()
+        rows = {}
+        for m in messages:
+            # An unknown campaign would fail the rules at every delivery run.
+            if m.campaign not in CAMPAIGNS:
+                raise ValueError(f"unknown campaign {m.campaign!r}")
+            row = _row(m, QUEUED, run_id, now)
+            row.update(
+                reason=None,
+                to_address=m.to_address,
+                subject=m.subject,
+                preheader=m.preheader,
+                text_body=m.text_body,
+                html_body=m.html_body,
+                reward_ids=list(m.reward_ids),
+                content_source=m.content_source,
+            )
+            rows.setdefault(m.key, row)
+        with self.store.begin() as conn:
+            return insert_missing(conn, outbox, list(rows.values()))
+
+    def record_skips(self, skips: Iterable[Skip], run_id: str | None = None) -> int:
+        """Record why a message was not sent; never replaces a message already decided."""
+        now = stored_now()
+        rows = {}
+        for s in skips:
+            row = _row(s, SKIPPED, run_id, now)
+            row["reason"] = s.reason
+            rows.setdefault(s.key, row)
+        with self.store.begin() as conn:
+            return insert_missing(conn, outbox, list(rows.values()))
+
+    def existing(self, keys: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        with self.store.begin() as conn:
+            for chunk in chunked(keys):
+                query = sa.select(outbox.c.idempotency_key).where(
+                    outbox.c.idempotency_key.in_(chunk)
+                )
+                found.update(conn.execute(query).scalars())
+        return found
+
+    def other_marketing_sends(
+        self,
+        customer_ids: Iterable[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        statuses: Collection[str] = ACTIVE_STATUSES,
+        exclude_keys: Collection[str] = (),
+    ) -> dict[str, list[dt.datetime]]:
+        """When each customer's non-welcome messages went or go out, within [start, end).
+
+        That is sent_at for a message already sent, else send_at: a message held back (kill
+        switch, outage) counts when it actually left.
+        """
+        sends: dict[str, list[dt.datetime]] = {}
+        at = sa.func.coalesce(outbox.c.sent_at, outbox.c.send_at)
+        with self.store.begin() as conn:
+            for chunk in chunked(customer_ids):
+                query = (
+                    sa.select(outbox.c.customer_id, at)
+                    .where(
+                        outbox.c.customer_id.in_(chunk),
+                        outbox.c.campaign != WELCOME,
+                        outbox.c.status.in_(list(statuses)),
+                        at >= to_db(start),
+                        at < to_db(end),
+                    )
+                    .order_by(outbox.c.customer_id, at)
+                )
+                if exclude_keys:
+                    query = query.where(outbox.c.idempotency_key.not_in(list(exclude_keys)))
+                for customer_id, send_at in conn.execute(query):
+                    sends.setdefault(customer_id, []).append(from_db(send_at))
+        return sends
+
+    def status_counts(self) -> dict[str, int]:
+        query = sa.select(outbox.c.status, sa.func.count()).group_by(outbox.c.status)
+        with self.store.begin() as conn:
+            return {status: count for status, count in conn.execute(query)}
+
+    def sent_events(self) -> pd.DataFrame:
+        """Sent messages as `sent` engagement events: event_id ("outbox:<key>"),
+        customer_id, occurred_at (naive UTC), message_id, campaign."""
+        query = (
+            sa.select(
+                outbox.c.idempotency_key,
+                outbox.c.customer_id,
+                outbox.c.sent_at,
+                outbox.c.message_id,
+                outbox.c.campaign,
+            )
+            .where(outbox.c.status == SENT)
+            .order_by(outbox.c.sent_at, outbox.c.idempotency_key)
+        )
+        with self.store.begin() as conn:
+            rows = conn.execute(query).all()
+        events = pd.DataFrame(
+            rows, columns=["event_id", "customer_id", "occurred_at", "message_id", "campaign"]
+        )
+        events["event_id"] = "outbox:" + events["event_id"].astype(str)
+        events["occurred_at"] = pd.to_datetime(events["occurred_at"])
+        return events
+
+    def uncertain_rows(self) -> list[dict]:
+        query = (
+            sa.select(
+                outbox.c.idempotency_key,
+                outbox.c.customer_id,
+                outbox.c.campaign,
+                outbox.c.send_at,
+                outbox.c.updated_at,
+            )
+            .where(outbox.c.status == UNCERTAIN)
+            .order_by(outbox.c.updated_at, outbox.c.idempotency_key)
+        )
+        with self.store.begin() as conn:
+            return [
+                {
+                    "key": row.idempotency_key,
+                    "customer_id": row.customer_id,
+                    "campaign": row.campaign,
+                    "send_at": from_db(row.send_at),
+                    "updated_at": from_db(row.updated_at),
+                }
+                for row in conn.execute(query)
+            ]
+
+    def resolve(self, key: str, outcome: str, by: str) -> None:
+        """An operator's verdict on an uncertain row (after checking the mail server's log).
+
+        `sent` and `failed` close it; `requeue` sends it again, so use it only when the
+        server never accepted the message.
+        """
+        if outcome not in RESOLUTIONS:
+            raise ValueError(f"outcome must be one of {', '.join(RESOLUTIONS)}")
+        now = stored_now()
+        values = {"claimed_by": None, "lease_until": None, "updated_at": now}
+        if outcome == "sent":
+            # When it really left is unknown: the resolution time is the best bound we have.
+            values.update(status=SENT, sent_at=now, reason=f"resolved by {by}")
+        elif outcome == "failed":
+            values.update(status=FAILED, reason=f"resolved by {by}")
+        else:
+            values.update(status=QUEUED, next_attempt_at=None, reason=f"requeued by {by}")
+        statement = (
+            sa.update(outbox)
+            .where(outbox.c.idempotency_key == key, outbox.c.status == UNCERTAIN)
+            .values(**values)
+        )
+        with self.store.begin() as conn:
+            if conn.execute(statement).rowcount != 1:
+                raise ValueError(f"no uncertain message with key {key}")
+
+
+def kill_switch_engaged(store: OpsStore, env_flag: bool) -> bool:
+    if env_flag:
+        return True
+    query = sa.select(switches.c.value).where(switches.c.name == KILL_SWITCH)
+    with store.begin() as conn:
+        return conn.execute(query).scalar() == "on"
+
+
+def set_kill_switch(store: OpsStore, on: bool, by: str) -> None:
+    values = {"value": "on" if on else "off", "updated_at": stored_now(), "updated_by": by}
+    with store.begin() as conn:
+        insert_missing(conn, switches, [{"name": KILL_SWITCH, **values}])
+        conn.execute(sa.update(switches).where(switches.c.name == KILL_SWITCH).values(**values))

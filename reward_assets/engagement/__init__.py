@@ -1,0 +1,1 @@
+"""The engagement cycle: the open/click model, send times, segments, planning, onboarding."""

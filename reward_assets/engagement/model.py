@@ -1,0 +1,694 @@
+"""Email engagement: open and click probability by local send hour, weekday and content.
+
+Every send of `marts.fct_engagement_events` is one example: the customer's email history
+*before a cutoff* (rates, the local hours their opens fall at, their response to the
+content's category) plus the send's local hour, weekday and reward category, labelled with
+whether the message was opened and clicked. Two xgboost classifiers learn P(open) and
+P(click | open); P(click) is their product.
+
+Send-time preferences score each customer's history at as-of over every allowed local hour
+and weekday and take the best hour; customers with too little history take their segment's
+best hour (time zone x tier), else the global one. Quiet hours are never candidates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import xgboost as xgb
+from scipy.stats import chi2_contingency
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from reward_assets.ingest.clock import as_of_params, resolve_as_of
+from reward_assets.recommend.inputs import positions
+from reward_assets.warehouse.store import Warehouse
+
+HOURS = 24
+WEEKDAYS = 7
+# An open or click counts for a send when it comes within this window; sends closer than
+# this to the data's end are left out of training, their labels are not final yet.
+LABEL_WINDOW = pd.Timedelta(days=2)
+# Pseudo-counts that shrink thin histories towards the next broader rate: a customer's
+# rates towards the global one, an hour's or category's rate towards the customer's own,
+# the share of opens near an hour towards uniform, a category's global rate to the global.
+CUSTOMER_PRIOR_SENDS = 5.0
+HOUR_PRIOR_SENDS = 2.0
+HOUR_PRIOR_OPENS = 1.0
+CATEGORY_PRIOR_SENDS = 2.0
+GLOBAL_CATEGORY_PRIOR_SENDS = 50.0
+FEATURES = (
+    "prior_sends",
+    "prior_opens",
+    "prior_open_rate",
+    "prior_click_rate",
+    "days_since_open",
+    "hour_affinity",
+    "open_hour_distance",
+    "open_hour_concentration",
+    "hour_open_rate",
+    "category_affinity",
+    "category_open_rate",
+    "send_hour",
+    "weekday",
+)
+WEEKDAY = FEATURES.index("weekday")
+# More affinity to the content or the hour can only raise the predicted open probability.
+MONOTONE = {
+    "prior_open_rate": 1,
+    "hour_affinity": 1,
+    "open_hour_distance": -1,
+    "hour_open_rate": 1,
+}
+XGB_PARAMS = {
+    "objective": "binary:logistic",
+    "eval_metric": "logloss",
+    "tree_method": "hist",
+    "max_depth": 3,
+    "eta": 0.05,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "min_child_weight": 5,
+    "nthread": 2,
+    "monotone_constraints": "(" + ",".join(str(MONOTONE.get(f, 0)) for f in FEATURES) + ")",
+}
+ROUNDS = 300
+# Training windows start at these shares of the span between the first send and the last
+# labelled one; each window's sends are scored with the history before its start.
+CUTOFFS = (0.5, 0.6, 0.7, 0.8, 0.9)
+VALIDATION_SHARE = 0.2
+# The model uses the weekday only when the open rate differs across weekdays at this
+# significance; a customer then gets a best weekday when it beats the worst one by
+# WEEKDAY_MIN_SPREAD (relative).
+WEEKDAY_P_VALUE = 0.001
+WEEKDAY_MIN_SPREAD = 0.10
+# Opens at which a customer's own evidence counts half in the confidence.
+CONFIDENCE_HALF_OPENS = 10.0
+MODEL_FILES = ("open.json", "click_given_open.json", "engagement.json")
+
+
+# --------------------------------------------------------------------------- email activity
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Sends and opens up to an end time, customers referred to by their row in `customers`."""
+
+    customers: pd.DataFrame  # customer_id, timezone, tier
+    sends: pd.DataFrame  # customer, sent_at, hour, weekday, category, opened_at, clicked_at
+    opens: pd.DataFrame  # customer, at, hour
+    categories: tuple[str, ...]  # category codes index this; len(categories) is 'unknown'
+
+
+def local_clock(utc: pd.Series, zones: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Local hour and weekday (0 = Monday) of naive-UTC times in each row's IANA zone."""
+    hour = np.zeros(len(utc), dtype=np.int64)
+    weekday = np.zeros(len(utc), dtype=np.int64)
+    aware = pd.Series(utc.to_numpy(), dtype="datetime64[ns]").dt.tz_localize("UTC")
+    for zone, rows in pd.Series(np.arange(len(utc))).groupby(zones.to_numpy()).groups.items():
+        try:
+            tz = ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            tz = dt.UTC  # a zone the tz database does not know: treat the time as UTC
+        local = aware.iloc[rows].dt.tz_convert(tz)
+        hour[rows] = local.dt.hour.to_numpy()
+        weekday[rows] = local.dt.dayofweek.to_numpy()
+    return hour, weekday
+
+
+def content_category(campaign: pd.Series, categories: tuple[str, ...]) -> np.ndarray:
+    """Category code of `wk<yyyymmdd>_<category>` campaigns; anything else is 'unknown'."""
+    # Campaigns are few and sends many: each distinct name is parsed once.
+    encoded = pc.dictionary_encode(pa.array(campaign, pa.string()))
+    name = pd.Series(encoded.dictionary, dtype="string").str.split("_", n=1).str[1]
+    codes = pd.Index(categories).get_indexer(name).astype(np.int64)
+    # The last entry stands for a missing campaign.
+    codes = np.append(np.where(codes < 0, len(categories), codes), len(categories))
+    return codes[encoded.indices.fill_null(len(codes) - 1).to_numpy(zero_copy_only=False)]
+
+
+def load_activity(
+    warehouse: Warehouse, end: dt.datetime, categories: tuple[str, ...] | None = None
+) -> Activity:
+    """Email sends, opens and clicks before `end`, with local send and open times."""
+    if categories is None:
+        known = warehouse.frame(
+            "SELECT DISTINCT category FROM marts.dim_rewards WHERE category IS NOT NULL"
+        )
+        categories = tuple(sorted(known["category"]))
+    customers = warehouse.frame(
+        "SELECT customer_id, timezone, tier FROM marts.dim_customers ORDER BY customer_id"
+    )
+    events = warehouse.frame(
+        """
+        SELECT customer_id, event_type, occurred_at, message_id, campaign
+        FROM marts.fct_engagement_events
+        WHERE event_type IN ('sent', 'open', 'click')
+          AND message_id IS NOT NULL AND occurred_at < :end
+        ORDER BY occurred_at, message_id, event_type
+        """,
+        {"end": end},
+    )
+    events["customer"] = positions(events["customer_id"], customers["customer_id"])
+    events = events[events["customer"] >= 0]
+    events["occurred_at"] = events["occurred_at"].astype("datetime64[ns]")
+    zones = customers["timezone"].fillna("UTC").to_numpy()[events["customer"].to_numpy()]
+    events["hour"], events["weekday"] = local_clock(events["occurred_at"], pd.Series(zones))
+
+    kind = events["event_type"]
+    sends = events[kind == "sent"].drop_duplicates("message_id")
+
+    def first_at(label: str) -> np.ndarray:
+        """When each send's message was first opened (or clicked); NaT if never."""
+        first = events[kind == label].groupby("message_id")["occurred_at"].min()
+        # Position -1 (not found) picks the NaT appended at the end.
+        values = np.append(first.to_numpy(dtype="datetime64[ns]"), np.datetime64("NaT", "ns"))
+        return values[positions(sends["message_id"], first.index)]
+
+    sends = pd.DataFrame(
+        {
+            "customer": sends["customer"].to_numpy(),
+            "sent_at": sends["occurred_at"].to_numpy(),
+            "hour": sends["hour"].to_numpy(),
+            "weekday": sends["weekday"].to_numpy(),
+            "category": content_category(sends["campaign"], categories),
+            "opened_at": first_at("open"),
+            "clicked_at": first_at("click"),
+        }
+    )
+    opens = events.loc[kind == "open", ["customer", "occurred_at", "hour"]]
+    opens = opens.rename(columns={"occurred_at": "at"}).reset_index(drop=True)
+    return Activity(customers, sends, opens, categories)
+
+
+# --------------------------------------------------------------------------- history features
+
+
+@dataclass(frozen=True)
+class History:
+    """Each customer's email history before a cutoff; hour counts are summed over h-1..h+1."""
+
+    sends: np.ndarray
+    opened: np.ndarray  # sends opened before the cutoff
+    clicked: np.ndarray
+    opens: np.ndarray  # open events, re-opens included
+    days_since_open: np.ndarray  # NaN without an open
+    hour_sends: np.ndarray  # (customers, 24) by local send hour
+    hour_opened: np.ndarray
+    hour_opens: np.ndarray  # (customers, 24) by local open hour
+    open_hour: np.ndarray  # circular mean local hour of the opens, NaN without one
+    open_concentration: np.ndarray  # length of the mean vector of open hours, 0..1
+    category_sends: np.ndarray  # (customers, categories + unknown)
+    category_opened: np.ndarray
+    open_rate: float  # global
+    click_rate: float
+    category_open_rate: np.ndarray  # global, smoothed
+
+
+def _counts(customer: np.ndarray, column: np.ndarray, n: int, width: int) -> np.ndarray:
+    flat = np.bincount(customer * width + column, minlength=n * width)
+    return flat.reshape(n, width).astype(np.float32)
+
+
+def _around(by_hour: np.ndarray) -> np.ndarray:
+    """Counts at local hour h-1, h and h+1 (circular): an hour's neighbours are evidence too."""
+    return by_hour + np.roll(by_hour, 1, axis=1) + np.roll(by_hour, -1, axis=1)
+
+
+def history_at(activity: Activity, cutoff: pd.Timestamp) -> History:
+    """History features from events strictly before `cutoff` only."""
+    n = len(activity.customers)
+    width = len(activity.categories) + 1
+    sends = activity.sends[activity.sends["sent_at"] < cutoff]
+    customer = sends["customer"].to_numpy()
+    clicked = (sends["clicked_at"] < cutoff).to_numpy()
+    opened = (sends["opened_at"] < cutoff).to_numpy() | clicked
+    opens = activity.opens[activity.opens["at"] < cutoff]
+    last_open = opens.groupby("customer")["at"].max()
+    days_since_open = np.full(n, np.nan)
+    days_since_open[last_open.index] = (cutoff - last_open).dt.total_seconds() / 86_400
+
+    open_hours = _counts(opens["customer"].to_numpy(), opens["hour"].to_numpy(), n, HOURS)
+    angle = 2 * np.pi * np.arange(HOURS) / HOURS
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = open_hours @ np.cos(angle) / open_hours.sum(axis=1)
+        sin = open_hours @ np.sin(angle) / open_hours.sum(axis=1)
+    category_sends = _counts(customer, sends["category"].to_numpy(), n, width)
+    category_opened = _counts(customer[opened], sends["category"].to_numpy()[opened], n, width)
+    total_sends = max(len(sends), 1)
+    open_rate = opened.sum() / total_sends
+    category_open_rate = (category_opened.sum(axis=0) + GLOBAL_CATEGORY_PRIOR_SENDS * open_rate) / (
+        category_sends.sum(axis=0) + GLOBAL_CATEGORY_PRIOR_SENDS
+    )
+    return History(
+        sends=np.bincount(customer, minlength=n).astype(np.float32),
+        opened=np.bincount(customer[opened], minlength=n).astype(np.float32),
+        clicked=np.bincount(customer[clicked], minlength=n).astype(np.float32),
+        opens=np.bincount(opens["customer"], minlength=n).astype(np.float32),
+        days_since_open=days_since_open,
+        hour_sends=_around(_counts(customer, sends["hour"].to_numpy(), n, HOURS)),
+        hour_opened=_around(_counts(customer[opened], sends["hour"].to_numpy()[opened], n, HOURS)),
+        hour_opens=_around(open_hours),
+        open_hour=np.arctan2(sin, cos) * HOURS / (2 * np.pi) % HOURS,
+        open_concentration=np.hypot(cos, sin),
+        category_sends=category_sends,
+        category_opened=category_opened,
+        open_rate=float(open_rate),
+        click_rate=float(clicked.sum() / total_sends),
+        category_open_rate=category_open_rate,
+    )
+
+
+def feature_matrix(
+    history: History,
+    customer: np.ndarray,
+    hour: np.ndarray,
+    weekday: np.ndarray,
+    category: np.ndarray,
+) -> np.ndarray:
+    """The model's inputs (columns as FEATURES) for sends to `customer` at local `hour`."""
+    sends = history.sends[customer]
+    open_rate = (history.opened[customer] + CUSTOMER_PRIOR_SENDS * history.open_rate) / (
+        sends + CUSTOMER_PRIOR_SENDS
+    )
+    click_rate = (history.clicked[customer] + CUSTOMER_PRIOR_SENDS * history.click_rate) / (
+        sends + CUSTOMER_PRIOR_SENDS
+    )
+    opens = history.opens[customer]
+    hour_affinity = (history.hour_opens[customer, hour] + HOUR_PRIOR_OPENS * 3 / HOURS) / (
+        opens + HOUR_PRIOR_OPENS
+    )
+    hour_open_rate = (history.hour_opened[customer, hour] + HOUR_PRIOR_SENDS * open_rate) / (
+        history.hour_sends[customer, hour] + HOUR_PRIOR_SENDS
+    )
+    category_affinity = (
+        history.category_opened[customer, category] + CATEGORY_PRIOR_SENDS * open_rate
+    ) / (history.category_sends[customer, category] + CATEGORY_PRIOR_SENDS)
+    columns = (
+        sends,
+        opens,
+        open_rate,
+        click_rate,
+        history.days_since_open[customer],
+        hour_affinity,
+        circular_distance(hour, history.open_hour[customer]),
+        history.open_concentration[customer],
+        hour_open_rate,
+        category_affinity,
+        history.category_open_rate[category],
+        hour,
+        weekday,
+    )
+    return np.column_stack(columns).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class EngagementModel:
+    """P(open) and P(click | open) classifiers over FEATURES; P(click) is their product.
+
+    A click can only follow an open, so the click model learns from opened sends alone:
+    clicks are rare and ranking them by the open probability already does most of the work.
+    """
+
+    open_booster: xgb.Booster
+    click_booster: xgb.Booster  # P(click | opened)
+    categories: tuple[str, ...]  # content categories known at training; others are unknown
+    uses_weekday: bool  # False when training found no weekday effect (its column was constant)
+
+    def predict_open(self, features: np.ndarray) -> np.ndarray:
+        return self.open_booster.inplace_predict(features)
+
+    def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Open and click probability of each row of a `feature_matrix`."""
+        opened = self.predict_open(features)
+        return opened, opened * self.click_booster.inplace_predict(features)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for booster in (self.open_booster, self.click_booster):
+            digest.update(bytes(booster.save_raw("json")))
+        digest.update(json.dumps([FEATURES, self.categories, self.uses_weekday]).encode())
+        return digest.hexdigest()
+
+    def save(self, directory: Path | str) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.open_booster.save_model(directory / MODEL_FILES[0])
+        self.click_booster.save_model(directory / MODEL_FILES[1])
+        meta = {
+            "features": list(FEATURES),
+            "categories": list(self.categories),
+            "uses_weekday": self.uses_weekday,
+        }
+        (directory / MODEL_FILES[2]).write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path | str) -> EngagementModel:
+        directory = Path(directory)
+        meta = json.loads((directory / MODEL_FILES[2]).read_text())
+        if tuple(meta["features"]) != FEATURES:
+            raise ValueError(f"{directory} holds a model over other features: {meta['features']}")
+        boosters = []
+        for name in MODEL_FILES[:2]:
+            booster = xgb.Booster()
+            booster.load_model(directory / name)
+            boosters.append(booster)
+        return cls(*boosters, tuple(meta["categories"]), meta["uses_weekday"])
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    features: np.ndarray
+    opened: np.ndarray
+    clicked: np.ndarray
+    validation: np.ndarray  # rows of held-out customers
+    categories: tuple[str, ...]
+    cutoffs: tuple[float, ...]
+    window_rows: list[int]  # sends per training window
+
+
+@dataclass(frozen=True)
+class EngagementTraining:
+    """A fitted model with its held-out metrics, settings and a deterministic sha256."""
+
+    model: EngagementModel
+    metrics: dict
+    features: tuple[str, ...]
+    params: dict
+    fingerprint: str
+
+
+def training_set(
+    activity: Activity,
+    end: pd.Timestamp,
+    seed: int = 42,
+    cutoffs: tuple[float, ...] = CUTOFFS,
+) -> TrainingSet:
+    """Sends after each cutoff with the history before it; a seeded fifth of customers held out.
+
+    Window i holds the sends from cutoff i to cutoff i+1 (the last one up to `end` less the
+    label window), so no history feature sees anything at or after its window's start.
+    """
+    sends = activity.sends
+    last = end - LABEL_WINDOW
+    first = sends["sent_at"].min() if len(sends) else last
+    starts = [first + share * (last - first) for share in cutoffs]
+    windows, features = [], []
+    for start, stop in zip(starts, [*starts[1:], last], strict=True):
+        window = sends[(sends["sent_at"] >= start) & (sends["sent_at"] < stop)]
+        windows.append(window)
+        features.append(
+            feature_matrix(
+                history_at(activity, start),
+                window["customer"].to_numpy(),
+                window["hour"].to_numpy(),
+                window["weekday"].to_numpy(),
+                window["category"].to_numpy(),
+            )
+        )
+    rows = pd.concat(windows)
+    clicked = rows["clicked_at"] < rows["sent_at"] + LABEL_WINDOW
+    # A click proves an open even when the open was not tracked (images blocked).
+    opened = (rows["opened_at"] < rows["sent_at"] + LABEL_WINDOW) | clicked
+    held_out = np.random.default_rng(seed).random(len(activity.customers)) < VALIDATION_SHARE
+    return TrainingSet(
+        features=np.concatenate(features),
+        opened=opened.to_numpy(),
+        clicked=clicked.to_numpy(),
+        validation=held_out[rows["customer"].to_numpy()],
+        categories=activity.categories,
+        cutoffs=cutoffs,
+        window_rows=[len(window) for window in windows],
+    )
+
+
+def fit_engagement(
+    data: TrainingSet, seed: int = 42, max_rows: int = 1_000_000
+) -> EngagementTraining:
+    """Fit on the training customers' sends (a seeded sample of `max_rows` at most) and
+    measure on the held-out customers'."""
+    rng = np.random.default_rng(seed)
+    train = np.flatnonzero(~data.validation)
+    if train.size > max_rows:
+        train = np.sort(rng.choice(train, size=max_rows, replace=False))
+    valid = np.flatnonzero(data.validation)
+    features, opened, clicked = data.features[train], data.opened[train], data.clicked[train]
+    weekday_p = _weekday_p_value(features[:, WEEKDAY], opened)
+    uses_weekday = weekday_p < WEEKDAY_P_VALUE
+    if not uses_weekday:
+        # Without a real weekday effect, splits on it only fit noise and would name a best
+        # weekday for no reason: a constant column cannot be split on.
+        features = features.copy()
+        features[:, WEEKDAY] = 0
+    params = {**XGB_PARAMS, "seed": seed}
+
+    def fit(rows: np.ndarray, target: np.ndarray) -> xgb.Booster:
+        matrix = xgb.DMatrix(features[rows], target[rows], feature_names=list(FEATURES))
+        return xgb.train(params, matrix, num_boost_round=ROUNDS)
+
+    everyone = np.full(train.size, True)
+    model = EngagementModel(
+        fit(everyone, opened), fit(opened, clicked), data.categories, uses_weekday
+    )
+    predicted = model.predict(data.features[valid])
+    metrics = {
+        "train_rows": int(train.size),
+        "validation_rows": int(valid.size),
+        "train_open_rate": float(opened.mean()) if train.size else None,
+        "train_click_rate": float(clicked.mean()) if train.size else None,
+        "weekday_p_value": weekday_p,
+        "weekday_used": uses_weekday,
+        **_scores("open", data.opened[valid], predicted[0]),
+        **_scores("click", data.clicked[valid], predicted[1]),
+        "window_rows": data.window_rows,
+    }
+    return EngagementTraining(
+        model=model,
+        metrics=metrics,
+        features=FEATURES,
+        params={**params, "rounds": ROUNDS, "cutoffs": list(data.cutoffs), "max_rows": max_rows},
+        fingerprint=model.fingerprint(),
+    )
+
+
+def _weekday_p_value(weekday: np.ndarray, opened: np.ndarray) -> float:
+    """Chi-square test of the open rate across weekdays (1.0 when it cannot be tested)."""
+    table = pd.crosstab(weekday, opened)
+    if min(table.shape) < 2:
+        return 1.0
+    return float(chi2_contingency(table.to_numpy()).pvalue)
+
+
+def _scores(label: str, target: np.ndarray, predicted: np.ndarray) -> dict:
+    """Held-out ROC-AUC and PR-AUC (None when a class is missing) and the base rate."""
+    both = 0 < target.sum() < target.size
+    return {
+        f"{label}_auc": float(roc_auc_score(target, predicted)) if both else None,
+        f"{label}_pr_auc": float(average_precision_score(target, predicted)) if both else None,
+        f"{label}_base_rate": float(target.mean()) if target.size else None,
+    }
+
+
+def train_engagement(
+    warehouse: Warehouse,
+    as_of: dt.date | None = None,
+    seed: int = 42,
+    max_rows: int = 1_000_000,
+) -> EngagementTraining:
+    """Train the open and click models on email activity up to the end of `as_of`."""
+    end = pd.Timestamp(as_of_params(resolve_as_of(warehouse, as_of))["as_of_end"])
+    return fit_engagement(training_set(load_activity(warehouse, end), end, seed), seed, max_rows)
+
+
+def engagement_quality(
+    metrics: dict, min_auc: float = 0.70, min_click_auc: float = 0.60
+) -> list[str]:
+    """Why the model must not ship (empty when it may): held-out ROC-AUC below the bars.
+
+    Clicks get a lower bar: they are a few percent of sends, so a held-out set has a few
+    hundred and their AUC is noisy, but it must still be clearly better than chance.
+    """
+    failures = []
+    for label, bar in (("open", min_auc), ("click", min_click_auc)):
+        auc = metrics.get(f"{label}_auc")
+        if auc is None:
+            failures.append(f"{label} ROC-AUC undefined: the held-out sends lack a class")
+        elif auc < bar:
+            failures.append(f"{label} ROC-AUC {auc:.3f} < {bar:.2f}")
+    return failures
+
+
+# --------------------------------------------------------------------------- send times
+
+
+def allowed_hours(quiet_hours: tuple[int, int]) -> np.ndarray:
+    """Local hours outside the quiet span [start, end), which may wrap past midnight."""
+    start, end = quiet_hours
+    hours = np.arange(HOURS)
+    quiet = (hours >= start) & (hours < end) if start <= end else (hours >= start) | (hours < end)
+    if quiet.all():
+        raise ValueError(f"quiet hours {quiet_hours} leave no hour to send at")
+    return hours[~quiet]
+
+
+def circular_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    gap = np.abs(np.asarray(a) - np.asarray(b)) % HOURS
+    return np.minimum(gap, HOURS - gap)
+
+
+def _best_hour(opened: np.ndarray, sent: np.ndarray, hours: np.ndarray) -> np.ndarray:
+    """The allowed hour whose sends (+-1 h) were opened most often, per row of counts."""
+    opened, sent = opened[..., hours], sent[..., hours]
+    rate = np.divide(opened, sent, out=np.zeros_like(opened), where=sent > 0)
+    return hours[rate.argmax(axis=-1)]
+
+
+def send_time_preferences(
+    warehouse: Warehouse,
+    model: EngagementModel,
+    as_of: dt.date | None = None,
+    quiet_hours: tuple[int, int] = (21, 8),
+    min_opens: int = 3,
+    min_segment_opens: int = 30,
+    chunk_customers: int = 20_000,
+) -> pd.DataFrame:
+    """Each customer's best local send hour outside quiet hours, from email history at as-of.
+
+    See `preferences_from_history` for the columns and rules.
+    """
+    end = pd.Timestamp(as_of_params(resolve_as_of(warehouse, as_of))["as_of_end"])
+    activity = load_activity(warehouse, end, model.categories)
+    return preferences_from_history(
+        activity.customers,
+        history_at(activity, end),
+        model,
+        quiet_hours,
+        min_opens,
+        min_segment_opens,
+        chunk_customers,
+    )
+
+
+def preferences_from_history(
+    customers: pd.DataFrame,
+    history: History,
+    model: EngagementModel,
+    quiet_hours: tuple[int, int] = (21, 8),
+    min_opens: int = 3,
+    min_segment_opens: int = 30,
+    chunk_customers: int = 20_000,
+) -> pd.DataFrame:
+    """One row per customer (customer_id, timezone, tier) of `customers`.
+
+    Customers with `min_opens` open events or more (source 'customer') get the allowed hour
+    with the highest predicted open probability, averaged over weekdays, for content of no
+    particular category. The others get their segment's (time zone x tier) hour when the
+    segment has `min_segment_opens` open events, else the global one: the allowed hour
+    whose sends (+-1 h) were opened most often. A best weekday is named only when the model
+    uses weekdays and the customer's best one beats the worst by WEEKDAY_MIN_SPREAD;
+    expected rates are the model's at the chosen hour (and weekday, else their mean).
+    """
+    hours = allowed_hours(quiet_hours)
+    weekdays = np.arange(WEEKDAYS if model.uses_weekday else 1)
+    n = len(customers)
+    segment = pd.factorize(
+        customers["timezone"].fillna("UTC") + "|" + customers["tier"].fillna("none")
+    )[0]
+    opened_by_segment = pd.DataFrame(history.hour_opened).groupby(segment).sum().to_numpy()
+    sent_by_segment = pd.DataFrame(history.hour_sends).groupby(segment).sum().to_numpy()
+    segment_hour = _best_hour(opened_by_segment, sent_by_segment, hours)
+    segment_opens = pd.Series(history.opens).groupby(segment).sum().to_numpy()
+    global_hour = _best_hour(history.hour_opened.sum(axis=0), history.hour_sends.sum(axis=0), hours)
+    own = history.opens >= min_opens
+    by_segment = segment_opens[segment] >= min_segment_opens
+    fallback = np.where(by_segment, segment_hour[segment], global_hour)
+
+    best = np.empty(n, dtype=np.int64)
+    peak = np.empty(n)
+    open_by_weekday = np.empty((n, weekdays.size), dtype=np.float32)
+    click_by_weekday = np.empty((n, weekdays.size), dtype=np.float32)
+    for start in range(0, n, chunk_customers):
+        rows = np.arange(start, min(start + chunk_customers, n))
+        customer, hour, weekday = (
+            axis.ravel() for axis in np.meshgrid(rows, hours, weekdays, indexing="ij")
+        )
+        grid = model.predict_open(_uncategorised(history, model, customer, hour, weekday)).reshape(
+            rows.size, hours.size, weekdays.size
+        )
+        by_hour = grid.mean(axis=2)
+        chosen = np.where(own[rows], by_hour.argmax(axis=1), np.searchsorted(hours, fallback[rows]))
+        best[rows] = hours[chosen]
+        peak[rows] = 1 - by_hour.mean(axis=1) / by_hour.max(axis=1)
+        customer, weekday = (axis.ravel() for axis in np.meshgrid(rows, weekdays, indexing="ij"))
+        opened, clicked = model.predict(
+            _uncategorised(history, model, customer, best[customer], weekday)
+        )
+        open_by_weekday[rows] = opened.reshape(rows.size, weekdays.size)
+        click_by_weekday[rows] = clicked.reshape(rows.size, weekdays.size)
+
+    mean_open = open_by_weekday.mean(axis=1)
+    spread = (open_by_weekday.max(axis=1) - open_by_weekday.min(axis=1)) / mean_open
+    dated = spread >= WEEKDAY_MIN_SPREAD
+    top_weekday = open_by_weekday.argmax(axis=1)
+    index = np.arange(n)
+
+    # A group's hour is as sure as it is right (+-1 h) for the group's customers whose own
+    # hour is known; a customer's own history adds to that, the more opens it has and the
+    # more its predicted hours peak.
+    global_hit = circular_distance(best[own], global_hour) <= 1
+    global_share = float(global_hit.mean()) if own.any() else 0.0
+    segment_hit = circular_distance(best[own], segment_hour[segment[own]]) <= 1
+    segment_share = (
+        pd.Series(segment_hit)
+        .groupby(segment[own])
+        .mean()
+        .reindex(range(segment_hour.size), fill_value=global_share)
+        .to_numpy()
+    )
+    base = np.where(by_segment, segment_share[segment], global_share)
+    evidence = history.opens / (history.opens + CONFIDENCE_HALF_OPENS)
+    return pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"].to_numpy(),
+            "best_local_hour": best,
+            "best_weekday": pd.Series(weekdays[top_weekday], dtype="Int64").where(dated),
+            "expected_open_rate": np.where(dated, open_by_weekday[index, top_weekday], mean_open),
+            "expected_click_rate": np.where(
+                dated, click_by_weekday[index, top_weekday], click_by_weekday.mean(axis=1)
+            ),
+            "confidence": np.where(own, base + (1 - base) * evidence * peak, base),
+            "source": np.where(own, "customer", np.where(by_segment, "segment", "global")),
+            "opens": history.opens.astype(np.int64),
+        }
+    )
+
+
+def _uncategorised(
+    history: History,
+    model: EngagementModel,
+    customer: np.ndarray,
+    hour: np.ndarray,
+    weekday: np.ndarray,
+) -> np.ndarray:
+    """Features for sends whose content is not known yet (the 'unknown' category)."""
+    unknown = np.full(customer.size, len(model.categories))
+    return feature_matrix(history, customer, hour, weekday, unknown)
+
+
+def engagement_scores(preferences: pd.DataFrame) -> pd.DataFrame:
+    """Per customer, the open and click probability at their preferred send time."""
+    columns = {"expected_open_rate": "open_probability", "expected_click_rate": "click_probability"}
+    return preferences.rename(columns=columns)[
+        ["customer_id", "open_probability", "click_probability", "best_local_hour", "source"]
+    ]

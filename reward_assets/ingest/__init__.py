@@ -1,0 +1,1 @@
+"""The input contract and its loading: landing files, validation, quarantine, sign-ups."""

@@ -1,0 +1,1 @@
+"""What every model shares: the model registry of versioned artefacts."""

@@ -1,0 +1,1 @@
+"""The operational store: outbox, suppressions, registry and idempotency tables."""

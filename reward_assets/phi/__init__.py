@@ -1,1 +1,0 @@
-"""PhiData configuration: the agents that write copy, on the Groq model."""

@@ -1,0 +1,1 @@
+"""Reward recommendations: rankers, the taste model, sets, cold start, evaluation."""

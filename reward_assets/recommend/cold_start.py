@@ -1,0 +1,133 @@
+"""Reward matching: the first rewards to show a customer the warehouse does not know yet.
+
+New customers have no history, so their vector comes from their sign-up preferences and
+tier (the taste model's cold start) and the set follows the same eligibility rules as the
+daily `recommendation_sets`. Before any taste model is approved, the most redeemed
+eligible rewards stand in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reward_assets.ingest.contract import TIERS
+from reward_assets.ml.registry import ModelRegistry, NoServingModel
+from reward_assets.recommend.ranking import TasteModel
+from reward_assets.recommend.sets import COLUMNS, SetRules, build_sets
+
+TIER_RANK = {tier: rank for rank, tier in enumerate(TIERS, start=1)}
+POPULARITY_VERSION = "popularity"
+
+
+def matching_customers(customers: pd.DataFrame) -> pd.DataFrame:
+    """Landing rows (customer_id, tier, points_balance, preferred_categories) in the shape
+    the recommendation rules read, with the staging defaults (bronze, no points)."""
+    tier = customers["tier"].fillna("bronze").str.lower()
+    tier = tier.where(tier.isin(TIER_RANK), "bronze")
+    return pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"].astype(str),
+            "tier": tier,
+            "tier_rank": tier.map(TIER_RANK).astype("int64"),
+            "points_balance": pd.to_numeric(customers["points_balance"]).fillna(0),
+            "preferred_categories": customers["preferred_categories"],
+        }
+    ).reset_index(drop=True)
+
+
+def cold_start_sets(
+    customers: pd.DataFrame,
+    rewards: pd.DataFrame,
+    rules: SetRules,
+    as_of: dt.date,
+    model: TasteModel | None,
+    model_version: str | None,
+) -> pd.DataFrame:
+    """Recommendation rows (COLUMNS) for `customers` (see `matching_customers`).
+
+    rewards: reward_id, name, category, points_cost, min_tier_rank, is_available,
+    redemptions (as `eligibility_inputs` returns them).
+    """
+    no_history = pd.DataFrame(columns=["customer_id", "reward_id"])
+    last_redeemed = pd.DataFrame(columns=["customer_id", "category", "reward_name"])
+    if model is None:
+        return _popular(customers, rewards, rules, as_of)
+    vectors = model.customer_vectors(customers, no_history)
+    chunks = build_sets(
+        customers,
+        vectors,
+        rewards,
+        model.reward_vectors(rewards),
+        model.blocks,
+        no_history,
+        last_redeemed,
+        rules,
+        model_version=model_version or "",
+        as_of=as_of,
+    )
+    # No customers (all decided already, say by the API) gives no chunks, not an error.
+    frames = list(chunks)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+
+def first_offers(
+    customers: pd.DataFrame,
+    rewards: pd.DataFrame,
+    rules: SetRules,
+    as_of: dt.date,
+    registry: ModelRegistry,
+) -> tuple[pd.DataFrame, str | None]:
+    """New customers' first rewards from the serving taste model (popularity before one is
+    approved), with the catalogue columns an email needs, and the model version used.
+
+    The onboarding job and the API's welcome both match this way, so they agree.
+    customers: as `customers_by_id` gives them; rewards: as `reward_catalog` gives them.
+    """
+    try:
+        record = registry.serving("taste_model")
+        model, version = _taste_model(Path(record.artefact_path)), record.version
+    except NoServingModel:
+        model, version = None, None
+    sets = cold_start_sets(matching_customers(customers), rewards, rules, as_of, model, version)
+    offers = sets.merge(rewards[["reward_id", "name", "category", "points_cost"]], on="reward_id")
+    return offers, version
+
+
+@lru_cache(maxsize=2)
+def _taste_model(path: Path) -> TasteModel:
+    """Loaded once per version (each version has its own folder), not once per request."""
+    return TasteModel.load(path)
+
+
+def _popular(
+    customers: pd.DataFrame, rewards: pd.DataFrame, rules: SetRules, as_of: dt.date
+) -> pd.DataFrame:
+    available = rewards[rewards["is_available"].fillna(False).astype(bool)]
+    available = available.sort_values(["redemptions", "reward_id"], ascending=[False, True])
+    rows = []
+    for customer in customers.itertuples(index=False):
+        allowed = available[
+            (available["min_tier_rank"].fillna(1).to_numpy() <= customer.tier_rank)
+            & (available["points_cost"].to_numpy() <= customer.points_balance)
+        ].head(rules.k)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "as_of": as_of,
+                    "customer_id": customer.customer_id,
+                    "rank": np.arange(1, len(allowed) + 1),
+                    "reward_id": allowed["reward_id"].to_numpy(),
+                    "score": allowed["redemptions"].to_numpy(float),
+                    "reason": "popular with members",
+                    "is_almost_there": False,
+                    "is_exploration": False,
+                    "model_version": POPULARITY_VERSION,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)

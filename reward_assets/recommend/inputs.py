@@ -1,0 +1,128 @@
+"""What scoring reads from the warehouse as of a day, and the embedding snapshots it writes.
+
+Customer vectors are published as a Parquet snapshot (written beside, then renamed), so
+readers such as the API never open the DuckDB file a run may be writing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from reward_assets.ingest.clock import as_of_params
+from reward_assets.warehouse.store import Warehouse
+
+
+def member_of(values: pd.Series, allowed: pd.Series | pd.Index) -> np.ndarray:
+    """Which `values` occur in `allowed`, as a boolean array (ids are strings).
+
+    Arrow's hash lookup, which is several times faster than `Series.isin` on string
+    columns of millions of rows.
+    """
+    found = pc.is_in(pa.array(values, pa.string()), value_set=pa.array(allowed, pa.string()))
+    return found.to_numpy(zero_copy_only=False)
+
+
+def positions(values: pd.Series, ids: pd.Series | pd.Index) -> np.ndarray:
+    """The position of each of `values` in the unique `ids`, -1 where absent, as
+    `Index.get_indexer` gives it, through Arrow's hash lookup (likewise several times
+    faster on millions of string ids)."""
+    found = pc.index_in(pa.array(values, pa.string()), value_set=pa.array(ids, pa.string()))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def reward_catalog(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
+    """Every reward with what eligibility reads, and its redemptions before the end of `as_of`."""
+    return warehouse.frame(
+        """
+        SELECT r.reward_id, r.name, r.category, r.points_cost, r.min_tier_rank, r.is_available,
+               COUNT(x.redemption_id) AS redemptions
+        FROM marts.dim_rewards r
+        LEFT JOIN marts.fct_redemptions x
+            ON x.reward_id = r.reward_id AND x.redeemed_at < :as_of_end
+        GROUP BY r.reward_id, r.name, r.category, r.points_cost, r.min_tier_rank, r.is_available
+        ORDER BY r.reward_id
+        """,
+        as_of_params(as_of),
+    )
+
+
+def eligibility_inputs(
+    warehouse: Warehouse, as_of: dt.date, recent_days: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Customers, rewards, recent redemptions and last redeemed names per category, at `as_of`."""
+    params = as_of_params(as_of)
+    params["recent_start"] = params["as_of_end"] - dt.timedelta(days=recent_days)
+    customers = warehouse.frame(
+        "SELECT customer_id, tier, tier_rank, points_balance FROM marts.dim_customers "
+        "WHERE signup_at < :as_of_end ORDER BY customer_id",
+        params,
+    )
+    rewards = reward_catalog(warehouse, as_of)
+    recent = warehouse.frame(
+        """
+        SELECT DISTINCT customer_id, reward_id FROM marts.fct_redemptions
+        WHERE redeemed_at < :as_of_end
+          AND redeemed_at >= :recent_start
+        """,
+        params,
+    )
+    last_redeemed = warehouse.frame(
+        """
+        SELECT customer_id, category, reward_name FROM (
+            SELECT x.customer_id, r.category, r.name AS reward_name,
+                   ROW_NUMBER() OVER (
+                       PARTITION BY x.customer_id, r.category
+                       ORDER BY x.redeemed_at DESC, x.redemption_id DESC
+                   ) AS position
+            FROM marts.fct_redemptions x JOIN marts.dim_rewards r ON r.reward_id = x.reward_id
+            WHERE x.redeemed_at < :as_of_end
+        ) latest
+        WHERE position = 1
+        """,
+        params,
+    )
+    return customers, rewards, recent, last_redeemed
+
+
+def write_vectors(
+    path: Path,
+    key: str,
+    ids: pd.Series,
+    vectors: np.ndarray,
+    as_of: dt.date,
+    model_version: str,
+) -> None:
+    """Write `ids` (column `key`) and their vectors as Parquet, replacing `path` in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n, dims = vectors.shape
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    table = pa.table(
+        {
+            key: pa.array(ids.astype(str).to_numpy()),
+            "as_of": pa.array([as_of] * n, pa.date32()),
+            "model_version": pa.array([model_version] * n),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, dims),
+        }
+    )
+    staged = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, staged)
+    os.replace(staged, path)
+
+
+def read_vectors(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """The snapshot's rows (key, as_of, model_version) and its (n, d) vectors."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: materialise {path.stem} first")
+    table = pq.read_table(path)
+    vectors = table["vector"].combine_chunks()
+    dims = vectors.type.list_size
+    matrix = vectors.flatten().to_numpy().reshape(-1, dims)
+    return table.drop(["vector"]).to_pandas(), matrix

@@ -1,0 +1,562 @@
+"""Recommendation sets: each customer's top-k eligible rewards at AS_OF, with a reason each.
+
+Scores come from the taste model as dot products of customer and reward vectors. A set is
+built in four steps, vectorised over a chunk of customers at a time; memory holds a few
+chunk x rewards boolean masks and chunk x category score blocks, never a matrix of the
+whole population:
+
+1. Eligibility: available (active and in stock), tier allowed, affordable, not redeemed in
+   the last `recent_days`. Rewards a customer cannot afford yet but that cost at most
+   `almost_there_ratio` times the balance are kept apart as "almost there" candidates.
+2. Exploration slots (round half up of k x `exploration_share`): a seeded random pick among
+   the best-scoring eligible new rewards (at most `new_reward_max_redemptions` so far), so
+   new rewards get shown before they have a history.
+3. One almost-there slot: the best-scoring almost-there reward.
+4. Regular slots: the rest, best score first, at most `max_per_category` per category; the
+   cap counts the exploration and almost-there items too.
+
+Layout: regular items by score, then the exploration items, then the almost-there item in
+the last slot, so the flagged item takes exactly one slot. A slot that finds no
+exploration or almost-there item goes to the next regular item, and customers with fewer
+eligible rewards than k get fewer rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reward_assets.recommend.inputs import positions
+
+COLUMNS = [
+    "as_of",
+    "customer_id",
+    "rank",
+    "reward_id",
+    "score",
+    "reason",
+    "is_almost_there",
+    "is_exploration",
+    "model_version",
+]
+# The blocks that can explain a regular item; a tie goes to the earlier one.
+REASON_BLOCKS = ("latent", "segment", "taste")
+LATENT, SEGMENT = REASON_BLOCKS.index("latent"), REASON_BLOCKS.index("segment")
+REGULAR, EXPLORATION, ALMOST_THERE = range(3)
+# Exploration draws among this many times as many new rewards as it has slots: random
+# enough to spread exposure over the new rewards, still close to the customer's taste.
+EXPLORATION_POOL = 3
+# Above the highest tier rank: what an unavailable reward requires, so no one qualifies.
+UNREACHABLE_RANK = 5
+
+
+@dataclass(frozen=True)
+class SetRules:
+    k: int = 10
+    exploration_share: float = 0.1  # share of the k slots for exploration (0 = none)
+    max_per_category: int = 3  # diversity
+    almost_there_ratio: float = 1.25  # cost <= balance * ratio and > balance -> flagged item
+    recent_days: int = 30
+    new_reward_max_redemptions: int = 5  # "new" rewards = few redemptions so far
+
+    def __post_init__(self):
+        if self.k < 1 or self.max_per_category < 1:
+            raise ValueError("k and max_per_category must be at least 1")
+        if not 0 <= self.exploration_share <= 1:
+            raise ValueError("exploration_share must be within [0, 1]")
+        if self.almost_there_ratio < 1:
+            raise ValueError("almost_there_ratio below 1 would flag affordable rewards")
+
+    @property
+    def exploration_slots(self) -> int:
+        # Half up, not Python's half-to-even round: 10 slots at 25% give 3, not 2.
+        return int(np.floor(self.k * self.exploration_share + 0.5))
+
+
+@dataclass(frozen=True)
+class RewardCatalog:
+    """The reward side, prepared once and shared by the batch and the one-customer paths.
+
+    Rewards are sorted by category, so that each category is one slice of columns.
+    """
+
+    reward_id: pd.Index
+    categories: np.ndarray
+    category_code: np.ndarray
+    category_slices: tuple[slice, ...]
+    points_cost: np.ndarray
+    required_rank: np.ndarray
+    redemptions: np.ndarray
+    vectors: np.ndarray
+    blocks: Mapping[str, slice]
+    hash: np.ndarray
+    interest_reason: np.ndarray
+    new_reason: np.ndarray
+    # Running sums over the rewards by increasing cost, one row per tier rank, counting the
+    # rewards that rank may redeem: the sum of a customer's affordable ones is one lookup.
+    sorted_cost: np.ndarray
+    cost_prefix_vectors: np.ndarray
+    cost_prefix_counts: np.ndarray
+
+    @classmethod
+    def build(
+        cls, rewards: pd.DataFrame, reward_vectors: np.ndarray, blocks: Mapping[str, slice]
+    ) -> RewardCatalog:
+        order = np.argsort(rewards["category"].to_numpy(str), kind="stable")
+        frame = rewards.iloc[order].reset_index(drop=True)
+        codes, categories = pd.factorize(frame["category"], sort=True)
+        bounds = np.searchsorted(codes, np.arange(len(categories) + 1))
+        available = frame["is_available"].fillna(False).to_numpy(bool)
+        min_rank = frame["min_tier_rank"].fillna(1).to_numpy(np.int8)
+        required_rank = np.where(available, min_rank, UNREACHABLE_RANK).astype(np.int8)
+        cost = frame["points_cost"].to_numpy(np.float64, na_value=np.nan)
+        vectors = np.ascontiguousarray(np.asarray(reward_vectors)[order], dtype=np.float32)
+        by_cost = np.argsort(cost, kind="stable")
+        allowed = required_rank[by_cost] <= np.arange(UNREACHABLE_RANK)[:, None]
+        label = frame["category"].str.replace("_", " ", regex=False)
+        return cls(
+            reward_id=pd.Index(frame["reward_id"]),
+            categories=np.asarray(categories, dtype=object),
+            category_code=codes,
+            category_slices=tuple(slice(a, b) for a, b in pairwise(bounds)),
+            points_cost=cost,
+            required_rank=required_rank,
+            redemptions=frame["redemptions"].fillna(0).to_numpy(np.int64),
+            vectors=vectors,
+            blocks=dict(blocks),
+            hash=_hash_ids(frame["reward_id"]),
+            interest_reason=("matches your interest in " + label).to_numpy(object),
+            new_reason=("new in " + label).to_numpy(object),
+            sorted_cost=cost[by_cost],
+            cost_prefix_vectors=_running_sum(allowed[:, :, None] * vectors[by_cost].astype(float)),
+            cost_prefix_counts=_running_sum(allowed.astype(np.int64)),
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.reward_id)
+
+
+def build_sets(
+    customers: pd.DataFrame,
+    customer_vectors: np.ndarray,
+    rewards: pd.DataFrame,
+    reward_vectors: np.ndarray,
+    blocks: Mapping[str, slice],
+    recent: pd.DataFrame,
+    last_redeemed: pd.DataFrame,
+    rules: SetRules,
+    model_version: str,
+    as_of: dt.date,
+    seed: int = 42,
+    chunk_size: int = 50_000,
+) -> Iterator[pd.DataFrame]:
+    """One frame (COLUMNS) per chunk of `chunk_size` customers, in the order of `customers`.
+
+    customers: customer_id, tier, tier_rank, points_balance; rewards: reward_id, name,
+    category, points_cost, min_tier_rank, is_available, redemptions; recent: (customer_id,
+    reward_id) redeemed in the last `rules.recent_days`; last_redeemed: customer_id,
+    category, reward_name of the customer's latest redemption in that category.
+    """
+    catalog = RewardCatalog.build(rewards, reward_vectors, blocks)
+    context = (catalog, recent, last_redeemed, rules, model_version, as_of, seed)
+    yield from _sets(customers, customer_vectors, *context, chunk_size)
+
+
+def recommend_one(
+    customer_row: Mapping[str, Any],
+    customer_vector: np.ndarray,
+    catalog: RewardCatalog,
+    recent: pd.DataFrame,
+    last_redeemed: pd.DataFrame,
+    rules: SetRules,
+    model_version: str,
+    as_of: dt.date,
+    seed: int = 42,
+) -> pd.DataFrame:
+    """One customer's set, as an API serves it: the batch code run on a chunk of one.
+
+    `catalog` is built once (RewardCatalog.build); `recent` and `last_redeemed` may hold
+    only this customer's rows.
+    """
+    customers = pd.DataFrame([dict(customer_row)])
+    vector = np.asarray(customer_vector).reshape(1, -1)
+    context = (catalog, recent, last_redeemed, rules, model_version, as_of, seed)
+    return next(_sets(customers, vector, *context, 1))
+
+
+@dataclass(frozen=True)
+class _Customers:
+    customer_id: pd.Index
+    tier_rank: np.ndarray
+    points_balance: np.ndarray
+    has_tier: np.ndarray
+    segment_reason: np.ndarray
+    hash: np.ndarray
+
+    @classmethod
+    def build(cls, customers: pd.DataFrame) -> _Customers:
+        # One reason string per tier, shared by its customers; code -1 (no tier) gets None.
+        tier, tiers = pd.factorize(customers["tier"])
+        segment_reason = np.array([f"popular with {name} members" for name in tiers] + [None])
+        rank = customers["tier_rank"].fillna(1).to_numpy(np.int8)
+        return cls(
+            customer_id=pd.Index(customers["customer_id"]),
+            tier_rank=np.clip(rank, 0, UNREACHABLE_RANK - 1),
+            points_balance=customers["points_balance"].fillna(0).to_numpy(np.float64),
+            has_tier=tier >= 0,
+            segment_reason=segment_reason[tier],
+            hash=_hash_ids(customers["customer_id"]),
+        )
+
+    def rows(self, part: slice) -> _Customers:
+        return _Customers(*(getattr(self, field.name)[part] for field in fields(self)))
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Values keyed by (customer row, column), as unique sorted keys row * width + column.
+
+    A chunk's keys, less its first row's offset, are flat indexes into its rows x width
+    arrays.
+    """
+
+    keys: np.ndarray
+    values: np.ndarray | None
+    width: int
+
+    @classmethod
+    def build(
+        cls, rows: np.ndarray, columns: np.ndarray, width: int, values: np.ndarray | None = None
+    ) -> _Pairs:
+        """Pairs with a row or column of -1 (unknown ids) are left out."""
+        found = (rows >= 0) & (columns >= 0)
+        keys, first = np.unique(rows[found].astype(np.int64) * width + columns[found], True)
+        return cls(keys, None if values is None else np.asarray(values)[found][first], width)
+
+    def chunk(self, part: slice) -> tuple[np.ndarray, np.ndarray | None]:
+        lo, hi = np.searchsorted(self.keys, [part.start * self.width, part.stop * self.width])
+        values = None if self.values is None else self.values[lo:hi]
+        return self.keys[lo:hi] - part.start * self.width, values
+
+
+@dataclass(frozen=True)
+class _Picks:
+    """Each customer's candidates in slot order: columns, scores (-inf: none) and the taken."""
+
+    columns: np.ndarray
+    scores: np.ndarray
+    taken: np.ndarray
+
+
+def _sets(
+    customers: pd.DataFrame,
+    customer_vectors: np.ndarray,
+    catalog: RewardCatalog,
+    recent: pd.DataFrame,
+    last_redeemed: pd.DataFrame,
+    rules: SetRules,
+    model_version: str,
+    as_of: dt.date,
+    seed: int,
+    chunk_size: int,
+) -> Iterator[pd.DataFrame]:
+    people = _Customers.build(customers)
+
+    def row_of(ids: pd.Series) -> np.ndarray:
+        return positions(ids, people.customer_id)
+
+    recent_pairs = _Pairs.build(
+        row_of(recent["customer_id"]),
+        catalog.reward_id.get_indexer(recent["reward_id"]),
+        catalog.size,
+    )
+    latest = last_redeemed.drop_duplicates(["customer_id", "category"], keep="last")
+    latest_pairs = _Pairs.build(
+        row_of(latest["customer_id"]),
+        pd.Index(catalog.categories).get_indexer(latest["category"]),
+        len(catalog.categories),
+        ("because you redeemed " + latest["reward_name"].astype(str)).to_numpy(object),
+    )
+    for start in range(0, len(customers), chunk_size):
+        part = slice(start, min(start + chunk_size, len(customers)))
+        sets = _chunk(
+            people.rows(part),
+            np.asarray(customer_vectors[part], dtype=np.float32),
+            catalog,
+            recent_pairs.chunk(part)[0],
+            latest_pairs.chunk(part),
+            rules,
+            seed,
+        )
+        n = len(sets["rank"])
+        frame = {
+            "as_of": np.full(n, as_of, dtype=object),
+            **sets,
+            "model_version": np.full(n, model_version, dtype=object),
+        }
+        # Typed here, not inferred: an empty chunk would infer object columns.
+        for name in ("reason", "model_version"):
+            frame[name] = pd.array(frame[name], dtype="str")
+        yield pd.DataFrame({name: frame[name] for name in COLUMNS}, copy=False)
+
+
+def _chunk(
+    people: _Customers,
+    vectors: np.ndarray,
+    catalog: RewardCatalog,
+    recent: np.ndarray,
+    latest: tuple[np.ndarray, np.ndarray],
+    rules: SetRules,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """The rows of one chunk's sets, column by column (as_of and model_version apart)."""
+    eligible, almost_there = _eligibility(people, catalog, recent, rules.almost_there_ratio)
+    n, cap = len(eligible), rules.max_per_category
+    used = np.zeros((n, len(catalog.categories)), np.int64)
+
+    slots = rules.exploration_slots
+    new = np.flatnonzero(catalog.redemptions <= rules.new_reward_max_redemptions)
+    pool, pool_scores = _best(_scores(vectors, catalog, new, eligible), slots * EXPLORATION_POOL)
+    pool = new[pool]
+    draw = _mix(people.hash[:, None] ^ _mix(catalog.hash[pool] + np.uint64(seed % 2**64)))
+    order = np.argsort(draw, axis=1, kind="stable")
+    pool, pool_scores = (np.take_along_axis(a, order, axis=1) for a in (pool, pool_scores))
+    explore = _pick(pool, pool_scores, catalog, used, cap, np.full(n, slots))
+    rows, slot = np.nonzero(explore.taken)
+    eligible[rows, explore.columns[rows, slot]] = False
+
+    regular_candidates, almost_candidates = _candidates(
+        vectors, catalog, eligible, almost_there, min(cap, rules.k)
+    )
+    room = rules.k - explore.taken.sum(axis=1)
+    almost = _pick(*almost_candidates, catalog, used, cap, np.minimum(room, 1))
+    regular = _pick(*regular_candidates, catalog, used, cap, room - almost.taken.sum(axis=1))
+
+    picks = (regular, explore, almost)
+    taken = np.concatenate([pick.taken for pick in picks], axis=1)
+    rows, slot = np.nonzero(taken)
+    columns = np.concatenate([pick.columns for pick in picks], axis=1)[rows, slot]
+    widths = [pick.taken.shape[1] for pick in picks]
+    kind = np.repeat([REGULAR, EXPLORATION, ALMOST_THERE], widths)[slot]
+    reason = np.empty(len(rows), dtype=object)
+    is_regular = kind == REGULAR
+    mean_reward = _mean_eligible_vector(people, catalog, recent)
+    reason[is_regular] = _regular_reasons(
+        rows[is_regular], columns[is_regular], people, vectors, mean_reward, catalog, latest
+    )
+    is_exploration = kind == EXPLORATION
+    reason[is_exploration] = catalog.new_reason[columns[is_exploration]]
+    is_almost = kind == ALMOST_THERE
+    to_go = catalog.points_cost[columns[is_almost]] - people.points_balance[rows[is_almost]]
+    points = pd.Series(np.ceil(to_go).astype(np.int64)).astype(str)
+    reason[is_almost] = (points + " points to go").to_numpy(object)
+    score = np.concatenate([pick.scores for pick in picks], axis=1)[rows, slot]
+    return {
+        "customer_id": people.customer_id[rows],
+        "rank": np.cumsum(taken, axis=1)[rows, slot],
+        "reward_id": catalog.reward_id[columns],
+        "score": score.astype(np.float64),
+        "reason": reason,
+        "is_almost_there": is_almost,
+        "is_exploration": is_exploration,
+    }
+
+
+def _eligibility(
+    people: _Customers, catalog: RewardCatalog, recent: np.ndarray, almost_there_ratio: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Customers x rewards masks: eligible, and eligible but for a cost within the ratio."""
+    balance = people.points_balance[:, None]
+    allowed = people.tier_rank[:, None] >= catalog.required_rank
+    allowed.flat[recent] = False
+    within_reach = allowed & (catalog.points_cost <= balance * almost_there_ratio)
+    eligible = np.logical_and(allowed, catalog.points_cost <= balance, out=allowed)
+    return eligible, np.logical_xor(within_reach, eligible, out=within_reach)
+
+
+def _mean_eligible_vector(
+    people: _Customers, catalog: RewardCatalog, recent: np.ndarray
+) -> np.ndarray:
+    """Each customer's mean eligible reward vector: tier allowed and affordable from the
+    running sums, less the recently redeemed ones."""
+    affordable = np.searchsorted(catalog.sorted_cost, people.points_balance, side="right")
+    total = catalog.cost_prefix_vectors[people.tier_rank, affordable]
+    count = catalog.cost_prefix_counts[people.tier_rank, affordable]
+    rows, columns = np.divmod(recent, catalog.size)
+    was_eligible = (people.tier_rank[rows] >= catalog.required_rank[columns]) & (
+        catalog.points_cost[columns] <= people.points_balance[rows]
+    )
+    np.subtract.at(total, rows[was_eligible], catalog.vectors[columns[was_eligible]])
+    count = count - np.bincount(rows[was_eligible], minlength=len(count))
+    return total / np.maximum(count, 1)[:, None]
+
+
+def _regular_reasons(
+    rows: np.ndarray,
+    columns: np.ndarray,
+    people: _Customers,
+    vectors: np.ndarray,
+    mean_reward: np.ndarray,
+    catalog: RewardCatalog,
+    latest: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """The block lifting each item most above the customer's mean eligible reward.
+
+    The latent block needs a redeemed reward in the item's category to name, the segment
+    block a known tier; without them the next block explains the item.
+    """
+    # Per block: customer . item - customer . mean; the second term once per customer.
+    by_dim = vectors[rows] * catalog.vectors[columns]
+    mean_by_dim = vectors * mean_reward
+    lift = np.stack(
+        [
+            by_dim[:, catalog.blocks[b]].sum(axis=1)
+            - mean_by_dim[:, catalog.blocks[b]].sum(axis=1)[rows]
+            for b in REASON_BLOCKS
+        ],
+        axis=1,
+    )
+    keys, named = latest
+    wanted = rows * len(catalog.categories) + catalog.category_code[columns]
+    at = np.searchsorted(keys, wanted)
+    found = at < len(keys)
+    found[found] = keys[at[found]] == wanted[found]
+    lift[~found, LATENT] = -np.inf
+    lift[~people.has_tier[rows], SEGMENT] = -np.inf
+    winner = lift.argmax(axis=1)
+    reason = catalog.interest_reason[columns]
+    segment = winner == SEGMENT
+    reason[segment] = people.segment_reason[rows[segment]]
+    latent = winner == LATENT
+    reason[latent] = named[at[latent]]
+    return reason
+
+
+def _candidates(
+    vectors: np.ndarray,
+    catalog: RewardCatalog,
+    eligible: np.ndarray,
+    almost_there: np.ndarray,
+    n: int,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Each row's n best eligible rewards and its best almost-there one in every category,
+    as (columns, scores) best first.
+
+    The greedy pass can only take an item among its category's best `cap`, so these
+    candidates give exactly the result of a pass over all rewards. Scoring one category
+    at a time keeps the score blocks small.
+    """
+    regular, almost = [], []
+    for part in catalog.category_slices:
+        scores = _scores(vectors, catalog, part, None)
+        columns, values = _best(np.where(eligible[:, part], scores, -np.inf), n)
+        regular.append((part.start + columns, values))
+        columns, values = _best(np.where(almost_there[:, part], scores, -np.inf), 1)
+        almost.append((part.start + columns, values))
+    return _by_score(regular), _by_score(almost)
+
+
+def _by_score(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The categories' candidates in one list per row, best first."""
+    columns = np.concatenate([c for c, _ in parts] or [np.zeros((0, 0), np.int64)], axis=1)
+    values = np.concatenate([v for _, v in parts] or [np.zeros((0, 0))], axis=1)
+    # Stable: equal scores stay in catalogue order, whatever chunk the customer is in.
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1), np.take_along_axis(values, order, axis=1)
+
+
+def _pick(
+    columns: np.ndarray,
+    scores: np.ndarray,
+    catalog: RewardCatalog,
+    used: np.ndarray,
+    cap: int,
+    wanted: np.ndarray,
+) -> _Picks:
+    """The greedy diversity pass, for all customers at once: walk each row's candidates in
+    order, taking each one with a score while the row wants more and the item's category is
+    under `cap`. Counts the taken items into `used` (customers x categories)."""
+    valid = np.isfinite(scores)
+    category = catalog.category_code[columns]
+    room = cap - np.take_along_axis(used, category, axis=1)
+    fits = valid & (_seen_before(np.where(valid, category, -1)) < room)
+    taken = fits & (np.cumsum(fits, axis=1) <= np.asarray(wanted)[:, None])
+    rows = np.nonzero(taken)[0]
+    cells = rows * used.shape[1] + category[taken]
+    used += np.bincount(cells, minlength=used.size).reshape(used.shape)
+    return _Picks(columns, scores, taken)
+
+
+def _seen_before(labels: np.ndarray) -> np.ndarray:
+    """Per row, how many earlier positions hold the same label."""
+    order = np.argsort(labels, axis=1, kind="stable")
+    grouped = np.take_along_axis(labels, order, axis=1)
+    position = np.broadcast_to(np.arange(labels.shape[1]), labels.shape)
+    starts = np.ones(labels.shape, bool)
+    starts[:, 1:] = grouped[:, 1:] != grouped[:, :-1]
+    group_start = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
+    seen = np.empty_like(order)
+    np.put_along_axis(seen, order, position - group_start, axis=1)
+    return seen
+
+
+def _best(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's n highest scores (fewer if there are fewer columns), best first, equal
+    ones lowest column first, with their columns. Overwrites what it takes in `scores`.
+
+    n rounds of argmax: for the few items needed this is several times faster than
+    argpartition, and ties resolve the same way in every chunk.
+    """
+    n = min(n, scores.shape[1])
+    rows = np.arange(len(scores))
+    columns = np.zeros((len(scores), n), np.int64)
+    values = np.zeros((len(scores), n), scores.dtype)
+    for i in range(n):
+        columns[:, i] = scores.argmax(axis=1)
+        values[:, i] = scores[rows, columns[:, i]]
+        scores[rows, columns[:, i]] = -np.inf
+    return columns, values
+
+
+def _scores(
+    vectors: np.ndarray,
+    catalog: RewardCatalog,
+    columns: slice | np.ndarray,
+    eligible: np.ndarray | None,
+) -> np.ndarray:
+    """Scores of the rewards in `columns`, -inf where not `eligible` (when given).
+
+    BLAS multiplies a single row with gemv, which sums in another order than the gemm of
+    larger chunks; doubling the row keeps the one-customer path and a one-row last chunk
+    bit-identical to the batch.
+    """
+    left = np.concatenate([vectors, vectors]) if len(vectors) == 1 else vectors
+    scores = (left @ catalog.vectors[columns].T)[: len(vectors)]
+    if eligible is None:
+        return scores
+    return np.where(eligible[:, columns], scores, -np.inf)
+
+
+def _running_sum(values: np.ndarray) -> np.ndarray:
+    """Cumulative sums along axis 1, with a leading zero: [:, j] sums the first j items."""
+    return np.concatenate([np.zeros_like(values[:, :1]), np.cumsum(values, axis=1)], axis=1)
+
+
+def _hash_ids(ids: pd.Series) -> np.ndarray:
+    return pd.util.hash_array(ids.astype(str).to_numpy(object))
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: well-spread 64-bit draws from ids and a seed."""
+    values = values ^ (values >> np.uint64(30))
+    values = values * np.uint64(0xBF58476D1CE4E5B9)
+    values = values ^ (values >> np.uint64(27))
+    values = values * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))

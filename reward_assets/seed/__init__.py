@@ -1,0 +1,1 @@
+"""The synthetic data generator (scripts and tests only; the product never imports it)."""

@@ -1,1 +1,0 @@
-"""Operational services: contact rules, the outbox, email delivery and suppressions."""

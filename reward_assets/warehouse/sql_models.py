@@ -1,0 +1,165 @@
+"""The SQL models of `dbt_like_sql/`: parsing, dependency order and materialisation.
+
+A model file is plain SQL with a header of `-- key: value` lines:
+
+    -- schema: marts
+    -- materialized: table | partitioned
+    -- partition_column: occurred_at      (partitioned models only)
+    -- group: warehouse
+    -- description: One line a UI user reads.
+
+`{{ ref('model') }}` and `{{ source('raw', 'entity') }}` name other tables and make the
+lineage. Values come in as bound parameters (`:as_of`, `:as_of_end`, `:partition_start`,
+`:partition_end`, `:period_start`, `:holdout_threshold`), never as pasted text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from reward_assets.warehouse.store import Warehouse
+
+_REF = re.compile(r"\{\{\s*ref\(\s*'([a-z_][a-z0-9_]*)'\s*\)\s*\}\}")
+_SOURCE = re.compile(r"\{\{\s*source\(\s*'([a-z_]+)'\s*,\s*'([a-z_][a-z0-9_]*)'\s*\)\s*\}\}")
+_HEADER = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*?)\s*$")
+_HEADER_KEYS = {"schema", "materialized", "partition_column", "group", "description"}
+
+
+class SqlModelError(Exception):
+    """A model that cannot be loaded or run; the message names its file."""
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    name: str
+    path: Path
+    body: str
+    schema: str
+    materialized: str
+    partition_column: str | None
+    group: str
+    description: str
+    refs: tuple[str, ...]
+    sources: tuple[tuple[str, str], ...]
+
+    @property
+    def table(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def partitioned(self) -> bool:
+        return self.materialized == "partitioned"
+
+
+def parse_model(path: Path) -> SqlModel:
+    header: dict[str, str] = {}
+    lines = path.read_text().splitlines()
+    while lines and (match := _HEADER.match(lines[0])):
+        key, value = match.groups()
+        if key not in _HEADER_KEYS:
+            raise SqlModelError(f"{path}: unknown header key '{key}'")
+        header[key] = value
+        lines.pop(0)
+    body = "\n".join(lines).strip().rstrip(";")
+    materialized = header.get("materialized", "table")
+    if materialized not in ("table", "partitioned"):
+        raise SqlModelError(f"{path}: materialized must be 'table' or 'partitioned'")
+    if materialized == "partitioned" and not header.get("partition_column"):
+        raise SqlModelError(f"{path}: a partitioned model needs a partition_column")
+    if not body:
+        raise SqlModelError(f"{path}: no SQL after the header")
+    return SqlModel(
+        name=path.stem,
+        path=path,
+        body=body,
+        schema=header.get("schema", "marts"),
+        materialized=materialized,
+        partition_column=header.get("partition_column"),
+        group=header.get("group", "warehouse"),
+        description=header.get("description", ""),
+        refs=tuple(dict.fromkeys(_REF.findall(body))),
+        sources=tuple(dict.fromkeys(_SOURCE.findall(body))),
+    )
+
+
+def load_models(folder: Path) -> dict[str, SqlModel]:
+    """All models of `folder`, in dependency order; unknown refs and cycles are errors."""
+    models = {m.name: m for m in map(parse_model, sorted(Path(folder).glob("*.sql")))}
+    for model in models.values():
+        for ref in model.refs:
+            if ref not in models:
+                raise SqlModelError(f"{model.path}: ref('{ref}') names no model in {folder}")
+    try:
+        order = TopologicalSorter({m.name: m.refs for m in models.values()}).static_order()
+        return {name: models[name] for name in order}
+    except CycleError as error:
+        cycle = " -> ".join(error.args[1])
+        raise SqlModelError(f"{models[error.args[1][0]].path}: ref cycle {cycle}") from error
+
+
+def render(model: SqlModel, models: Mapping[str, SqlModel]) -> str:
+    sql = _REF.sub(lambda m: models[m.group(1)].table, model.body)
+    return _SOURCE.sub(lambda m: f"{m.group(1)}.{m.group(2)}", sql)
+
+
+def materialize(
+    warehouse: Warehouse,
+    model: SqlModel,
+    models: Mapping[str, SqlModel],
+    params: Mapping[str, Any],
+) -> int:
+    """Build `model` in one transaction; returns the rows written.
+
+    A table model is rebuilt beside the old one and swapped in. A partitioned model
+    deletes its window and inserts it again; the outer filter keeps even a careless
+    model from writing outside the window.
+    """
+    sql = render(model, models)
+    try:
+        with warehouse.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {model.schema}"))
+            if model.partitioned:
+                column = model.partition_column
+                window = f"WHERE q.{column} >= :partition_start AND q.{column} < :partition_end"
+                conn.execute(
+                    sa.text(
+                        f"CREATE TABLE IF NOT EXISTS {model.table} AS "
+                        f"SELECT * FROM ({sql}) q WHERE 1 = 0"
+                    ),
+                    params,
+                )
+                conn.execute(
+                    sa.text(
+                        f"DELETE FROM {model.table} "
+                        f"WHERE {column} >= :partition_start AND {column} < :partition_end"
+                    ),
+                    params,
+                )
+                conn.execute(
+                    sa.text(f"INSERT INTO {model.table} SELECT * FROM ({sql}) q {window}"),
+                    params,
+                )
+                # Counted, not taken from rowcount: DuckDB's driver reports -1 for INSERTs.
+                return int(
+                    conn.execute(
+                        sa.text(f"SELECT COUNT(*) FROM {model.table} q {window}"), params
+                    ).scalar()
+                )
+            staged = f"{model.table}__next"
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged}"))
+            conn.execute(sa.text(f"CREATE TABLE {staged} AS {sql}"), params)
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {model.table}"))
+            conn.execute(sa.text(f"ALTER TABLE {staged} RENAME TO {model.name}"))
+            return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {model.table}")).scalar())
+    except sa.exc.DBAPIError as error:
+        raise SqlModelError(f"{model.path}: {error.orig}") from error
+
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"

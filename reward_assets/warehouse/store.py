@@ -1,0 +1,182 @@
+"""The warehouse: one SQLAlchemy URL, DuckDB by default, PostgreSQL in production.
+
+SQL goes through SQLAlchemy with bound parameters. Bulk loads use each engine's native
+path (DuckDB scans the DataFrame in place, PostgreSQL takes COPY), because row-by-row
+INSERTs are orders of magnitude too slow for fact tables.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from reward_assets.ingest.contract import SQL_TYPES, Column
+
+SCHEMAS = ("raw", "staging", "marts", "ml", "analytics")
+
+
+class Warehouse:
+    def __init__(self, url: str, **engine_options: Any):
+        self.url = url
+        if url.startswith("duckdb:///") and url != "duckdb:///:memory:":
+            Path(url.removeprefix("duckdb:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_options.setdefault("pool_pre_ping", not url.startswith("duckdb"))
+        self.engine = sa.create_engine(url, **engine_options)
+        self.dialect = self.engine.dialect.name  # "duckdb" or "postgresql"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def ddl(self) -> Iterator[Connection]:
+        """A short transaction for CREATE ... IF NOT EXISTS that parallel steps may race on.
+
+        PostgreSQL's IF NOT EXISTS is not atomic across sessions (two creators can both
+        pass the check), so creators queue on an advisory lock held to the commit.
+        """
+        with self.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('reward_assets_ddl'))"))
+            yield conn
+
+    def ensure_schemas(self) -> None:
+        with self.ddl() as conn:
+            for schema in SCHEMAS:
+                conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+
+    def create_table(self, table: str, columns: Sequence[Column]) -> None:
+        ddl = ", ".join(f"{c.name} {SQL_TYPES[c.type]}" for c in columns)
+        with self.ddl() as conn:
+            conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})"))
+
+    def append(self, conn: Connection, table: str, frame: pd.DataFrame) -> int:
+        """Bulk-insert `frame` (columns named as in the table) inside `conn`'s transaction."""
+        if frame.empty:
+            return 0
+        columns = ", ".join(frame.columns)
+        driver = conn.connection.driver_connection
+        if self.dialect == "duckdb":
+            arrow = pa.Table.from_pandas(frame, preserve_index=False)
+            driver.register("_append_frame", arrow)
+            try:
+                conn.exec_driver_sql(
+                    f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _append_frame"
+                )
+            finally:
+                driver.unregister("_append_frame")
+        else:
+            buffer = io.BytesIO()
+            pacsv.write_csv(
+                pa.Table.from_pandas(frame, preserve_index=False),
+                buffer,
+                pacsv.WriteOptions(include_header=False, quoting_style="needed"),
+            )
+            with driver.cursor().copy(
+                f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)"
+            ) as copy:
+                copy.write(buffer.getvalue())
+        return len(frame)
+
+    def replace_table(
+        self, table: str, columns: Mapping[str, str], chunks: Iterable[pd.DataFrame]
+    ) -> int:
+        """Rebuild `table` (columns: name -> SQL type) from `chunks` and swap it in.
+
+        Readers see the old rows until the commit; a failure leaves them in place.
+        """
+        staged = f"{table}__next"
+        ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+        with self.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged}"))
+            conn.execute(sa.text(f"CREATE TABLE {staged} ({ddl})"))
+            written = sum(self.append(conn, staged, chunk[list(columns)]) for chunk in chunks)
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+            conn.execute(sa.text(f"ALTER TABLE {staged} RENAME TO {table.rpartition('.')[2]}"))
+        return written
+
+    def replace_rows(
+        self,
+        table: str,
+        columns: Mapping[str, str],
+        where: str,
+        params: Mapping[str, Any],
+        chunks: Iterable[pd.DataFrame],
+    ) -> int:
+        """Delete the rows matching `where` and insert `chunks` in one transaction."""
+        self._create(table, columns)
+        with self.begin() as conn:
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE {where}"), dict(params))
+            return sum(self.append(conn, table, chunk[list(columns)]) for chunk in chunks)
+
+    def append_rows(
+        self, table: str, columns: Mapping[str, str], chunks: Iterable[pd.DataFrame]
+    ) -> int:
+        """Insert `chunks` into `table` (created when missing) in one transaction."""
+        self._create(table, columns)
+        with self.begin() as conn:
+            return sum(self.append(conn, table, chunk[list(columns)]) for chunk in chunks)
+
+    def _create(self, table: str, columns: Mapping[str, str]) -> None:
+        ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+        with self.ddl() as conn:
+            conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})"))
+
+    def existing_keys(
+        self, conn: Connection, table: str, column: str, keys: pd.Series
+    ) -> pd.Series:
+        """Which of `keys` already occur in `table.column` (a set-based lookup, not N queries)."""
+        if keys.empty:
+            return keys.iloc[:0]
+        conn.execute(sa.text("CREATE TEMPORARY TABLE IF NOT EXISTS _lookup_keys (k VARCHAR)"))
+        conn.execute(sa.text("DELETE FROM _lookup_keys"))
+        self.append(conn, "_lookup_keys", pd.DataFrame({"k": keys.astype("string")}))
+        found = conn.execute(
+            sa.text(
+                f"SELECT DISTINCT k FROM _lookup_keys JOIN {table} t ON t.{column} = _lookup_keys.k"
+            )
+        ).scalars()
+        return pd.Series(list(found), dtype="string")
+
+    def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        # Read from the driver's cursor: building a DataFrame from SQLAlchemy Row objects
+        # is some thirty times slower on the fact tables.
+        with self.engine.connect() as conn:
+            result = conn.execute(sa.text(sql), dict(params or {}))
+            if self.dialect == "duckdb":
+                return result.cursor.fetch_df()
+            return pd.DataFrame(result.cursor.fetchall(), columns=list(result.keys()))
+
+    def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text(sql), dict(params or {})).scalar()
+
+    def table_exists(self, table: str) -> bool:
+        schema, _, name = table.rpartition(".")
+        return sa.inspect(self.engine).has_table(name, schema=schema or None)
+
+    def row_count(self, table: str) -> int:
+        return int(self.scalar(f"SELECT COUNT(*) FROM {table}"))
+
+
+@contextmanager
+def open_warehouse(url: str) -> Iterator[Warehouse]:
+    """A warehouse whose engine is disposed afterwards, so no file lock outlives the work."""
+    warehouse = Warehouse(url)
+    try:
+        yield warehouse
+    finally:
+        warehouse.dispose()
