@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from reward_assets.ops.store import open_ops_store
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 from reward_assets.warehouse.store import SCHEMAS, open_warehouse
 
 
@@ -23,7 +23,7 @@ def _shown(url: str) -> str:
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = Settings()
     warehouse_url = settings.resolved_warehouse_url()
     with open_warehouse(warehouse_url) as warehouse:
         warehouse.ensure_schemas()

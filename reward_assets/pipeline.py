@@ -13,16 +13,14 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from reward_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from reward_assets.email.outbox import Outbox
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.ingest.contract import ENTITIES
 from reward_assets.ingest.landing import landing_files
 from reward_assets.ops.store import open_ops_store
-from reward_assets.settings import Settings, get_settings
+from reward_assets.settings import Settings
 from reward_assets.warehouse.store import open_warehouse
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def latest_landed_day(settings: Settings) -> dt.date | None:
@@ -88,7 +86,7 @@ def materialize_all(
             continue
         if results and not results[-1].success:
             break
-        kwargs = kwargs or {"partition_key": _scored_day().isoformat()}
+        kwargs = kwargs or {"partition_key": _scored_day(project_settings(defs)).isoformat()}
         results.append(
             job.execute_in_process(
                 instance=instance, raise_on_error=False, asset_selection=keys, **kwargs
@@ -133,14 +131,18 @@ def activate(defs: dg.Definitions, instance: dg.DagsterInstance) -> ActivationSu
         instance=instance, raise_on_error=False
     )
     summary.delivery_success = delivery.success
-    with open_ops_store(get_settings().resolved_ops_db_url()) as store:
+    with open_ops_store(project_settings(defs).resolved_ops_db_url()) as store:
         summary.outbox = Outbox(store).status_counts()
     return summary
 
 
-def _scored_day() -> dt.date:
+def project_settings(defs: dg.Definitions) -> Settings:
+    """The settings the definitions' resources run with."""
+    return defs.resources["settings"].get()
+
+
+def _scored_day(settings: Settings) -> dt.date:
     """The as-of day the scoring assets use: AS_OF, else the latest event loaded."""
-    settings = get_settings()
     with open_warehouse(settings.resolved_warehouse_url()) as warehouse:
         return resolve_as_of(warehouse, settings.as_of)
 

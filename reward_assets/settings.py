@@ -1,13 +1,14 @@
 """Project settings: the one place that reads the environment (and `.env`).
 
-Read lazily through `get_settings()`, never at import time, so tests and the Dagster
-UI can point the same code at other folders and databases.
+Read when something needs it, never at import time: Dagster code gets it through
+`SettingsResource` (`defs/resources.py`), the API, the CLI and the scripts build
+`Settings()` when they start. So tests and deployments point the same code at other
+folders and databases through the environment or the resource's overrides.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -111,8 +112,3 @@ class Settings(BaseSettings):
 
     def resolved_outbox_dir(self) -> Path:
         return self.outbox_dir or self.data_dir / "outbox"
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

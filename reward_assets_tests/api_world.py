@@ -21,7 +21,6 @@ import httpx
 import pytest
 
 from reward_assets.seed.generator import SeedConfig, generate
-from reward_assets.settings import get_settings
 
 # Big enough for every model to pass its quality gate, small enough to build in ~45 s.
 CUSTOMERS = 2000
@@ -59,10 +58,8 @@ def materialize(world: ApiWorld, selection, start: dt.date, end: dt.date) -> Non
             patch.delenv(variable, raising=False)
         patch.setenv("DATA_DIR", str(world.data_dir))
         patch.setenv("WAREHOUSE_URL", world.warehouse_url)
-        get_settings.cache_clear()
         with dg.DagsterInstance.ephemeral() as instance:
             summary = materialize_all(defs(), instance, start, end, selection)
-        get_settings.cache_clear()
     assert summary.success, summary
 
 
@@ -109,7 +106,6 @@ def private_env(world: ApiWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MODELS_DIR", str(world.data_dir / "models"))
     for name in ("API_KEY", "AS_OF", "KILL_SWITCH", "GROQ_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
     return data_dir
 
 

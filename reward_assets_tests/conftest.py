@@ -11,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 
 from reward_assets.seed.generator import Model, SeedConfig, generate
-from reward_assets.settings import get_settings
 from reward_assets.warehouse.store import Warehouse
 
 PG_URL_ENV = "REWARD_TEST_PG_URL"
@@ -27,9 +26,7 @@ def _isolated_settings(monkeypatch, tmp_path):
     for name in ("WAREHOUSE_URL", "AS_OF", "DATA_DIR", "HOLDOUT_SHARE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
     yield
-    get_settings.cache_clear()
 
 
 @pytest.fixture
@@ -111,7 +108,6 @@ def run_pipeline(monkeypatch):
             monkeypatch.setenv("AS_OF", as_of)
         else:
             monkeypatch.delenv("AS_OF", raising=False)
-        get_settings.cache_clear()
         with dg.DagsterInstance.ephemeral() as instance:
             summary = materialize_all(
                 defs(),
@@ -176,7 +172,6 @@ def build_world(name: str, root: Path) -> SeededWorld:
             patch.delenv(variable, raising=False)
         patch.setenv("DATA_DIR", str(world.data_dir))
         patch.setenv("WAREHOUSE_URL", world.warehouse_url)
-        get_settings.cache_clear()
         last_day = config.start_date + dt.timedelta(days=config.days - 1)
         with dg.DagsterInstance.ephemeral() as instance:
             summary = materialize_all(
@@ -186,7 +181,6 @@ def build_world(name: str, root: Path) -> SeededWorld:
                 last_day,
                 dg.AssetSelection.groups(*PLATFORM_GROUPS),
             )
-        get_settings.cache_clear()
     assert summary.success, summary
     return world
 
@@ -235,7 +229,6 @@ def scored(worlds, tmp_path_factory):
             patch.delenv("AS_OF", raising=False)
             for name, value in {**env, **(extra or {})}.items():
                 patch.setenv(name, value)
-            get_settings.cache_clear()
             with dg.DagsterInstance.ephemeral() as instance:
                 summary = materialize_all(
                     defs(),
@@ -244,7 +237,6 @@ def scored(worlds, tmp_path_factory):
                     world.config.start_date,
                     dg.AssetSelection.groups(*groups),
                 )
-            get_settings.cache_clear()
         return summary
 
     first = run("ml", "scoring")

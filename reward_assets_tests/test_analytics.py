@@ -22,9 +22,8 @@ from reward_assets.analytics.report import (
     range_uplift,
     welch_interval,
 )
+from reward_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from reward_assets.ingest.clock import resolve_as_of
-from reward_assets.pipeline import RANGE_END_TAG, RANGE_START_TAG
-from reward_assets.settings import get_settings
 from reward_assets.warehouse.snapshots import SERVED_TABLES, open_reader, publish
 from reward_assets.warehouse.store import Warehouse
 
@@ -143,12 +142,10 @@ class Stores:
             patch.delenv("AS_OF", raising=False)
             patch.setenv("DATA_DIR", str(self.data_dir))
             patch.setenv("WAREHOUSE_URL", self.url)
-            get_settings.cache_clear()
             job = defs().resolve_job_def("analytics_job")
             with dg.DagsterInstance.ephemeral() as instance:
                 for kwargs in runs:
                     results.append(job.execute_in_process(instance=instance, **kwargs))
-            get_settings.cache_clear()
         assert all(r.success for r in results)
         return results
 
@@ -370,12 +367,10 @@ def test_a_whole_run_fills_the_analytics_that_read_the_scored_day(scored, tmp_pa
         patch.delenv("AS_OF", raising=False)
         patch.setenv("DATA_DIR", str(data_dir))  # the scored world's model registry
         patch.setenv("WAREHOUSE_URL", url)
-        get_settings.cache_clear()
         with dg.DagsterInstance.ephemeral() as instance:
             summary = materialize_all(
                 defs(), instance, as_of, as_of, dg.AssetSelection.groups("scoring", "analytics")
             )
-        get_settings.cache_clear()
 
     assert summary.success, summary
     tables = sorted_tables(url, DAILY_TABLES)

@@ -31,7 +31,7 @@ from reward_assets.ops.store import (
     suppressions,
     to_db,
 )
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 from reward_assets_tests.api_world import copy_world, private_env, shared_world
 
 ONBOARDING = {"engagement_type": "email", "context": {"journey_stage": "onboarding"}}
@@ -67,7 +67,7 @@ def republish(data_dir, table: str, frame: pd.DataFrame) -> None:
 
 
 def ops_rows(table: sa.Table, **where) -> list:
-    with open_ops_store(get_settings().resolved_ops_db_url()) as store, store.begin() as conn:
+    with open_ops_store(Settings().resolved_ops_db_url()) as store, store.begin() as conn:
         query = sa.select(table)
         for column, value in where.items():
             query = query.where(table.c[column] == value)
@@ -181,7 +181,7 @@ def test_eligibility_is_rechecked_against_the_current_snapshots(client, api_env)
 
 def test_unsubscribe_link_suppresses_once_and_empties_recommendations(client, api_env):
     customer_id = customer_with_full_set(api_env)
-    token = make_token(customer_id, get_settings().unsubscribe_secret)
+    token = make_token(customer_id, Settings().unsubscribe_secret)
 
     page = client.get(f"/api/unsubscribe?token={token}")
     assert page.status_code == 200
@@ -234,7 +234,7 @@ def test_unsubscribe_rejects_bad_tokens_and_bodies(client):
         )
         assert response.status_code == 404
         assert "not valid" in response.text
-    token = make_token("cust000001", get_settings().unsubscribe_secret)
+    token = make_token("cust000001", Settings().unsubscribe_secret)
     missing_body = client.post(f"/api/unsubscribe?token={token}")
     assert missing_body.status_code == 422
     assert "List-Unsubscribe" in missing_body.text
@@ -376,7 +376,7 @@ def test_engagement_says_why_nothing_was_queued(client, api_env):
         for c, consent in zip(customers.customer_id, customers.marketing_opt_in, strict=True)
         if consent and is_holdout(c)
     )
-    token = make_token(suppressed, get_settings().unsubscribe_secret)
+    token = make_token(suppressed, Settings().unsubscribe_secret)
     client.post(f"/api/unsubscribe?token={token}", data={"List-Unsubscribe": "One-Click"})
     old = snapshot(api_env, "marts.dim_customers").sort_values("signup_at").customer_id.iloc[0]
 
@@ -392,7 +392,7 @@ def test_engagement_says_why_nothing_was_queued(client, api_env):
     assert reason(suppressed) == "suppressed"
     assert reason(old) == "not_recent_signup"
     assert [r.status for r in ops_rows(outbox, customer_id=no_consent)] == ["skipped"]
-    with open_ops_store(get_settings().resolved_ops_db_url()) as store:
+    with open_ops_store(Settings().resolved_ops_db_url()) as store:
         set_kill_switch(store, True, by="test")
     assert reason(paused) == "kill_switch"
     assert ops_rows(outbox, customer_id=paused) == [], "a paused request records nothing"
@@ -416,7 +416,7 @@ def test_segment_campaign_and_frequency_cap(client, api_env):
     assert body["message_key"] == f"{free}:rewards_digest:{as_of.isoformat()}"
     assert 1 <= len(body["reward_ids"]) <= 3
 
-    with open_ops_store(get_settings().resolved_ops_db_url()) as store, store.begin() as conn:
+    with open_ops_store(Settings().resolved_ops_db_url()) as store, store.begin() as conn:
         sent = to_db(dt.datetime.combine(as_of, dt.time(12), tzinfo=dt.UTC))
         for day in (1, 2):
             conn.execute(
@@ -466,14 +466,13 @@ def test_analytics_report_for_the_seed_designs_range(client, api_env):
 
 def test_api_key_guards_everything_but_health_and_unsubscribe(api_env, monkeypatch):
     monkeypatch.setenv("API_KEY", "s3cret-key")
-    get_settings.cache_clear()
     with TestClient(create_app()) as client:
         assert client.get("/api/rewards").status_code == 401
         assert client.get("/api/rewards", headers={"X-API-Key": "wrong"}).status_code == 401
         assert client.get("/api/rewards", headers={"X-API-Key": "s3cret-key"}).status_code == 200
         assert client.post("/api/customers/x/engagement", json=ONBOARDING).status_code == 401
         assert client.get("/health").status_code == 200
-        token = make_token("cust000002", get_settings().unsubscribe_secret)
+        token = make_token("cust000002", Settings().unsubscribe_secret)
         assert client.get(f"/api/unsubscribe?token={token}").status_code == 200
 
 
@@ -481,7 +480,6 @@ def test_unpublished_tables_are_503_with_a_reason(tmp_path, monkeypatch):
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "empty"))
     monkeypatch.delenv("WAREHOUSE_URL", raising=False)
     monkeypatch.delenv("OPS_DB_URL", raising=False)
-    get_settings.cache_clear()
     with TestClient(create_app()) as client:
         health = client.get("/health").json()
         assert health["status"] == "degraded"
@@ -510,7 +508,6 @@ def test_the_batch_never_sends_a_welcome_the_api_queued(world, tmp_path, monkeyp
     monkeypatch.setenv("WAREHOUSE_URL", copy.warehouse_url)
     for name in ("API_KEY", "AS_OF", "OPS_DB_URL", "KILL_SWITCH"):
         monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
     customer_id = recent_customers(copy.data_dir)[0]
     with TestClient(create_app()) as client:
         body = client.post(f"/api/customers/{customer_id}/engagement", json=ONBOARDING).json()

@@ -11,7 +11,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from reward_assets.api.main import create_app
 from reward_assets.email.unsubscribe import make_token
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 from reward_assets_tests.api_world import private_env, shared_world
 
 API_KEY = "fuzz-key"
@@ -59,7 +59,7 @@ def test_the_schema_lists_these_operations(served):
         for p in paths["/api/customers/{customer_id}/recommended_rewards"]["get"]["parameters"]
         if p["name"] == "limit"
     )
-    assert limit["schema"]["maximum"] == get_settings().recommendations_k == 10
+    assert limit["schema"]["maximum"] == Settings().recommendations_k == 10
 
 
 @pytest.mark.parametrize(("path", "method"), OPERATIONS)
@@ -100,7 +100,7 @@ def test_known_ids_get_200(world, served):
                 assert client.get(path).status_code == 200, path
         for reward_id in rewards.reward_id.sample(25, random_state=1):
             assert client.get(f"/api/rewards/{reward_id}").status_code == 200
-        token = make_token(customers.customer_id.iloc[0], get_settings().unsubscribe_secret)
+        token = make_token(customers.customer_id.iloc[0], Settings().unsubscribe_secret)
         assert client.get(f"/api/unsubscribe?token={token}").status_code == 200
         engagement = client.post(
             f"/api/customers/{customers.customer_id.iloc[0]}/engagement",

@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from reward_assets.api.main import create_app
-from reward_assets.settings import get_settings
 from reward_assets.warehouse.snapshots import SERVED_TABLES, snapshot_path
 from reward_assets.warehouse.store import Warehouse
 from reward_assets_tests.api_world import (
@@ -183,7 +182,6 @@ def test_postgresql_serves_the_same_answers_while_a_run_swaps_tables(
     monkeypatch.setenv("DATA_DIR", str(world.data_dir))
     monkeypatch.setenv("WAREHOUSE_URL", world.warehouse_url)
     monkeypatch.setenv("OPS_DB_URL", copy_ops_store(world, tmp_path / "ops-snapshots.sqlite"))
-    get_settings.cache_clear()
     with TestClient(create_app()) as on_snapshots:
         expected = {
             path: on_snapshots.get(path).json()

@@ -36,8 +36,9 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.pipeline import RANGE_END_TAG, RANGE_START_TAG, refresh_job, warehouse_summary
-from reward_assets.settings import Settings, get_settings
+from reward_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from reward_assets.pipeline import refresh_job, warehouse_summary
+from reward_assets.settings import Settings
 from reward_assets.warehouse.store import Warehouse
 from reward_assets_tests.conftest import fresh_database
 from reward_assets_tests.landing_builders import write_basic_landing
@@ -313,7 +314,6 @@ def test_refresh_runs_its_steps_on_two_celery_workers_and_matches_in_process(
     }
     for name, value in stores.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
     # The workers run where the test runs (conftest's tmp_path, no .env) so they read the
     # same settings; the code location comes from the installed project.
     worker_env = {
@@ -357,7 +357,6 @@ def test_refresh_runs_its_steps_on_two_celery_workers_and_matches_in_process(
     # The same landing, the same job, in-process into a second database.
     monkeypatch.setenv("WAREHOUSE_URL", reference_pg_url)
     monkeypatch.setenv("EXECUTOR", "in_process")
-    get_settings.cache_clear()
     with dg.DagsterInstance.ephemeral() as ephemeral:
         reference = refresh_job().execute_in_process(instance=ephemeral, tags=TAGS)
     assert reference.success

@@ -14,7 +14,6 @@ import pytest
 from reward_assets.defs.partitions import daily_partitions
 from reward_assets.ingest.contract import REWARDS
 from reward_assets.ingest.load import load_snapshot
-from reward_assets.settings import get_settings
 from reward_assets.warehouse.sql_models import SQL_DIR
 from reward_assets.warehouse.store import Warehouse
 from reward_assets_tests.landing_builders import write_basic_landing
@@ -97,9 +96,7 @@ def isolated_env(tmp_path_factory):
         for name in ("WAREHOUSE_URL", "AS_OF", "HOLDOUT_SHARE"):
             patch.delenv(name, raising=False)
         patch.setenv("DATA_DIR", str(root / "data"))
-        get_settings.cache_clear()
         yield root
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -226,11 +223,14 @@ def land(data_dir: Path, relative: str) -> None:
 
 
 def evaluate_schedule(d: dg.Definitions, instance: dg.DagsterInstance | None = None):
-    get_settings.cache_clear()
-    with dg.instance_for_test() as temporary:
-        context = dg.build_schedule_context(
-            instance=instance or temporary, repository_def=d.get_repository_def()
-        )
+    with (
+        dg.instance_for_test() as temporary,
+        dg.build_schedule_context(
+            instance=instance or temporary,
+            repository_def=d.get_repository_def(),
+            resources=d.resources,
+        ) as context,
+    ):
         return d.resolve_schedule_def("daily_refresh_schedule").evaluate_tick(context)
 
 
@@ -258,11 +258,10 @@ def test_schedule_skips_days_already_loaded(d, tmp_path):
         instance.report_runless_asset_event(
             dg.AssetMaterialization("transactions", partition="2023-03-05")
         )
-        get_settings.cache_clear()
-        context = dg.build_schedule_context(
-            instance=instance, repository_def=d.get_repository_def()
-        )
-        result = d.resolve_schedule_def("daily_refresh_schedule").evaluate_tick(context)
+        with dg.build_schedule_context(
+            instance=instance, repository_def=d.get_repository_def(), resources=d.resources
+        ) as context:
+            result = d.resolve_schedule_def("daily_refresh_schedule").evaluate_tick(context)
     assert result.run_requests == []
     assert "waiting to be loaded" in result.skip_message
 

@@ -24,7 +24,7 @@ from reward_assets.email.outbox import Message, Outbox, set_kill_switch
 from reward_assets.email.suppression import suppress
 from reward_assets.email.unsubscribe import read_token
 from reward_assets.ops.store import open_ops_store, outbox
-from reward_assets.settings import Settings, get_settings
+from reward_assets.settings import Settings
 from reward_assets_tests.smtp_server import SmtpServer
 
 T0 = dt.datetime(2024, 3, 4, 12, tzinfo=dt.UTC)  # 12:00 UTC: outside quiet hours
@@ -187,7 +187,6 @@ def test_a_crash_after_the_server_accepted_ends_uncertain_never_resent(
     assert [r["key"] for r in box.uncertain_rows()] == [sent.key]
 
     monkeypatch.setenv("OPS_DB_URL", store.url)
-    get_settings.cache_clear()
     assert emailctl.main(["resolve", sent.key, "--as", "sent", "--by", "tester"]) == 0
     assert box.status_counts() == {"sent": 1}
     assert len(server.messages) == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from reward_assets.ml.registry import APPROVED, REJECTED, ModelRegistry
 from reward_assets.ops.store import open_ops_store
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 
 MODELS = {"taste_model", "churn_model", "engagement_model"}
 
@@ -64,7 +64,7 @@ def test_every_customer_gets_scores_and_eligible_recommendations(scored):
         """
     )
     per_customer = sets.groupby("customer_id")
-    assert per_customer.size().max() == get_settings().recommendations_k
+    assert per_customer.size().max() == Settings().recommendations_k
     assert sets.customer_id.nunique() > 0.8 * customers
     assert (per_customer["rank"].min() == 1).all()
     assert sets.is_available.all()

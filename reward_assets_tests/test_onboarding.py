@@ -18,14 +18,14 @@ import sqlalchemy as sa
 from reward_assets.contact.holdout import is_holdout
 from reward_assets.definitions import defs
 from reward_assets.defs.engagement.cycle import no_uncertain_emails
-from reward_assets.defs.resources import OpsStoreResource
+from reward_assets.defs.resources import OpsStoreResource, SettingsResource
 from reward_assets.email.delivery import DeliveryConfig, DeliveryHooks, deliver_due
 from reward_assets.email.mailer import mailer_from_settings
 from reward_assets.email.outbox import set_kill_switch
 from reward_assets.email.suppression import suppress
 from reward_assets.ingest.signups import batch_run_key
 from reward_assets.ops.store import followups, open_ops_store, outbox
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 from reward_assets_tests.landing_builders import customer, write_basic_landing, write_rows
 from reward_assets_tests.smtp_server import SmtpServer
 
@@ -71,7 +71,6 @@ def world(tmp_path, monkeypatch, run_pipeline):
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
     yield data, server
     server.stop()
 
@@ -103,7 +102,7 @@ def onboard(instance, request: dg.RunRequest, op_selection=None) -> None:
 
 
 def deliver(now: dt.datetime | None = None, hooks: DeliveryHooks | None = None, worker="w"):
-    settings = get_settings()
+    settings = Settings()
     with open_ops_store(settings.resolved_ops_db_url()) as store:
         return deliver_due(
             store,
@@ -125,7 +124,7 @@ def crash_once(at_key: list[str]):
 
 
 def rows(status: str | None = None) -> list[sa.Row]:
-    with open_ops_store(get_settings().resolved_ops_db_url()) as store, store.begin() as conn:
+    with open_ops_store(Settings().resolved_ops_db_url()) as store, store.begin() as conn:
         query = sa.select(outbox)
         if status:
             query = query.where(outbox.c.status == status)
@@ -135,7 +134,7 @@ def rows(status: str | None = None) -> list[sa.Row]:
 def test_signups_over_ticks_with_crashes_and_replays_get_exactly_one_welcome(world):
     data, server = world
     suppressed = {f"new{i:04d}" for i in range(1, TICKS * PER_TICK + 1) if i % 25 == 0}
-    with open_ops_store(get_settings().resolved_ops_db_url()) as store:
+    with open_ops_store(Settings().resolved_ops_db_url()) as store:
         for customer_id in suppressed:
             suppress(store, customer_id, "unsubscribe", "api")
 
@@ -194,7 +193,7 @@ def test_signups_over_ticks_with_crashes_and_replays_get_exactly_one_welcome(wor
     (after_claim,) = crashed_after_claim
     uncertain = [r.idempotency_key for r in rows("uncertain")]
     assert uncertain == [after_smtp]
-    check = no_uncertain_emails(ops=OpsStoreResource())
+    check = no_uncertain_emails(ops=OpsStoreResource(settings=SettingsResource()))
     assert not check.passed
     assert check.metadata["keys"].value == after_smtp
     assert after_claim in {r.idempotency_key for r in rows("sent")}
@@ -209,7 +208,7 @@ def test_signups_over_ticks_with_crashes_and_replays_get_exactly_one_welcome(wor
     # Customers who signed up long before AS_OF are not new: no decision at all.
     assert not [r for r in rows() if r.customer_id.startswith("cust")]
 
-    with open_ops_store(get_settings().resolved_ops_db_url()) as store, store.begin() as conn:
+    with open_ops_store(Settings().resolved_ops_db_url()) as store, store.begin() as conn:
         scheduled = Counter(r.campaign for r in conn.execute(sa.select(followups)))
     assert scheduled == {"followup_3": len(eligible), "followup_7": len(eligible)}
 
@@ -246,7 +245,6 @@ def test_a_future_dated_sign_up_holds_back_no_later_welcome(world, monkeypatch):
     data, _ = world
     # The data's 'today' comes from the sign-ups themselves, as on a first deployment.
     monkeypatch.delenv("AS_OF", raising=False)
-    get_settings.cache_clear()
     with dg.DagsterInstance.ephemeral() as instance:
         first = tick(instance, None)
         write_rows(
@@ -271,7 +269,6 @@ def test_a_future_dated_sign_up_holds_back_no_later_welcome(world, monkeypatch):
 def test_removing_a_customer_file_moves_the_data_today_back(world, monkeypatch):
     data, _ = world
     monkeypatch.delenv("AS_OF", raising=False)
-    get_settings.cache_clear()
     with dg.DagsterInstance.ephemeral() as instance:
         late = write_rows(
             data, "customers", "late.csv", [customer("late1", signup_at="2026-01-01T00:00:00Z")]
@@ -286,14 +283,14 @@ def test_removing_a_customer_file_moves_the_data_today_back(world, monkeypatch):
 def test_kill_switch_holds_welcomes_until_resumed(world):
     data, server = world
     write_rows(data, "customers", "signups-a.csv", [signup(i) for i in range(1, 21)])
-    with open_ops_store(get_settings().resolved_ops_db_url()) as store:
+    with open_ops_store(Settings().resolved_ops_db_url()) as store:
         set_kill_switch(store, True, "test")
     with dg.DagsterInstance.ephemeral() as instance:
         for request in run_requests(tick(instance, None)):
             onboard(instance, request)
     assert server.messages == []
     assert rows("queued")
-    with open_ops_store(get_settings().resolved_ops_db_url()) as store:
+    with open_ops_store(Settings().resolved_ops_db_url()) as store:
         set_kill_switch(store, False, "test")
     deliver()
     assert len(server.messages) == len(rows("sent")) > 0
@@ -303,7 +300,6 @@ def test_kill_switch_holds_welcomes_until_resumed(world):
 def test_customers_of_a_failed_run_are_requested_again_under_a_new_key(world, monkeypatch):
     data, _ = world
     monkeypatch.setenv("ONBOARDING_RETRY_MINUTES", "0")
-    get_settings.cache_clear()
     write_rows(data, "customers", "signups-a.csv", [signup(i) for i in range(1, 151)])
     with dg.DagsterInstance.ephemeral() as instance:
         first = tick(instance, None)

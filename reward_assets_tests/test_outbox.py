@@ -21,7 +21,6 @@ from reward_assets.email.outbox import (
 from reward_assets.email.suppression import suppress, suppressed, sync_from_events
 from reward_assets.email.unsubscribe import make_token, read_token, unsubscribe_url
 from reward_assets.ops.store import open_ops_store, outbox, suppressions
-from reward_assets.settings import get_settings
 
 T0 = dt.datetime(2024, 3, 4, 12, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -250,7 +249,6 @@ def ops_env(monkeypatch, tmp_path):
     url = f"sqlite:///{tmp_path / 'ops.sqlite'}"
     monkeypatch.setenv("OPS_DB_URL", url)
     monkeypatch.delenv("KILL_SWITCH", raising=False)
-    get_settings.cache_clear()
     with open_ops_store(url) as store:
         yield store
 

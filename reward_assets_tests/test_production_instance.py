@@ -24,8 +24,8 @@ import pytest
 import sqlalchemy as sa
 
 from reward_assets.definitions import defs
-from reward_assets.pipeline import RANGE_END_TAG, RANGE_START_TAG, materialize_all, refresh_job
-from reward_assets.settings import get_settings
+from reward_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from reward_assets.pipeline import materialize_all, refresh_job
 from reward_assets_tests.landing_builders import write_basic_landing
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,6 @@ def production_home(root: Path, pg_url: str, monkeypatch) -> Path:
 def use_stores(monkeypatch, data_dir: Path, warehouse_url: str) -> None:
     monkeypatch.setenv("DATA_DIR", str(data_dir))
     monkeypatch.setenv("WAREHOUSE_URL", warehouse_url)
-    get_settings.cache_clear()
 
 
 def run_slice(instance, selection: str = SNAPSHOTS_AND_DAILY):

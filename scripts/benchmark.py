@@ -102,11 +102,10 @@ def main() -> int:
 
     from reward_assets.definitions import defs
     from reward_assets.pipeline import default_range, materialize_all
-    from reward_assets.settings import get_settings
+    from reward_assets.settings import Settings
     from reward_assets.warehouse.store import open_warehouse
 
-    get_settings.cache_clear()
-    settings = get_settings()
+    settings = Settings()
     sampler = RssSampler()
     sampler.start()
     print("Materialising every asset ...")

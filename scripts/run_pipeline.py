@@ -16,12 +16,12 @@ import dagster as dg
 
 from reward_assets.definitions import defs as load_defs
 from reward_assets.pipeline import activate, default_range, materialize_all, warehouse_summary
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 from reward_assets.warehouse.store import open_warehouse
 
 
 def main() -> int:
-    settings = get_settings()
+    settings = Settings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--start", type=dt.date.fromisoformat, help="first day (default: first partition)"

@@ -2,11 +2,11 @@
 
 import uvicorn
 
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = Settings()
     uvicorn.run("reward_assets.api.main:app", host=settings.api_host, port=settings.api_port)
 
 

@@ -20,7 +20,7 @@ from reward_assets.api.idempotency import IdempotencyKeys
 from reward_assets.api.recommendations import Recommender
 from reward_assets.api.state import ApiState, State, known_query_only
 from reward_assets.ops.store import open_ops_store
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 from reward_assets.warehouse.snapshots import SERVED_TABLES
 
 DESCRIPTION = """
@@ -54,7 +54,8 @@ logging.getLogger("uvicorn.access").addFilter(RedactTokens())
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = get_settings()
+    # Read when the server starts, not when the module is imported.
+    settings = app.state.settings = app.state.settings or Settings()
     data = ServedData(settings.resolved_warehouse_url(), settings.data_dir)
     try:
         with open_ops_store(settings.resolved_ops_db_url()) as store:
@@ -73,7 +74,8 @@ async def not_published(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=503)
 
 
-def create_app() -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; `settings` default to the environment's when the server starts."""
     app = FastAPI(
         title="Reward personalization API",
         version="1.0.0",
@@ -81,6 +83,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(known_query_only)],
     )
+    app.state.settings = settings
     app.add_exception_handler(NotPublished, not_published)
     app.include_router(routes.router)
     app.include_router(unsubscribe.router)
@@ -115,7 +118,9 @@ def create_app() -> FastAPI:
             operation = schema["paths"][routes.RECOMMENDED_REWARDS_PATH]["get"]
             for parameter in operation["parameters"]:
                 if parameter["name"] == "limit":
-                    parameter["schema"]["maximum"] = get_settings().recommendations_k
+                    parameter["schema"]["maximum"] = (
+                        app.state.settings or Settings()
+                    ).recommendations_k
             app.openapi_schema = schema
         return app.openapi_schema
 

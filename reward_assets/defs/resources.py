@@ -1,54 +1,70 @@
+"""The resources every asset, op and sensor takes: the settings and the three stores.
+
+The stores take their locations from the one `SettingsResource`, so overriding a setting
+(a test's data folder, a deployment's warehouse) moves every reader and writer together.
+"""
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-from dagster_celery import celery_executor
+from pydantic import Field
 
 from reward_assets.ml.registry import ModelRegistry
 from reward_assets.ops.store import OpsStore, open_ops_store
-from reward_assets.settings import Settings, get_settings
+from reward_assets.settings import Settings
 from reward_assets.warehouse.store import Warehouse, open_warehouse
 
 
-class WarehouseResource(dg.ConfigurableResource):
-    """The warehouse; `url` unset means WAREHOUSE_URL, else DuckDB under DATA_DIR."""
+class SettingsResource(dg.ConfigurableResource):
+    """The project's settings: environment variables and `.env` (see `Settings` and
+    `.env.example`), read when a run starts; `overrides` replaces single fields by name,
+    e.g. `SettingsResource(overrides={"as_of": "2023-08-27"})`."""
 
-    url: str | None = None
+    overrides: dict[str, str] = Field(default_factory=dict)
+
+    def get(self) -> Settings:
+        return Settings(**self.overrides)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The warehouse of WAREHOUSE_URL (default: DuckDB under DATA_DIR)."""
+
+    settings: SettingsResource
 
     @contextmanager
     def open(self) -> Iterator[Warehouse]:
         # Opened per step and disposed after it, so no process keeps a DuckDB file locked.
-        with open_warehouse(self.url or get_settings().resolved_warehouse_url()) as warehouse:
+        with open_warehouse(self.settings.get().resolved_warehouse_url()) as warehouse:
             warehouse.ensure_schemas()
             yield warehouse
 
 
 class LandingResource(dg.ConfigurableResource):
-    """The landing folder of the input contract; `data_dir` unset means DATA_DIR."""
+    """The landing folder of the input contract (DATA_DIR)."""
 
-    data_dir: str | None = None
+    settings: SettingsResource
 
     @property
     def path(self) -> Path:
-        return Path(self.data_dir) if self.data_dir else get_settings().data_dir
+        return self.settings.get().data_dir
 
 
 class OpsStoreResource(dg.ConfigurableResource):
-    """The operational store; `url` unset means OPS_DB_URL, else SQLite under DATA_DIR."""
+    """The operational store of OPS_DB_URL (default: SQLite under DATA_DIR) and the model
+    registry whose artefacts live under MODELS_DIR."""
 
-    url: str | None = None
-    models_dir: str | None = None
+    settings: SettingsResource
 
     @contextmanager
     def open(self) -> Iterator[OpsStore]:
-        with open_ops_store(self.url or get_settings().resolved_ops_db_url()) as store:
+        with open_ops_store(self.settings.get().resolved_ops_db_url()) as store:
             yield store
 
     @contextmanager
     def registry(self) -> Iterator[ModelRegistry]:
-        settings = get_settings()
-        root = Path(self.models_dir) if self.models_dir else settings.resolved_models_dir()
+        root = self.settings.get().resolved_models_dir()
         with self.open() as store:
             yield ModelRegistry(store, root)
 
@@ -65,6 +81,9 @@ def executor(settings: Settings) -> dg.ExecutorDefinition:
             "DuckDB allows one, so set WAREHOUSE_URL to PostgreSQL or EXECUTOR=auto"
         )
     if choice == "celery":
+        # An optional extra: DuckDB users never need it installed.
+        from dagster_celery import celery_executor
+
         return celery_executor.configured(
             {"broker": settings.celery_broker_url, "backend": settings.celery_backend_url}
         )
@@ -85,11 +104,13 @@ def executor(settings: Settings) -> dg.ExecutorDefinition:
 
 @dg.definitions
 def resources() -> dg.Definitions:
+    settings = SettingsResource()
     return dg.Definitions(
         resources={
-            "warehouse": WarehouseResource(),
-            "landing": LandingResource(),
-            "ops": OpsStoreResource(),
+            "settings": settings,
+            "warehouse": WarehouseResource(settings=settings),
+            "landing": LandingResource(settings=settings),
+            "ops": OpsStoreResource(settings=settings),
         },
-        executor=executor(get_settings()),
+        executor=executor(settings.get()),
     )

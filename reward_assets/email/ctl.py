@@ -23,7 +23,7 @@ from reward_assets.email.outbox import (
     set_kill_switch,
 )
 from reward_assets.ops.store import OpsStore, open_ops_store
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 
 
 def _operator() -> str:
@@ -71,7 +71,7 @@ def _uncertain(store: OpsStore) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = get_settings()
+    settings = Settings()
     with open_ops_store(settings.resolved_ops_db_url()) as store:
         if args.command == "status":
             _status(store, settings.kill_switch)

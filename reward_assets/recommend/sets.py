@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from reward_assets.recommend.inputs import positions
+from reward_assets.settings import Settings
 
 COLUMNS = [
     "as_of",
@@ -72,6 +73,10 @@ class SetRules:
             raise ValueError("exploration_share must be within [0, 1]")
         if self.almost_there_ratio < 1:
             raise ValueError("almost_there_ratio below 1 would flag affordable rewards")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SetRules:
+        return cls(k=settings.recommendations_k, exploration_share=settings.exploration_share)
 
     @property
     def exploration_slots(self) -> int:

@@ -4,9 +4,8 @@ import dagster as dg
 
 from reward_assets.analytics.report import DAILY_TABLES, RANGE_TABLES, range_report
 from reward_assets.defs.partitions import daily_partitions
-from reward_assets.defs.resources import WarehouseResource
+from reward_assets.defs.resources import SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import resolve_as_of
-from reward_assets.settings import get_settings
 
 ANALYTICS = "analytics"
 
@@ -37,7 +36,10 @@ def report_range(config: ReportConfig, as_of: dt.date, first: dt.date) -> tuple[
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def analytics_report(
-    context: dg.AssetExecutionContext, config: ReportConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: ReportConfig,
+    settings: SettingsResource,
+    warehouse: WarehouseResource,
 ):
     """The morning report over a range of days: funnel, redemptions, revenue, customers,
     churn-risk mix, recommendation acceptance and uplift, with charts shown here and a
@@ -45,14 +47,14 @@ def analytics_report(
     # Imported here: matplotlib costs every load of the definitions a third of a second.
     from reward_assets.analytics.charts import charts, markdown, write_report
 
-    settings = get_settings()
+    project = settings.get()
     with warehouse.open() as wh:
         start, end = report_range(
-            config, resolve_as_of(wh, settings.as_of), settings.partitions_start_date
+            config, resolve_as_of(wh, project.as_of), project.partitions_start_date
         )
         report = range_report(wh, start, end)
     pictures = charts(report)
-    path = write_report(report, pictures, settings.data_dir / "reports")
+    path = write_report(report, pictures, project.data_dir / "reports")
     uplift = report["uplift"]
     context.log.info(f"analytics report {start}..{end} written to {path}")
     return dg.MaterializeResult(

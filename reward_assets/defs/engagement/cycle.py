@@ -8,7 +8,7 @@ import pandas as pd
 
 from reward_assets.contact.rules import ContactPolicy
 from reward_assets.content.writer import ContentConfig, ContentWriter
-from reward_assets.defs.resources import OpsStoreResource, WarehouseResource
+from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.email.outbox import Outbox, message_key
 from reward_assets.email.suppression import suppressed, sync_from_events
 from reward_assets.engagement import followups
@@ -21,7 +21,7 @@ from reward_assets.engagement.decisions import (
 )
 from reward_assets.engagement.segments import segment_customers
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 from reward_assets.warehouse.snapshots import replace_served
 
 ENGAGEMENT = "engagement"
@@ -43,10 +43,6 @@ PLAN_COLUMNS = {
 }
 
 
-def _as_of(wh) -> dt.date:
-    return resolve_as_of(wh, get_settings().as_of)
-
-
 @dg.asset(group_name=ENGAGEMENT, deps=["fct_engagement_events"], kinds={"sqlite"})
 def suppression_list(warehouse: WarehouseResource, ops: OpsStoreResource):
     """Unsubscribes, complaints and bounces from the engagement data, added to the
@@ -66,11 +62,12 @@ def suppression_list(warehouse: WarehouseResource, ops: OpsStoreResource):
     deps=["churn_scores", "engagement_scores", "dim_customers"],
     kinds={"duckdb"},
 )
-def customer_segments(warehouse: WarehouseResource):
+def customer_segments(settings: SettingsResource, warehouse: WarehouseResource):
     """Engagement analysis: each customer's segment (new, active, at risk, dormant) from
     churn and engagement scores, the campaign it calls for, and whether today is their day."""
+    config = settings.get()
     with warehouse.open() as wh:
-        as_of = _as_of(wh)
+        as_of = resolve_as_of(wh, config.as_of)
         segments = segment_customers(
             wh.frame("SELECT customer_id, signup_at FROM marts.dim_customers"),
             wh.frame("SELECT customer_id, churn_probability, risk_band FROM ml.churn_scores"),
@@ -81,7 +78,7 @@ def customer_segments(warehouse: WarehouseResource):
         )
         segments["as_of"] = as_of
         rows = replace_served(
-            wh, "ml.customer_segments", SEGMENT_COLUMNS, [segments], get_settings().data_dir
+            wh, "ml.customer_segments", SEGMENT_COLUMNS, [segments], config.data_dir
         )
     counts = segments.groupby("segment").agg(
         customers=("customer_id", "size"), contact_today=("contact_today", "sum")
@@ -126,16 +123,19 @@ def _engaged_since_signup(wh, due: pd.DataFrame, as_of: dt.date) -> set[str]:
     kinds={"duckdb"},
 )
 def engagement_plan(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, ops: OpsStoreResource
+    context: dg.AssetExecutionContext,
+    settings: SettingsResource,
+    warehouse: WarehouseResource,
+    ops: OpsStoreResource,
 ):
     """Today's contact decisions: due follow-ups (cancelled for customers who engaged) and
     the segments' campaigns, each at the customer's best local hour outside quiet hours,
     or the rule (consent, suppression, holdout, frequency cap) that stopped it. A decision
     once made stands: re-running a day adds only customers not decided yet."""
-    settings = get_settings()
-    policy = ContactPolicy.from_settings(settings)
+    config = settings.get()
+    policy = ContactPolicy.from_settings(config)
     with warehouse.open() as wh, ops.open() as store:
-        as_of = _as_of(wh)
+        as_of = resolve_as_of(wh, config.as_of)
         due = followups.due(store, as_of)
         engaged = _engaged_since_signup(wh, due, as_of)
         cancelled = followups.mark(
@@ -229,14 +229,17 @@ def _plan_frame(decisions: list[Decision], as_of: dt.date) -> pd.DataFrame:
 
 @dg.asset(group_name=ENGAGEMENT, deps=["engagement_plan", "recommendation_sets"], kinds={"sqlite"})
 def engagement_messages(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, ops: OpsStoreResource
+    context: dg.AssetExecutionContext,
+    settings: SettingsResource,
+    warehouse: WarehouseResource,
+    ops: OpsStoreResource,
 ):
     """Today's emails: the content agent writes each around the customer's current top
     rewards (a template when the LLM is unavailable or its answer fails a guardrail), and
     they wait in the outbox until their send time. Skips are recorded there too."""
-    settings = get_settings()
+    config = settings.get()
     with warehouse.open() as wh:
-        as_of = _as_of(wh)
+        as_of = resolve_as_of(wh, config.as_of)
         plan = wh.frame(
             "SELECT * FROM ml.engagement_plan WHERE as_of = :as_of ORDER BY customer_id, campaign",
             {"as_of": as_of},
@@ -271,14 +274,14 @@ def engagement_messages(
         decided = outbox.existing([d.key for d in decisions])
         pending = [d for d in decisions if d.key not in decided]
         contact = [d for d in pending if d.reason is None]
-        writer = ContentWriter(ContentConfig.from_settings(settings), store)
+        writer = ContentWriter(ContentConfig.from_settings(config), store)
         written = write_messages(
             contact,
             profiles,
             offers,
             writer,
-            public_base_url=settings.public_base_url,
-            unsubscribe_secret=settings.unsubscribe_secret,
+            public_base_url=config.public_base_url,
+            unsubscribe_secret=config.unsubscribe_secret,
         )
         queued = outbox.enqueue(written, run_id=context.run_id)
         skipped = outbox.record_skips(
@@ -326,11 +329,24 @@ engagement_cycle_job = dg.define_asset_job(
     description="Segments, plans and writes today's emails into the outbox.",
 )
 
-engagement_cycle_schedule = dg.ScheduleDefinition(
-    name="engagement_cycle_schedule",
-    job=engagement_cycle_job,
-    cron_schedule=get_settings().engagement_cycle_cron,
-    execution_timezone=get_settings().engagement_cycle_timezone,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Daily (ENGAGEMENT_CYCLE_CRON in ENGAGEMENT_CYCLE_TIMEZONE).",
-)
+
+@dg.definitions
+def engagement_cycle() -> dg.Definitions:
+    """The cycle's assets, check and job, and its schedule, whose cron and time zone
+    (ENGAGEMENT_CYCLE_CRON, ENGAGEMENT_CYCLE_TIMEZONE) are read when Dagster loads the code."""
+    settings = Settings()
+    return dg.Definitions(
+        assets=[suppression_list, customer_segments, engagement_plan, engagement_messages],
+        asset_checks=[no_uncertain_emails],
+        jobs=[engagement_cycle_job],
+        schedules=[
+            dg.ScheduleDefinition(
+                name="engagement_cycle_schedule",
+                job=engagement_cycle_job,
+                cron_schedule=settings.engagement_cycle_cron,
+                execution_timezone=settings.engagement_cycle_timezone,
+                default_status=dg.DefaultScheduleStatus.STOPPED,
+                description="Daily (ENGAGEMENT_CYCLE_CRON in ENGAGEMENT_CYCLE_TIMEZONE).",
+            )
+        ],
+    )

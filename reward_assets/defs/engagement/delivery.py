@@ -1,23 +1,25 @@
 import dagster as dg
 
-from reward_assets.defs.resources import OpsStoreResource
+from reward_assets.defs.resources import OpsStoreResource, SettingsResource
 from reward_assets.email.delivery import DeliveryConfig, deliver_due
 from reward_assets.email.mailer import mailer_from_settings
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 
 
 @dg.op(ins={"after": dg.In(dg.Nothing)}, out=dg.Out(int, description="Emails sent."))
-def deliver_due_emails(context: dg.OpExecutionContext, ops: OpsStoreResource):
+def deliver_due_emails(
+    context: dg.OpExecutionContext, settings: SettingsResource, ops: OpsStoreResource
+):
     """Sends the queued emails that are due, re-checking every contact rule first.
 
     Touches the operational store and the mail server only, never the warehouse.
     """
-    settings = get_settings()
+    config = settings.get()
     with ops.open() as store:
         report = deliver_due(
             store,
-            mailer_from_settings(settings),
-            DeliveryConfig.from_settings(settings),
+            mailer_from_settings(config),
+            DeliveryConfig.from_settings(config),
             worker_id=context.run_id,
         )
     context.log.info(
@@ -34,7 +36,7 @@ def deliver_due_emails(context: dg.OpExecutionContext, ops: OpsStoreResource):
             "retried": report.retried,
             "uncertain": report.uncertain,
             **{f"reason_{k}": v for k, v in sorted(report.by_reason.items())},
-            "transport": "smtp" if settings.smtp_host else "eml files",
+            "transport": "smtp" if config.smtp_host else "eml files",
         },
     )
 
@@ -44,11 +46,20 @@ def delivery_job():
     deliver_due_emails()
 
 
-delivery_schedule = dg.ScheduleDefinition(
-    name="delivery_schedule",
-    job=delivery_job,
-    cron_schedule=get_settings().delivery_cron,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Sends due emails every few minutes (DELIVERY_CRON).",
-)
+@dg.definitions
+def delivery() -> dg.Definitions:
+    """The delivery job and its schedule, whose cron (DELIVERY_CRON) is read when Dagster
+    loads the code."""
+    return dg.Definitions(
+        jobs=[delivery_job],
+        schedules=[
+            dg.ScheduleDefinition(
+                name="delivery_schedule",
+                job=delivery_job,
+                cron_schedule=Settings().delivery_cron,
+                execution_timezone="UTC",
+                default_status=dg.DefaultScheduleStatus.STOPPED,
+                description="Sends due emails every few minutes (DELIVERY_CRON).",
+            )
+        ],
+    )

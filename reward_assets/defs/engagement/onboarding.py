@@ -5,7 +5,12 @@ import dagster as dg
 from reward_assets.contact.rules import WELCOME, ContactPolicy
 from reward_assets.content.writer import ContentConfig, ContentWriter
 from reward_assets.defs.engagement.delivery import deliver_due_emails
-from reward_assets.defs.resources import LandingResource, OpsStoreResource, WarehouseResource
+from reward_assets.defs.resources import (
+    LandingResource,
+    OpsStoreResource,
+    SettingsResource,
+    WarehouseResource,
+)
 from reward_assets.email.outbox import Outbox, message_key
 from reward_assets.email.suppression import suppressed
 from reward_assets.engagement import followups
@@ -23,11 +28,9 @@ from reward_assets.ingest.signups import (
     customers_by_id,
     scan_signups,
 )
-from reward_assets.ops.store import open_ops_store
 from reward_assets.recommend.cold_start import first_offers
 from reward_assets.recommend.inputs import reward_catalog
 from reward_assets.recommend.sets import SetRules
-from reward_assets.settings import get_settings
 
 WELCOME_OP = "welcome_new_customers"
 
@@ -44,6 +47,7 @@ class OnboardingConfig(dg.Config):
 def welcome_new_customers(
     context: dg.OpExecutionContext,
     config: OnboardingConfig,
+    settings: SettingsResource,
     warehouse: WarehouseResource,
     landing: LandingResource,
     ops: OpsStoreResource,
@@ -51,9 +55,9 @@ def welcome_new_customers(
     """Decides each new customer's welcome (or records why there is none), matches their
     first rewards, has the content agent write the email, queues it and schedules the
     follow-ups."""
-    settings = get_settings()
-    policy = ContactPolicy.from_settings(settings)
-    rules = SetRules(k=settings.recommendations_k, exploration_share=settings.exploration_share)
+    project = settings.get()
+    policy = ContactPolicy.from_settings(project)
+    rules = SetRules.from_settings(project)
     now = dt.datetime.now(dt.UTC)
     customers = customers_by_id(landing.path, config.customer_ids)
     missing = len(set(config.customer_ids) - set(customers.customer_id))
@@ -67,23 +71,23 @@ def welcome_new_customers(
         contact = [d for d in decisions if d.reason is None]
         chosen = customers[customers.customer_id.isin({d.customer_id for d in contact})]
         with warehouse.open() as wh:
-            as_of = resolve_as_of(wh, settings.as_of)
+            as_of = resolve_as_of(wh, project.as_of)
             rewards = reward_catalog(wh, as_of)
         with ops.registry() as registry:
             offers, version = first_offers(chosen, rewards, rules, as_of, registry)
-        writer = ContentWriter(ContentConfig.from_settings(settings), store)
+        writer = ContentWriter(ContentConfig.from_settings(project), store)
         written = write_messages(
             contact,
             chosen,
             offers,
             writer,
-            public_base_url=settings.public_base_url,
-            unsubscribe_secret=settings.unsubscribe_secret,
+            public_base_url=project.public_base_url,
+            unsubscribe_secret=project.unsubscribe_secret,
         )
         # Follow-ups first: a rerun skips customers whose welcome is queued, so scheduling
         # after the enqueue could be lost to a crash in between.
         followups.schedule(
-            store, zip(chosen.customer_id, chosen.signup_at, strict=True), settings.followup_days
+            store, zip(chosen.customer_id, chosen.signup_at, strict=True), project.followup_days
         )
         queued = outbox.enqueue(written, run_id=context.run_id)
         skipped = outbox.record_skips(
@@ -115,31 +119,33 @@ def onboarding_job():
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
 )
-def new_customer_sensor(context: dg.SensorEvaluationContext):
+def new_customer_sensor(
+    context: dg.SensorEvaluationContext, settings: SettingsResource, ops: OpsStoreResource
+):
     """Starts onboarding for sign-ups landed in DATA_DIR since the last tick, in batches.
 
     Reads the landing files and the operational store, never the warehouse. A batch's run
     key comes from its customers, so a replayed tick starts nothing new; the welcome's own
     key guards against any other repeat.
     """
-    settings = get_settings()
+    project = settings.get()
     now = dt.datetime.now(dt.UTC)
     cursor = SignupCursor.parse(context.cursor)
-    scan = scan_signups(settings.data_dir, cursor, settings.as_of, settings.welcome_max_age_days)
+    scan = scan_signups(project.data_dir, cursor, project.as_of, project.welcome_max_age_days)
     pending = scan.cursor.pending
-    with open_ops_store(settings.resolved_ops_db_url()) as store:
+    with ops.open() as store:
         decided = Outbox(store).existing(
             [welcome_key(c) for c in [*scan.recent.customer_id, *pending]]
         )
     for customer_id in [c for c in pending if welcome_key(c) in decided]:
         del pending[customer_id]
     # A run that failed before deciding (its key is spent) must not cost the welcome.
-    retry_after = dt.timedelta(minutes=settings.onboarding_retry_minutes)
+    retry_after = dt.timedelta(minutes=project.onboarding_retry_minutes)
     retries: dict[int, list[str]] = {}
     for customer_id, (requested, attempt) in list(pending.items()):
         if now - dt.datetime.fromisoformat(requested) < retry_after:
             continue
-        if attempt >= settings.onboarding_max_attempts:
+        if attempt >= project.onboarding_max_attempts:
             context.log.warning(f"{customer_id}: no welcome decision after {attempt} runs")
             del pending[customer_id]
             continue
@@ -147,18 +153,18 @@ def new_customer_sensor(context: dg.SensorEvaluationContext):
     new = [c for c in scan.recent.customer_id if welcome_key(c) not in decided and c not in pending]
     if not new and not retries:
         if not scan.changed_files:
-            return dg.SkipReason(f"no new or changed customer files in {settings.data_dir}/")
+            return dg.SkipReason(f"no new or changed customer files in {project.data_dir}/")
         return dg.SensorResult(
             skip_reason=(
                 f"{scan.rows_read} customers in {len(scan.changed_files)} new or changed "
-                f"file(s), none signed up within {settings.welcome_max_age_days} days of "
+                f"file(s), none signed up within {project.welcome_max_age_days} days of "
                 f"{scan.as_of} without a welcome decision"
             ),
             cursor=scan.cursor.dump(),
         )
     requests = []
     for attempt, ids in [(1, new), *sorted(retries.items())]:
-        for batch in batches(ids, settings.onboarding_batch_size):
+        for batch in batches(ids, project.onboarding_batch_size):
             requests.append(
                 dg.RunRequest(
                     run_key=batch_run_key(batch, attempt),

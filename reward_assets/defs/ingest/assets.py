@@ -3,7 +3,12 @@ import datetime as dt
 import dagster as dg
 
 from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
-from reward_assets.defs.resources import LandingResource, OpsStoreResource, WarehouseResource
+from reward_assets.defs.resources import (
+    LandingResource,
+    OpsStoreResource,
+    SettingsResource,
+    WarehouseResource,
+)
 from reward_assets.email.outbox import Outbox
 from reward_assets.ingest.contract import (
     CUSTOMERS,
@@ -14,7 +19,6 @@ from reward_assets.ingest.contract import (
     Entity,
 )
 from reward_assets.ingest.load import LoadReport, load_snapshot, load_window
-from reward_assets.settings import get_settings
 
 QUARANTINE_CHECK = "quarantine_share_within_limit"
 
@@ -27,8 +31,7 @@ def _check_spec(entity: Entity) -> dg.AssetCheckSpec:
     )
 
 
-def _result(report: LoadReport) -> dg.MaterializeResult:
-    limit = get_settings().quarantine_max_share
+def _result(report: LoadReport, limit: float) -> dg.MaterializeResult:
     considered = report.rows_loaded + report.rows_quarantined
     share = report.rows_quarantined / considered if considered else 0.0
     metadata = {
@@ -63,9 +66,12 @@ def snapshot_asset(entity: Entity) -> dg.AssetsDefinition:
         description=f"Raw {entity.name} from the landing folder (a full snapshot); "
         "contract violations go to raw.quarantine with their reason.",
     )
-    def _asset(landing: LandingResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def _asset(
+        settings: SettingsResource, landing: LandingResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         with warehouse.open() as wh:
-            return _result(load_snapshot(wh, entity, landing.path))
+            report = load_snapshot(wh, entity, landing.path)
+        return _result(report, settings.get().quarantine_max_share)
 
     return _asset
 
@@ -85,9 +91,11 @@ def event_asset(entity: Entity, deps: list[str]) -> dg.AssetsDefinition:
     )
     def _asset(
         context: dg.AssetExecutionContext,
+        settings: SettingsResource,
         landing: LandingResource,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
+        config = settings.get()
         start, end = window_of(context)
         with warehouse.open() as wh:
             known_rewards = None
@@ -98,13 +106,13 @@ def event_asset(entity: Entity, deps: list[str]) -> dg.AssetsDefinition:
                         "loaded yet: materialise `rewards` first"
                     )
                 known_rewards = set(wh.frame("SELECT reward_id FROM raw.rewards")["reward_id"])
-            first_day = dt.datetime.combine(get_settings().partitions_start_date, dt.time())
+            first_day = dt.datetime.combine(config.partitions_start_date, dt.time())
             report = load_window(wh, entity, landing.path, start, end, known_rewards, first_day)
         context.log.info(
             f"{entity.name} {start:%Y-%m-%d}..{end:%Y-%m-%d}: {report.rows_loaded} rows loaded, "
             f"{report.rows_quarantined} quarantined from {report.files_read} files"
         )
-        return _result(report)
+        return _result(report, config.quarantine_max_share)
 
     return _asset
 

@@ -14,7 +14,7 @@ import dagster as dg
 import pandas as pd
 
 from reward_assets.churn.model import ChurnModel, churn_quality, train_churn
-from reward_assets.defs.resources import OpsStoreResource, WarehouseResource
+from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.engagement import model as engagement
 from reward_assets.engagement.model import EngagementModel, engagement_quality, train_engagement
 from reward_assets.ingest.clock import resolve_as_of
@@ -33,7 +33,7 @@ from reward_assets.recommend.ranking import (
     ranking_quality,
 )
 from reward_assets.recommend.sets import SetRules, build_sets
-from reward_assets.settings import get_settings
+from reward_assets.settings import Settings
 from reward_assets.warehouse.snapshots import replace_served
 
 ML, SCORING = "ml", "scoring"
@@ -83,12 +83,8 @@ RECOMMENDATION_COLUMNS = {
 }
 
 
-def _snapshot(name: str):
-    return get_settings().data_dir / "snapshots" / f"{name}.parquet"
-
-
-def _as_of(wh) -> dt.date:
-    return resolve_as_of(wh, get_settings().as_of)
+def _snapshot(settings: Settings, name: str) -> Path:
+    return settings.data_dir / "snapshots" / f"{name}.parquet"
 
 
 def _table(frame: pd.DataFrame) -> dg.MetadataValue:
@@ -161,12 +157,15 @@ def _check(name: str, check: str, description: str) -> dg.AssetCheckSpec:
         )
     ],
 )
-def reward_embeddings(warehouse: WarehouseResource, ops: OpsStoreResource):
+def reward_embeddings(
+    settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
+):
     """The taste model: reward vectors in the space shared with customers, learned from
     redemptions, purchase categories and reward content. A reward's score for a customer
     is the dot product of their vectors."""
+    config = settings.get()
     with warehouse.open() as wh:
-        as_of = _as_of(wh)
+        as_of = resolve_as_of(wh, config.as_of)
         data = Interactions.from_warehouse(wh, as_of)
     model, validation = fit_taste_model(data)
     failures = ranking_quality(validation)
@@ -182,7 +181,7 @@ def reward_embeddings(warehouse: WarehouseResource, ops: OpsStoreResource):
         failures,
     )
     write_vectors(
-        _snapshot("reward_embeddings"),
+        _snapshot(config, "reward_embeddings"),
         "reward_id",
         pd.Series(model.reward_ids),
         model.reward_vectors(),
@@ -210,13 +209,13 @@ def reward_embeddings(warehouse: WarehouseResource, ops: OpsStoreResource):
         )
     ],
 )
-def churn_model(warehouse: WarehouseResource, ops: OpsStoreResource):
+def churn_model(settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource):
     """XGBoost churn classifier: no purchase within CHURN_HORIZON_DAYS after an as-of
     date, trained on several past as-of dates and validated on a later one."""
-    settings = get_settings()
+    config = settings.get()
     with warehouse.open() as wh:
-        as_of = _as_of(wh)
-        training = train_churn(wh, as_of=as_of, horizon_days=settings.churn_horizon_days)
+        as_of = resolve_as_of(wh, config.as_of)
+        training = train_churn(wh, as_of=as_of, horizon_days=config.churn_horizon_days)
     failures = churn_quality(training.metrics)
     record = _register(
         ops,
@@ -250,11 +249,13 @@ def churn_model(warehouse: WarehouseResource, ops: OpsStoreResource):
         _check("engagement_model", "engagement_auc_meets_bar", "Validation open ROC-AUC >= 0.70.")
     ],
 )
-def engagement_model(warehouse: WarehouseResource, ops: OpsStoreResource):
+def engagement_model(
+    settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
+):
     """XGBoost open and click probabilities for a customer, a local send hour and weekday
     and the content's reward category."""
     with warehouse.open() as wh:
-        as_of = _as_of(wh)
+        as_of = resolve_as_of(wh, settings.get().as_of)
         training = train_engagement(wh, as_of=as_of)
     failures = engagement_quality(training.metrics)
     record = _register(
@@ -278,11 +279,13 @@ def engagement_model(warehouse: WarehouseResource, ops: OpsStoreResource):
 
 
 @dg.asset(group_name=ML, deps=WAREHOUSE_INPUTS, kinds={"numpy"})
-def model_evaluation(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+def model_evaluation(
+    context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
+):
     """Offline evaluation of the ranking candidates against popularity and random: a
     seeded 75/25 split of redemptions, choices made on a validation split of the 75."""
     with warehouse.open() as wh:
-        as_of = _as_of(wh)
+        as_of = resolve_as_of(wh, settings.get().as_of)
         data = Interactions.from_warehouse(wh, as_of)
     report = evaluate(data, k=10, split="random", seed=42, log=context.log.info)
     return dg.MaterializeResult(
@@ -303,17 +306,20 @@ def _serving(ops: OpsStoreResource, name: str) -> ModelRecord:
 
 
 @dg.asset(group_name=SCORING, deps=["reward_embeddings", *WAREHOUSE_INPUTS], kinds={"numpy"})
-def customer_embeddings(warehouse: WarehouseResource, ops: OpsStoreResource):
+def customer_embeddings(
+    settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
+):
     """Every customer's vector at AS_OF in the taste model's space; customers without
     history get one from their sign-up preferences and tier. Published as a Parquet
     snapshot for readers that must not open the warehouse."""
     record = _serving(ops, "taste_model")
     model = TasteModel.load(record.artefact_path)
+    config = settings.get()
     with warehouse.open() as wh:
-        as_of = _as_of(wh)
+        as_of = resolve_as_of(wh, config.as_of)
         data = Interactions.from_warehouse(wh, as_of)
     vectors = model.customer_vectors(data.customers, data.redemptions, data.category_purchases)
-    path = _snapshot("customer_embeddings")
+    path = _snapshot(config, "customer_embeddings")
     write_vectors(path, "customer_id", data.customers.customer_id, vectors, as_of, record.version)
     return dg.MaterializeResult(
         metadata={
@@ -327,19 +333,18 @@ def customer_embeddings(warehouse: WarehouseResource, ops: OpsStoreResource):
 
 
 @dg.asset(group_name=SCORING, deps=["churn_model", "customer_features"], kinds={"xgboost"})
-def churn_scores(warehouse: WarehouseResource, ops: OpsStoreResource):
+def churn_scores(settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource):
     """Churn probability, risk band and the top three drivers of each customer's score,
     from the latest approved churn model."""
     record = _serving(ops, "churn_model")
     model = ChurnModel.load(record.artefact_path)
+    config = settings.get()
     with warehouse.open() as wh:
-        as_of = _as_of(wh)
+        as_of = resolve_as_of(wh, config.as_of)
         scores = model.score(wh.frame("SELECT * FROM marts.customer_features"))
         scores["as_of"] = as_of
         scores["model_version"] = record.version
-        rows = replace_served(
-            wh, "ml.churn_scores", CHURN_COLUMNS, [scores], get_settings().data_dir
-        )
+        rows = replace_served(wh, "ml.churn_scores", CHURN_COLUMNS, [scores], config.data_dir)
     bands = scores.risk_band.value_counts()
     return dg.MaterializeResult(
         metadata={
@@ -357,25 +362,27 @@ def churn_scores(warehouse: WarehouseResource, ops: OpsStoreResource):
     deps=["engagement_model", "fct_engagement_events", "dim_customers"],
     kinds={"xgboost"},
 )
-def send_time_preferences(warehouse: WarehouseResource, ops: OpsStoreResource):
+def send_time_preferences(
+    settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
+):
     """Each customer's best local send hour (and weekday where it matters), the expected
     open rate there and a confidence; segment, then global, for thin histories. Quiet
     hours are never chosen."""
-    settings = get_settings()
+    config = settings.get()
     record = _serving(ops, "engagement_model")
     model = EngagementModel.load(record.artefact_path)
     with warehouse.open() as wh:
-        as_of = _as_of(wh)
+        as_of = resolve_as_of(wh, config.as_of)
         prefs = engagement.send_time_preferences(
             wh,
             model,
             as_of=as_of,
-            quiet_hours=(settings.quiet_hours_start, settings.quiet_hours_end),
+            quiet_hours=(config.quiet_hours_start, config.quiet_hours_end),
         )
         prefs["as_of"] = as_of
         prefs["model_version"] = record.version
         rows = replace_served(
-            wh, "ml.send_time_preferences", SEND_TIME_COLUMNS, [prefs], get_settings().data_dir
+            wh, "ml.send_time_preferences", SEND_TIME_COLUMNS, [prefs], config.data_dir
         )
     sources = prefs.source.value_counts()
     return dg.MaterializeResult(
@@ -389,7 +396,7 @@ def send_time_preferences(warehouse: WarehouseResource, ops: OpsStoreResource):
 
 
 @dg.asset(group_name=SCORING, deps=["send_time_preferences"], kinds={"sql"})
-def engagement_scores(warehouse: WarehouseResource):
+def engagement_scores(settings: SettingsResource, warehouse: WarehouseResource):
     """Open and click probability per customer at their best send time."""
     with warehouse.open() as wh:
         prefs = wh.frame("SELECT * FROM ml.send_time_preferences")
@@ -397,7 +404,7 @@ def engagement_scores(warehouse: WarehouseResource):
             prefs[["customer_id", "as_of", "model_version"]], on="customer_id"
         )
         rows = replace_served(
-            wh, "ml.engagement_scores", ENGAGEMENT_COLUMNS, [scores], get_settings().data_dir
+            wh, "ml.engagement_scores", ENGAGEMENT_COLUMNS, [scores], settings.get().data_dir
         )
     return dg.MaterializeResult(
         metadata={
@@ -413,20 +420,23 @@ def engagement_scores(warehouse: WarehouseResource):
     kinds={"numpy"},
 )
 def recommendation_sets(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, ops: OpsStoreResource
+    context: dg.AssetExecutionContext,
+    settings: SettingsResource,
+    warehouse: WarehouseResource,
+    ops: OpsStoreResource,
 ):
     """Top-k eligible rewards per customer at AS_OF (active, in stock, tier allowed,
     affordable or flagged 'almost there', not redeemed in 30 days), diverse across
     categories, with exploration slots for new rewards, a reason and the model version."""
-    settings = get_settings()
-    rules = SetRules(k=settings.recommendations_k, exploration_share=settings.exploration_share)
-    meta, vectors = read_vectors(_snapshot("customer_embeddings"))
+    config = settings.get()
+    rules = SetRules.from_settings(config)
+    meta, vectors = read_vectors(_snapshot(config, "customer_embeddings"))
     version = str(meta.model_version.iloc[0])
     # The model the customer vectors came from, even if a newer one was approved since.
     with ops.registry() as registry:
         model = TasteModel.load(registry.get("taste_model", version).artefact_path)
     with warehouse.open() as wh:
-        as_of = _as_of(wh)
+        as_of = resolve_as_of(wh, config.as_of)
         customers, rewards, recent, last_redeemed = eligibility_inputs(wh, as_of, rules.recent_days)
         position = positions(customers.customer_id, meta.customer_id)
         customers = customers[position >= 0].reset_index(drop=True)
@@ -443,7 +453,7 @@ def recommendation_sets(
             as_of=as_of,
         )
         rows = replace_served(
-            wh, "ml.recommendation_sets", RECOMMENDATION_COLUMNS, chunks, get_settings().data_dir
+            wh, "ml.recommendation_sets", RECOMMENDATION_COLUMNS, chunks, config.data_dir
         )
         summary = wh.frame(
             "SELECT COUNT(DISTINCT customer_id) AS customers, "

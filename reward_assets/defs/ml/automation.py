@@ -3,9 +3,8 @@
 import dagster as dg
 
 from reward_assets.defs.ingest.schedules import daily_refresh_job
-from reward_assets.defs.partitions import daily_partitions
-from reward_assets.pipeline import RANGE_END_TAG
-from reward_assets.settings import get_settings
+from reward_assets.defs.partitions import RANGE_END_TAG, daily_partitions
+from reward_assets.settings import Settings
 
 model_training_job = dg.define_asset_job(
     "model_training_job",
@@ -19,15 +18,6 @@ daily_scoring_job = dg.define_asset_job(
     partitions_def=daily_partitions,
     description="Scores every customer from the latest approved models and records the day "
     "in score_history and recommendation_log (the partition is the as-of day).",
-)
-
-model_training_schedule = dg.ScheduleDefinition(
-    name="model_training_schedule",
-    job=model_training_job,
-    cron_schedule=get_settings().retrain_cron,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Weekly by default (RETRAIN_CRON).",
 )
 
 
@@ -44,3 +34,23 @@ def score_after_refresh(context: dg.RunStatusSensorContext):
     if not day:
         return dg.SkipReason("the refresh run had no partition to take the as-of day from")
     return dg.RunRequest(run_key=f"scoring-{context.dagster_run.run_id}", partition_key=day)
+
+
+@dg.definitions
+def automation() -> dg.Definitions:
+    """The jobs, the sensor and the retraining schedule, whose cron (RETRAIN_CRON) is read
+    when Dagster loads the code."""
+    return dg.Definitions(
+        jobs=[model_training_job, daily_scoring_job],
+        sensors=[score_after_refresh],
+        schedules=[
+            dg.ScheduleDefinition(
+                name="model_training_schedule",
+                job=model_training_job,
+                cron_schedule=Settings().retrain_cron,
+                execution_timezone="UTC",
+                default_status=dg.DefaultScheduleStatus.STOPPED,
+                description="Weekly by default (RETRAIN_CRON).",
+            )
+        ],
+    )

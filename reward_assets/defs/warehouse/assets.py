@@ -7,11 +7,10 @@ import dagster as dg
 import pandas as pd
 
 from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
-from reward_assets.defs.resources import WarehouseResource
+from reward_assets.defs.resources import SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.privacy import mask_record
 from reward_assets.quality.checks import CHECKS, run_checks
-from reward_assets.settings import get_settings
 from reward_assets.warehouse.snapshots import SERVED_TABLES, publish
 from reward_assets.warehouse.sql_models import SQL_DIR, SqlModel, load_models, materialize
 
@@ -61,10 +60,14 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
         ],
         metadata={"table": model.table, "materialized": model.materialized},
     )
-    def _asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-        settings = get_settings()
+    def _asset(
+        context: dg.AssetExecutionContext,
+        settings: SettingsResource,
+        warehouse: WarehouseResource,
+    ):
+        config = settings.get()
         with warehouse.open() as wh:
-            params = model_params(wh, settings)
+            params = model_params(wh, config)
             window = None
             if model.partitioned:
                 window = window_of(context)
@@ -79,7 +82,7 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
             else:
                 metadata["preview"] = _preview(wh, model)
             if model.table in SERVED_TABLES:
-                publish(wh, model.table, settings.data_dir)
+                publish(wh, model.table, config.data_dir)
             outcomes = run_checks(wh, model, params, window)
         yield dg.MaterializeResult(metadata=metadata)
         for check in checks:
