@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reward_assets.seed.generator import SeedConfig, generate
+from reward_assets.seed.generate import generate
+from reward_assets.seed.model import SeedConfig
 
 # Big enough for every model to pass its quality gate, small enough to build in ~45 s.
 CUSTOMERS = 2000

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.seed.generator import Model, SeedConfig, generate
+from reward_assets.seed.generate import generate
+from reward_assets.seed.model import Model, SeedConfig
 from reward_assets.warehouse.store import Warehouse
 
 PG_URL_ENV = "REWARD_TEST_PG_URL"

@@ -323,7 +323,8 @@ def test_dg_launch_runs_an_analytics_date_range_in_one_run(scored, tmp_path):
 
 @pytest.mark.postgres
 def test_duckdb_and_postgres_give_the_same_daily_analytics(tmp_path, run_pipeline, pg_url):
-    from reward_assets.seed.generator import SeedConfig, generate
+    from reward_assets.seed.generate import generate
+    from reward_assets.seed.model import SeedConfig
     from reward_assets_tests.conftest import PLATFORM_GROUPS
 
     data = tmp_path / "data"

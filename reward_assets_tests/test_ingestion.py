@@ -278,7 +278,8 @@ def test_seeded_landing_loads_every_good_row_and_quarantines_every_planted_one(
     import pandas as pd
 
     from reward_assets.ingest.contract import ENTITIES
-    from reward_assets.seed.generator import SeedConfig, generate
+    from reward_assets.seed.generate import generate
+    from reward_assets.seed.model import SeedConfig
     from reward_assets.warehouse.store import Warehouse
 
     data = tmp_path / "data"

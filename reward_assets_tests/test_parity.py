@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from reward_assets.seed.generator import SeedConfig, generate
+from reward_assets.seed.generate import generate
+from reward_assets.seed.model import SeedConfig
 from reward_assets.warehouse.store import Warehouse
 
 SEEDED_START, SEEDED_DAYS = "2023-03-01", 30

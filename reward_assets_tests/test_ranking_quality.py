@@ -24,7 +24,8 @@ from reward_assets.recommend.ranking import (
     ranking_quality,
     top_k,
 )
-from reward_assets.seed.generator import CATEGORIES, Model, reward_weights
+from reward_assets.seed.catalogue import reward_weights
+from reward_assets.seed.model import CATEGORIES, Model
 
 K = 10
 

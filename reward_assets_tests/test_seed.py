@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from reward_assets.contact.holdout import holdout_mask
-from reward_assets.seed.generator import SeedConfig, generate, simulate_day
+from reward_assets.seed.generate import generate, simulate_day
+from reward_assets.seed.model import SeedConfig
 
 START = date(2023, 3, 1)
 DAYS = 30

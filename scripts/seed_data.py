@@ -5,7 +5,7 @@ python scripts/seed_data.py --output ./data/ [--customers 10000] [--rewards 200]
     [--dirty-fraction 0.01] [--holdout-share 0.05] [--uplift 0.5] [--set NAME=VALUE ...]
 
 --set changes one knob of the generative model (see `Model` in
-reward_assets/seed/generator.py), e.g. `--set taste_alpha=0.4 --set emails_per_month=3`.
+reward_assets/seed/model.py), e.g. `--set taste_alpha=0.4 --set emails_per_month=3`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from reward_assets.seed.generator import Model, SeedConfig, generate
+from reward_assets.seed.generate import generate
+from reward_assets.seed.model import Model, SeedConfig
 
 
 def parse_args(argv: list[str] | None = None) -> SeedConfig:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from reward_assets.seed.generator import simulate_day
+from reward_assets.seed.generate import simulate_day
 
 
 def progress(line: str) -> None:
