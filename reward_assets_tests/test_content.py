@@ -9,17 +9,16 @@ import time
 
 import pytest
 
-from reward_assets.content.groq_agent import EmailDraft
-from reward_assets.content.writer import (
+from reward_assets.content.guardrails import check_draft
+from reward_assets.content.templates import (
     MAX_FIRST_NAME,
-    ContentConfig,
-    ContentWriter,
+    EmailDraft,
     EmailRequest,
     Offer,
-    _render_draft,
-    check_draft,
+    render_draft,
     template_email,
 )
+from reward_assets.content.writer import ContentConfig, ContentWriter
 from reward_assets.ops.store import open_ops_store
 from reward_assets.settings import Settings
 from reward_assets_tests.llm_server import LlmServer, prompt_data
@@ -321,7 +320,7 @@ def test_llm_subject_and_preheader_are_single_lines():
         subject="Your\r\nBcc: x picks", preheader="Line\none", body="Hi", reward_ids=["R1"]
     )
     assert check_draft(draft_subject, request(0)) == []
-    email = _render_draft(draft_subject, request(0), "llm")
+    email = render_draft(draft_subject, request(0), "llm")
     assert (email.subject, email.preheader) == ("Your Bcc: x picks", "Line one")
 
 

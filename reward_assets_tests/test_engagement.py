@@ -11,17 +11,19 @@ import pytest
 
 from reward_assets.engagement.model import (
     EngagementModel,
-    allowed_hours,
     circular_distance,
     engagement_quality,
-    engagement_scores,
     feature_matrix,
     fit_engagement,
     history_at,
     load_activity,
-    send_time_preferences,
     train_engagement,
     training_set,
+)
+from reward_assets.engagement.send_time import (
+    allowed_hours,
+    engagement_scores,
+    send_time_preferences,
 )
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.warehouse.store import Warehouse

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from reward_assets.contact.holdout import holdout_mask
-from reward_assets.engagement.segments import SEGMENTS, segment_customers
+from reward_assets.engagement.segments import LIFECYCLE_STAGES, segment_customers
 
 AS_OF = dt.date(2023, 8, 28)
 NO_ENGAGEMENT = pd.DataFrame(columns=["customer_id", "open_probability", "click_probability"])
@@ -86,7 +86,7 @@ def test_segments_and_campaigns():
         "active_low": "rewards_digest",
         "not_scored": "rewards_digest",
     }
-    assert set(out["segment"]) == set(SEGMENTS)
+    assert set(out["segment"]) == set(LIFECYCLE_STAGES)
 
 
 def test_columns_order_and_passed_through_scores():
@@ -260,5 +260,5 @@ def test_a_million_customers_in_seconds():
     out = segment_customers(customers, churn.sample(frac=1, random_state=1), NO_ENGAGEMENT, AS_OF)
     elapsed = time.perf_counter() - started
     assert len(out) == count
-    assert set(out["segment"]) == set(SEGMENTS)
+    assert set(out["segment"]) == set(LIFECYCLE_STAGES)
     assert elapsed < 15, f"{elapsed:.1f} s"

@@ -11,19 +11,10 @@ import pytest
 
 from reward_assets.ingest.contract import Column
 from reward_assets.recommend.evaluate import evaluate, main
-from reward_assets.recommend.ranking import (
-    Ease,
-    HoldOut,
-    Interactions,
-    ItemKNN,
-    Popularity,
-    RandomRanker,
-    TasteModel,
-    fit_taste_model,
-    ranking_quality,
-    split_rows,
-    top_k,
-)
+from reward_assets.recommend.interactions import Interactions
+from reward_assets.recommend.protocol import HoldOut, ranking_quality, split_rows, top_k
+from reward_assets.recommend.rankers import Ease, ItemKNN, Popularity, RandomRanker
+from reward_assets.recommend.taste import TasteModel, fit_taste_model
 from reward_assets_tests.landing_builders import customer, write_rows
 
 CATEGORIES = ("dining", "home", "travel", "wellness")

@@ -16,14 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from reward_assets.recommend.evaluate import Report, evaluate
-from reward_assets.recommend.ranking import (
-    HoldOut,
-    Interactions,
-    TasteModel,
-    fit_taste_model,
-    ranking_quality,
-    top_k,
-)
+from reward_assets.recommend.interactions import Interactions
+from reward_assets.recommend.protocol import HoldOut, ranking_quality, top_k
+from reward_assets.recommend.taste import TasteModel, fit_taste_model
 from reward_assets.seed.catalogue import reward_weights
 from reward_assets.seed.model import CATEGORIES, Model
 

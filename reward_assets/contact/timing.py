@@ -28,13 +28,17 @@ def zone(name: str | None) -> ZoneInfo:
         return UTC
 
 
-def in_quiet_hours(at: dt.datetime, tz_name: str | None, start: int, end: int) -> bool:
-    hour = _aware(at).astimezone(zone(tz_name)).hour
+def is_quiet_hour(hour: int, start: int, end: int) -> bool:
+    """Whether local `hour` falls in quiet hours [start, end): the one quiet-hour rule."""
     if start < end:
         return start <= hour < end
     if start > end:
         return hour >= start or hour < end
     return False
+
+
+def in_quiet_hours(at: dt.datetime, tz_name: str | None, start: int, end: int) -> bool:
+    return is_quiet_hour(_aware(at).astimezone(zone(tz_name)).hour, start, end)
 
 
 def next_allowed(at: dt.datetime, tz_name: str | None, start: int, end: int) -> dt.datetime:

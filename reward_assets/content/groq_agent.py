@@ -1,26 +1,18 @@
 """The PhiData agent that drafts one marketing email on the Groq model.
 
-The agent only drafts: `agents.content_selection` builds the prompt, checks every draft
-against the customer's data and falls back to a template when the draft fails.
+The agent only drafts: `content.writer` builds the prompt per request, checks every draft
+with `content.guardrails` and falls back to the template when the draft fails. The
+instructions state the rules the guardrails enforce; the lengths they ask for are the
+guardrails' `ask` limits, a little tighter than the `hard` ones a draft is held to.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from phi.agent import Agent
 from phi.model.groq import Groq
-from pydantic import BaseModel
 
-if TYPE_CHECKING:
-    from reward_assets.content.writer import ContentConfig
-
-
-class EmailDraft(BaseModel):
-    subject: str
-    preheader: str
-    body: str
-    reward_ids: list[str]
+from reward_assets.content.guardrails import LENGTH_INSTRUCTION
+from reward_assets.content.templates import EmailDraft
 
 
 class MalformedDraft(ValueError):
@@ -38,26 +30,32 @@ INSTRUCTIONS = [
     "A points figure may only be an offer's points_cost or the customer's points_balance, "
     "exactly as given. Never mention money, prices, discounts or percentages.",
     "Write no links, URLs or email addresses: the unsubscribe link is added below the body.",
-    "Plain text only, no HTML or Markdown. Subject at most 70 characters, preheader at most "
-    "110, body at most 1500 characters.",
+    f"Plain text only, no HTML or Markdown. {LENGTH_INSTRUCTION}",
     "Address the customer by first_name when it is given, otherwise use a neutral greeting.",
 ]
 
 
-def build_email_agent(config: ContentConfig) -> Agent:
+def build_email_agent(
+    *,
+    model: str,
+    api_key: str,
+    base_url: str | None,
+    temperature: float,
+    timeout_seconds: float,
+) -> Agent:
     """A fresh agent per draft: phidata agents keep per-run state, so threads never share one."""
-    model = Groq(
-        id=config.model,
-        api_key=config.api_key,
-        base_url=config.base_url or None,
-        temperature=config.temperature,
+    groq_model = Groq(
+        id=model,
+        api_key=api_key,
+        base_url=base_url or None,
+        temperature=temperature,
         max_retries=0,
         # Groq's `timeout` field is an int and it drops falsy settings (max_retries=0 would
         # leave the client's default of 2 retries), so the client gets both directly.
-        client_params={"timeout": config.timeout_seconds, "max_retries": 0},
+        client_params={"timeout": timeout_seconds, "max_retries": 0},
     )
     return Agent(
-        model=model,
+        model=groq_model,
         description=DESCRIPTION,
         instructions=INSTRUCTIONS,
         response_model=EmailDraft,

@@ -23,7 +23,8 @@ from reward_assets.contact.rules import (
     blocking_reason,
 )
 from reward_assets.contact.timing import next_allowed, send_time
-from reward_assets.content.writer import ContentWriter, EmailRequest, Offer
+from reward_assets.content.templates import EmailRequest, Offer
+from reward_assets.content.writer import ContentWriter
 from reward_assets.email.outbox import Message, Skip, message_key
 from reward_assets.email.unsubscribe import make_token, unsubscribe_url
 

@@ -16,11 +16,11 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-SEGMENTS = ("new", "active", "at_risk", "dormant")
+LIFECYCLE_STAGES = ("new", "active", "at_risk", "dormant")
 CAMPAIGN_BY_SEGMENT = {"active": "rewards_digest", "at_risk": "win_back", "dormant": "reactivation"}
 # Risk bands that `ChurnModel.score` gives customers outside its active population.
 INACTIVE_BANDS = ("lapsed", "never_purchased")
-ENGAGEMENT_COLUMNS = ["open_probability", "click_probability"]
+ENGAGEMENT_RATES = ["open_probability", "click_probability"]
 ACTIVE_PERIOD_DAYS = 7
 DORMANT_PERIOD_DAYS = 28
 
@@ -43,7 +43,7 @@ def segment_customers(
     ids = customers["customer_id"]
     # reindex refuses duplicate labels, so a customer scored twice fails loudly.
     scores = churn.set_index("customer_id").loc[:, ["churn_probability", "risk_band"]].reindex(ids)
-    rates = engagement.set_index("customer_id").loc[:, ENGAGEMENT_COLUMNS].reindex(ids)
+    rates = engagement.set_index("customer_id").loc[:, ENGAGEMENT_RATES].reindex(ids)
     probability = scores["churn_probability"].astype("float64")
     signup_day = pd.to_datetime(customers["signup_at"], utc=True).dt.tz_convert(None).dt.normalize()
     age_days = (pd.Timestamp(as_of) - signup_day).dt.days
@@ -71,7 +71,7 @@ def segment_customers(
             "campaign": pd.Series(campaign, dtype=object),
             "contact_today": contact_today.astype(bool),
             "churn_probability": probability.to_numpy(),
-            **{name: rates[name].to_numpy(dtype="float64") for name in ENGAGEMENT_COLUMNS},
+            **{name: rates[name].to_numpy(dtype="float64") for name in ENGAGEMENT_RATES},
         }
     )
 

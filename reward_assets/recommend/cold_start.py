@@ -17,8 +17,8 @@ import pandas as pd
 
 from reward_assets.ingest.contract import TIERS
 from reward_assets.ml.registry import ModelRegistry, NoServingModel
-from reward_assets.recommend.ranking import TasteModel
 from reward_assets.recommend.sets import COLUMNS, SetRules, build_sets
+from reward_assets.recommend.taste import TasteModel
 
 TIER_RANK = {tier: rank for rank, tier in enumerate(TIERS, start=1)}
 POPULARITY_VERSION = "popularity"

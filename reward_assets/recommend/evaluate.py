@@ -23,18 +23,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from reward_assets.ingest.landing import ContractError
-from reward_assets.recommend.ranking import (
-    Ease,
-    HoldOut,
-    Interactions,
-    ItemKNN,
-    Log,
-    Popularity,
-    RandomRanker,
-    Ranker,
-    TasteModel,
-    tune_taste_model,
-)
+from reward_assets.recommend.interactions import Interactions
+from reward_assets.recommend.protocol import HoldOut
+from reward_assets.recommend.rankers import Ease, ItemKNN, Popularity, RandomRanker, Ranker
+from reward_assets.recommend.taste import Log, TasteModel, tune_taste_model
 
 VALIDATION_CUSTOMERS = 20_000
 Grid = dict[str, tuple]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from reward_assets.churn.model import ChurnModel, churn_quality, train_churn
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
-from reward_assets.engagement import model as engagement
+from reward_assets.engagement import send_time as engagement
 from reward_assets.engagement.model import EngagementModel, engagement_quality, train_engagement
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.ml.registry import ModelRecord
@@ -26,13 +26,10 @@ from reward_assets.recommend.inputs import (
     read_vectors,
     write_vectors,
 )
-from reward_assets.recommend.ranking import (
-    Interactions,
-    TasteModel,
-    fit_taste_model,
-    ranking_quality,
-)
+from reward_assets.recommend.interactions import Interactions
+from reward_assets.recommend.protocol import ranking_quality
 from reward_assets.recommend.sets import SetRules, build_sets
+from reward_assets.recommend.taste import TasteModel, fit_taste_model
 from reward_assets.settings import Settings
 from reward_assets.warehouse.snapshots import replace_served
 

@@ -1,0 +1,197 @@
+"""What an email is made of, and the deterministic template that writes one without the model.
+
+The request (`EmailRequest` with its `Offer`s), the model's structured draft (`EmailDraft`)
+and the finished email (`WrittenEmail`) are the shapes every content module shares. Each
+campaign has its copy here: the goal the model is asked to reach and the template's own
+subject, preheader and intro. `render` turns a draft or the template's text into the text
+and HTML bodies with the offers, the footer and the unsubscribe link, so an LLM email and a
+template email differ only in the words the model chose.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+LLM, CACHE, TEMPLATE = "llm", "cache", "template"
+# Long enough for real names; anything longer is not a name worth the tokens.
+MAX_FIRST_NAME = 40
+
+
+@dataclass(frozen=True)
+class _CampaignCopy:
+    goal: str  # what the model is asked to achieve
+    subject: str
+    preheader: str
+    intro: str
+
+
+CAMPAIGNS = {
+    "welcome": _CampaignCopy(
+        goal="Welcome a new member and show the first rewards they can aim for.",
+        subject="Welcome! Your first rewards are waiting",
+        preheader="A few rewards picked for you to start with.",
+        intro="Welcome to the rewards programme. We picked a few rewards for you to start with.",
+    ),
+    "followup_3": _CampaignCopy(
+        goal="A few days after sign-up: encourage the member toward a first reward.",
+        subject="Have you picked your first reward yet?",
+        preheader="Rewards chosen for you, a few days in.",
+        intro="A few days in, here are the rewards we think you will like most.",
+    ),
+    "followup_7": _CampaignCopy(
+        goal="One week after sign-up: remind the member of the rewards within reach.",
+        subject="Your rewards are within reach",
+        preheader="Your first week with us, and the rewards to go for.",
+        intro="It has been a week since you joined. These rewards are within reach.",
+    ),
+    "rewards_digest": _CampaignCopy(
+        goal="A regular digest for an active member: present rewards matched to their tastes.",
+        subject="Your reward picks this week",
+        preheader="Rewards matched to what you like.",
+        intro="Here are this week's rewards, matched to what you like.",
+    ),
+    "win_back": _CampaignCopy(
+        goal="The member is drifting away: remind them of rewards worth coming back for.",
+        subject="We saved some rewards for you",
+        preheader="Rewards worth coming back for.",
+        intro="We have not seen you for a little while, so we saved some rewards for you.",
+    ),
+    "reactivation": _CampaignCopy(
+        goal="The member has been inactive for a long time: invite them back with rewards.",
+        subject="It has been a while: your rewards are still here",
+        preheader="Come back to the rewards you can still enjoy.",
+        intro="It has been a while. Your membership is still here, and so are these rewards.",
+    ),
+}
+
+_FOOTER = "You receive this email because you joined our rewards programme."
+
+
+@dataclass(frozen=True)
+class Offer:
+    reward_id: str
+    name: str
+    category: str
+    points_cost: int
+    reason: str
+    is_almost_there: bool = False
+
+
+@dataclass(frozen=True)
+class EmailRequest:
+    customer_id: str
+    first_name: str | None
+    tier: str | None
+    points_balance: int | None
+    campaign: str
+    offers: tuple[Offer, ...]
+    unsubscribe_url: str
+
+    def __post_init__(self) -> None:
+        if self.campaign not in CAMPAIGNS:
+            raise ValueError(f"unknown campaign {self.campaign!r}")
+
+
+@dataclass(frozen=True)
+class WrittenEmail:
+    subject: str
+    preheader: str
+    text_body: str
+    html_body: str
+    reward_ids: tuple[str, ...]
+    source: str  # llm | cache | template
+    fallback_reason: str | None
+
+
+class EmailDraft(BaseModel):
+    """The model's structured answer; `guardrails.check_draft` decides whether it is used."""
+
+    subject: str
+    preheader: str
+    body: str
+    reward_ids: list[str]
+
+
+def first_name(request: EmailRequest) -> str | None:
+    name = " ".join((request.first_name or "").split())[:MAX_FIRST_NAME]
+    return name or None
+
+
+def render(
+    request: EmailRequest,
+    subject: str,
+    preheader: str,
+    body: str,
+    reward_ids: Sequence[str],
+    source: str,
+) -> WrittenEmail:
+    chosen = set(reward_ids)
+    offers = [offer for offer in request.offers if offer.reward_id in chosen]
+    lines = [
+        f"- {o.name}: {o.points_cost:,} points" + (f" ({o.reason})" if o.reason else "")
+        for o in offers
+    ]
+    offer_text = ("Rewards picked for you:\n" + "\n".join(lines) + "\n\n") if offers else ""
+    text_body = (
+        f"{body.strip()}\n\n{offer_text}--\n{_FOOTER}\nUnsubscribe: {request.unsubscribe_url}\n"
+    )
+
+    paragraphs = "\n".join(
+        "<p>" + html.escape(part.strip()).replace("\n", "<br>") + "</p>"
+        for part in re.split(r"\n\s*\n", body.strip())
+    )
+    items = "\n".join(
+        f"<li><strong>{html.escape(o.name)}</strong>: {o.points_cost:,} points"
+        + (f" ({html.escape(o.reason)})" if o.reason else "")
+        + "</li>"
+        for o in offers
+    )
+    offer_html = f"<p>Rewards picked for you:</p>\n<ul>\n{items}\n</ul>\n" if offers else ""
+    html_body = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>\n'
+        f'<div style="display:none">{html.escape(preheader)}</div>\n'
+        f"{paragraphs}\n{offer_html}"
+        f'<p style="font-size:12px;color:#666">{_FOOTER} '
+        f'<a href="{html.escape(request.unsubscribe_url)}">Unsubscribe</a></p>\n'
+        "</body></html>\n"
+    )
+    return WrittenEmail(
+        subject=subject,
+        preheader=preheader,
+        text_body=text_body,
+        html_body=html_body,
+        reward_ids=tuple(offer.reward_id for offer in offers),
+        source=source,
+        fallback_reason=None,
+    )
+
+
+def render_draft(draft: EmailDraft, request: EmailRequest, source: str) -> WrittenEmail:
+    # Subject and preheader are one line each: a line break would corrupt the headers.
+    return render(
+        request,
+        " ".join(draft.subject.split()),
+        " ".join(draft.preheader.split()),
+        draft.body,
+        draft.reward_ids,
+        source,
+    )
+
+
+def template_email(request: EmailRequest) -> WrittenEmail:
+    copy = CAMPAIGNS[request.campaign]
+    name = first_name(request)
+    greeting = f"Hi {name}," if name else "Hello,"
+    balance = (
+        f" You have {request.points_balance:,} points to spend."
+        if request.points_balance is not None
+        else ""
+    )
+    body = f"{greeting}\n\n{copy.intro}{balance}"
+    reward_ids = [offer.reward_id for offer in request.offers]
+    return render(request, copy.subject, copy.preheader, body, reward_ids, TEMPLATE)
