@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 import yaml
 from packaging.specifiers import SpecifierSet
 
+from reward_assets.warehouse.sql_models import SQL_DIR
 from reward_assets_tests.deploy_files import (
     ROOT,
     VENV_BIN,
@@ -124,7 +125,8 @@ def test_the_dockerfile_installs_the_project_the_way_ci_does():
     assert f"{version}.0" in SpecifierSet(requires)
 
     # Editable, the SQL models stay where the code looks for them: beside the package.
-    sql_models = ROOT / "reward_assets" / "storage" / "sql_models.py"
+    sql_models = ROOT / "reward_assets" / "warehouse" / "sql_models.py"
+    assert sql_models.is_file() and sql_models.parents[2] / "dbt_like_sql" == SQL_DIR
     looked_up = image.image_path(sql_models).parents[2] / "dbt_like_sql"
     assert image.repo_path(str(looked_up)) == ROOT / "dbt_like_sql"
 
