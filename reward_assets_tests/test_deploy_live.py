@@ -258,14 +258,16 @@ def test_the_daemon_launches_runs_inside_the_code_server_and_mail_reaches_the_ca
             with dg.DagsterInstance.from_config(str(stack.home)) as instance:
 
                 def sensor_ticks():
+                    """The sensor's ticks, once the latest has ended (it is STARTED meanwhile)."""
                     states = [
                         s
                         for s in instance.all_instigator_state()
                         if s.name == "new_customer_sensor"
                     ]
-                    return states and instance.get_ticks(
+                    ticks = states and instance.get_ticks(
                         states[0].instigator_origin_id, states[0].selector_id
                     )
+                    return ticks if ticks and ticks[0].status.value != "STARTED" else None
 
                 ticks = wait_for(sensor_ticks, "a sensor tick", timeout=120, process=daemon)
                 assert ticks[0].status.value in {"SKIPPED", "SUCCESS"}, ticks[0].error
