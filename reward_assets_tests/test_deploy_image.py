@@ -1,0 +1,175 @@
+"""The image the compose file's project services run, read from the Dockerfile.
+
+Every command's executable, module and file against the project and what the Dockerfile
+copies; the workspace against the code server's name and port; the API's command against the
+app the package defines; the Dockerfile's install step against CI's (`make install`); the
+image's user against the volumes it writes; the build context against .dockerignore.
+"""
+
+import importlib
+import re
+from fnmatch import fnmatch
+from pathlib import PurePosixPath
+
+import yaml
+from packaging.specifiers import SpecifierSet
+
+from reward_assets.warehouse.sql_models import SQL_DIR
+from reward_assets_tests.deploy_files import (
+    ROOT,
+    VENV_BIN,
+    command_of,
+    compose,
+    dockerfile_commands,
+    makefile_install_commands,
+    option,
+    pip_installs,
+    read_dockerfile,
+    sub_commands,
+)
+
+
+def test_every_command_runs_code_and_files_that_the_image_holds():
+    image = read_dockerfile()
+    document = compose()
+    services = document["services"]
+    project = {n: s for n, s in services.items() if "build" in s}
+    assert project, "no service builds the project's image"
+    checked_modules = set()
+    for name, service in project.items():
+        commands = sub_commands(command_of(service))
+        health = service.get("healthcheck", {}).get("test", [])
+        if health[:1] == ["CMD"]:
+            commands.append(health[1:])
+        for command in commands:
+            executable = command[0]
+            # The image installs the same pyproject.toml into its venv as CI into .venv.
+            assert executable == "sh" or (VENV_BIN / executable).exists(), (
+                f"{name}: {executable} is not installed by the project"
+            )
+            for arg in command[1:]:
+                if arg.startswith("/"):
+                    located = image.repo_path(arg)
+                    assert located and located.exists(), f"{name}: the image has no {arg}"
+            if executable == "python" and command[1].endswith(".py"):
+                script = image.repo_path(str(image.workdir / command[1]))
+                assert script and script.is_file(), f"{name}: {command[1]} missing"
+            if module := option(command, "-m", "--module-name"):
+                source = ROOT / (module.replace(".", "/") + ".py")
+                assert source.is_file() and image.image_path(source), module
+                checked_modules.add(module)
+    assert "reward_assets.definitions" in checked_modules
+
+    # DAGSTER_HOME holds the production instance and the workspace the processes name.
+    home = PurePosixPath(services["webserver"]["environment"]["DAGSTER_HOME"])
+    assert image.env["DAGSTER_HOME"] == str(home)
+    assert image.repo_path(str(home / "dagster.yaml")) == ROOT / "deploy" / "dagster.yaml"
+    workspace_file = option(command_of(services["daemon"]), "-w")
+    assert workspace_file == option(command_of(services["webserver"]), "-w")
+    assert image.repo_path(workspace_file) == ROOT / "deploy" / "workspace.yaml"
+
+    # The workspace points at the code server's service name and port.
+    (entry,) = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())["load_from"]
+    server = entry["grpc_server"]
+    code_server = command_of(services[server["host"]])
+    assert code_server[:3] == ["dagster", "code-server", "start"]
+    assert option(code_server, "-p", "--port") == str(server["port"])
+    assert option(code_server, "-h", "--host") == "0.0.0.0"
+    health = services[server["host"]]["healthcheck"]["test"]
+    assert option(health, "-p", "--port") == str(server["port"])
+
+
+def test_the_api_command_names_the_app_the_package_defines():
+    api = compose()["services"]["api"]
+    command = command_of(api)
+    assert command[0] == "uvicorn"
+    module, _, attribute = command[1].partition(":")
+    source = ROOT / (module.replace(".", "/") + ".py")
+    assert source.is_file(), f"{command[1]}: {source.relative_to(ROOT)} does not exist (yet)"
+    assert read_dockerfile().image_path(source), f"the image does not hold {source}"
+
+    app = getattr(importlib.import_module(module), attribute)
+    paths = {getattr(route, "path", None) for route in app.routes}
+    health_url = api["healthcheck"]["test"][-1]
+    probed = re.search(r"http://127\.0\.0\.1:(\d+)(/[^'\"]*)", health_url)
+    assert probed and probed.group(2) in paths, f"the healthcheck probes {probed}"
+    assert probed.group(1) == option(command, "--port")
+
+
+def test_the_dockerfile_installs_the_project_the_way_ci_does():
+    image = read_dockerfile()
+    make = makefile_install_commands()
+    docker = dockerfile_commands(image)
+    make_installs, docker_installs = pip_installs(make), pip_installs(docker)
+    assert make_installs and docker_installs == make_installs
+    assert ["-e", ".[dev]"] in docker_installs  # the project itself, from pyproject.toml
+    assert any(c[1:3] == ["-m", "venv"] for c in make)
+    assert any(c[1:3] == ["-m", "venv"] for c in docker)
+    # The pip that installs is the virtual environment's, as in the Makefile.
+    venv = image.env["VIRTUAL_ENV"]
+    for command in docker:
+        if "pip" in command:
+            assert command[0] == f"{venv}/bin/python"
+    assert image.env["PATH"].startswith(f"{venv}/bin:")
+
+    # What pip reads is in the image before the install step runs, nothing hand-listed.
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    readme = re.search(r'^readme = "(.+)"', pyproject, re.MULTILINE).group(1)
+    first = image.copies[0]
+    assert {"pyproject.toml", readme} <= set(first.sources) and first.dest == image.workdir
+    assert not any(re.search(r"pip install [a-z]", run) for run in image.runs)
+
+    # The base image's Python is one the project supports.
+    requires = re.search(r'^requires-python = "(.+)"', pyproject, re.MULTILINE).group(1)
+    version = re.match(r"python:(\d+\.\d+)", image.base).group(1)
+    assert f"{version}.0" in SpecifierSet(requires)
+
+    # Editable, the SQL models stay where the code looks for them: beside the package.
+    sql_models = ROOT / "reward_assets" / "warehouse" / "sql_models.py"
+    assert sql_models.is_file() and sql_models.parents[2] / "dbt_like_sql" == SQL_DIR
+    looked_up = image.image_path(sql_models).parents[2] / "dbt_like_sql"
+    assert image.repo_path(str(looked_up)) == ROOT / "dbt_like_sql"
+
+
+def test_the_image_runs_as_a_user_who_owns_the_volumes():
+    image = read_dockerfile()
+    assert image.user and image.user not in {"root", "0"}
+    services = compose()["services"]
+    targets = {
+        m.split(":")[1]
+        for s in services.values()
+        if "build" in s
+        for m in s.get("volumes", [])
+        if not m.startswith(".")
+    }
+    assert targets
+    owner = f"chown -R {image.user}:{image.user} "
+    owned = {
+        PurePosixPath(word)
+        for run in image.runs
+        if owner in run
+        for word in run.split(owner, 1)[1].split()
+        if word.startswith("/")
+    }
+    for target in map(PurePosixPath, targets):
+        # Docker gives a fresh named volume the owner of the image's folder at that path.
+        assert target in owned or owned & set(target.parents), f"{target} is not {image.user}'s"
+
+
+def test_the_build_context_leaves_out_secrets_and_local_state():
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def ignored(path: str) -> bool:
+        parts = PurePosixPath(path).parts
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(fnmatch(p, pattern) for p in prefixes for pattern in patterns)
+
+    for secret_or_state in (".env", ".venv", "data", "dagster_home", ".git"):
+        assert ignored(secret_or_state), secret_or_state
+    for copy in read_dockerfile().copies:
+        for source in copy.sources:
+            assert not ignored(source), f"COPY {source} is excluded by .dockerignore"
