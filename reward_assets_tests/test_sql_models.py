@@ -415,17 +415,19 @@ def test_project_models_load_in_dependency_order():
 
 def test_project_models_build_on_empty_raw_tables(warehouse):
     """Every real model is valid SQL on this engine, run in load order."""
-    from reward_assets.defs.ingest.assets import SENT_COLUMNS
-    from reward_assets.defs.ml import assets as ml
+    from reward_assets.churn.model import SCORE_COLUMNS as CHURN_COLUMNS
+    from reward_assets.email.outbox import SENT_EVENT_COLUMNS
+    from reward_assets.engagement.send_time import SCORE_COLUMNS as ENGAGEMENT_COLUMNS
+    from reward_assets.recommend.sets import COLUMNS as SET_COLUMNS
 
     for entity in ENTITIES.values():
         warehouse.create_table(entity.table, raw_columns(entity))
     # The tables the models read that Python assets write.
     for table, columns in {
-        "raw.email_sends": SENT_COLUMNS,
-        "ml.churn_scores": ml.CHURN_COLUMNS,
-        "ml.engagement_scores": ml.ENGAGEMENT_COLUMNS,
-        "ml.recommendation_sets": ml.RECOMMENDATION_COLUMNS,
+        "raw.email_sends": SENT_EVENT_COLUMNS,
+        "ml.churn_scores": CHURN_COLUMNS,
+        "ml.engagement_scores": ENGAGEMENT_COLUMNS,
+        "ml.recommendation_sets": SET_COLUMNS,
     }.items():
         warehouse.replace_table(table, columns, [])
     models = load_models(SQL_DIR)

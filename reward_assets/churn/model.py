@@ -33,6 +33,17 @@ from reward_assets.warehouse.store import Warehouse
 # tenure_days) are left out: at the early training dates the warehouse holds less history
 # than the window, so they mean something else there than at scoring time, and they
 # lowered validation AUC. points_balance is today's snapshot, so it would leak the future.
+# ml.churn_scores, as `ChurnModel.score` fills it (plus as_of and model_version).
+SCORE_COLUMNS = {
+    "customer_id": "VARCHAR",
+    "as_of": "DATE",
+    "churn_probability": "DOUBLE PRECISION",
+    "risk_band": "VARCHAR",
+    "driver_1": "VARCHAR",
+    "driver_2": "VARCHAR",
+    "driver_3": "VARCHAR",
+    "model_version": "VARCHAR",
+}
 MART_FEATURES = (
     "tier_rank",
     "recency_days",

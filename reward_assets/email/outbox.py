@@ -34,6 +34,14 @@ RESOLUTIONS = ("sent", "failed", "requeue")
 KILL_SWITCH = "kill_switch"
 # Keeps IN lists well below SQLite's and PostgreSQL's bound-parameter limits.
 _CHUNK = 500
+# raw.email_sends: the sent messages as engagement events (`Outbox.sent_events`).
+SENT_EVENT_COLUMNS = {
+    "event_id": "VARCHAR",
+    "customer_id": "VARCHAR",
+    "occurred_at": "TIMESTAMP",
+    "message_id": "VARCHAR",
+    "campaign": "VARCHAR",
+}
 
 
 def message_key(customer_id: str, campaign: str, occurrence: str) -> str:
@@ -200,9 +208,7 @@ class Outbox:
         )
         with self.store.begin() as conn:
             rows = conn.execute(query).all()
-        events = pd.DataFrame(
-            rows, columns=["event_id", "customer_id", "occurred_at", "message_id", "campaign"]
-        )
+        events = pd.DataFrame(rows, columns=list(SENT_EVENT_COLUMNS))
         events["event_id"] = "outbox:" + events["event_id"].astype(str)
         events["occurred_at"] = pd.to_datetime(events["occurred_at"])
         return events

@@ -28,6 +28,28 @@ from reward_assets.engagement.model import (
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.warehouse.store import Warehouse
 
+# ml.send_time_preferences and ml.engagement_scores, as this module fills them.
+SEND_TIME_COLUMNS = {
+    "customer_id": "VARCHAR",
+    "as_of": "DATE",
+    "best_local_hour": "INTEGER",
+    "best_weekday": "INTEGER",
+    "expected_open_rate": "DOUBLE PRECISION",
+    "expected_click_rate": "DOUBLE PRECISION",
+    "confidence": "DOUBLE PRECISION",
+    "source": "VARCHAR",
+    "opens": "BIGINT",
+    "model_version": "VARCHAR",
+}
+SCORE_COLUMNS = {
+    "customer_id": "VARCHAR",
+    "as_of": "DATE",
+    "open_probability": "DOUBLE PRECISION",
+    "click_probability": "DOUBLE PRECISION",
+    "best_local_hour": "INTEGER",
+    "source": "VARCHAR",
+    "model_version": "VARCHAR",
+}
 # A customer gets a best weekday only when it beats their worst one by this much (relative).
 WEEKDAY_MIN_SPREAD = 0.10
 # Opens at which a customer's own evidence counts half in the confidence.

@@ -1,4 +1,5 @@
-"""The data-quality checks on the cleaned tables, as plain definitions and a runner.
+"""The data-quality checks on the cleaned tables: declared beside each SQL model in
+`dbt_like_sql/<model>.yml`, built and run here.
 
 GX expectations cover what a column says about itself; referential integrity, which GX
 has no expectation for across tables, is plain SQL returning the offending rows. Each
@@ -10,13 +11,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from reward_assets.ingest.validation import EMAIL_PATTERN
 from reward_assets.privacy import mask_value
-from reward_assets.warehouse.sql_models import SqlModel
+from reward_assets.warehouse.sql_models import SqlModel, SqlModelError
 from reward_assets.warehouse.store import Warehouse
 
 # Expectations are built when a check runs: importing GX costs seconds, which every
@@ -53,15 +56,34 @@ class CheckOutcome:
     examples: list[Any] = field(default_factory=list)
 
 
-def _unique_ids(column: str) -> Expectations:
+def _unique_not_null(spec: Mapping[str, Any]) -> Expectations:
+    column = spec["column"]
     return lambda p: [
         gx_expectations().ExpectColumnValuesToNotBeNull(column=column),
         gx_expectations().ExpectColumnValuesToBeUnique(column=column),
     ]
 
 
-def _in_period(column: str) -> Expectations:
+def _email(spec: Mapping[str, Any]) -> Expectations:
+    column = spec["column"]
+    return lambda p: [
+        gx_expectations().ExpectColumnValuesToNotBeNull(column=column),
+        gx_expectations().ExpectColumnValuesToMatchRegex(
+            column=column, regex=f"^{EMAIL_PATTERN}$"
+        ),
+    ]
+
+
+def _at_least(spec: Mapping[str, Any]) -> Expectations:
+    column, minimum = spec["column"], spec["min"]
+    return lambda p: [
+        gx_expectations().ExpectColumnValuesToBeBetween(column=column, min_value=minimum)
+    ]
+
+
+def _in_period(spec: Mapping[str, Any]) -> Expectations:
     # The period ends with the run's window: days loaded beyond AS_OF are legitimate data.
+    column = spec["column"]
     return lambda p: [
         gx_expectations().ExpectColumnValuesToBeBetween(
             column=column,
@@ -72,134 +94,61 @@ def _in_period(column: str) -> Expectations:
     ]
 
 
-def _at_least(column: str, minimum: int) -> Expectations:
+def _before_as_of_end(spec: Mapping[str, Any]) -> Expectations:
+    column = spec["column"]
     return lambda p: [
-        gx_expectations().ExpectColumnValuesToBeBetween(column=column, min_value=minimum)
+        gx_expectations().ExpectColumnValuesToBeBetween(
+            column=column, max_value=p["as_of_end"], strict_max=True
+        )
     ]
 
 
-def _unique_id_check(column: str) -> TableCheck:
-    return TableCheck(
-        f"{column}_unique_not_null",
-        f"Every {column} is present and unique.",
-        True,
-        column,
-        _unique_ids(column),
-    )
-
-
-def _period_check(column: str) -> TableCheck:
-    return TableCheck(
-        f"{column}_in_period",
-        f"{column} falls between the first partition and the end of the run's window.",
-        True,
-        column,
-        _in_period(column),
-    )
-
-
-CHECKS: dict[str, list[TableCheck]] = {
-    "dim_customers": [
-        _unique_id_check("customer_id"),
-        TableCheck(
-            "email_valid",
-            "Every email is present and well formed.",
-            True,
-            "email",
-            lambda p: [
-                gx_expectations().ExpectColumnValuesToNotBeNull(column="email"),
-                gx_expectations().ExpectColumnValuesToMatchRegex(
-                    column="email", regex=f"^{EMAIL_PATTERN}$"
-                ),
-            ],
-        ),
-        TableCheck(
-            "points_balance_non_negative",
-            "No customer has a negative points balance.",
-            True,
-            "points_balance",
-            _at_least("points_balance", 0),
-        ),
-        TableCheck(
-            "signup_at_not_after_as_of",
-            "No customer signs up after AS_OF.",
-            False,
-            "signup_at",
-            lambda p: [
-                gx_expectations().ExpectColumnValuesToBeBetween(
-                    column="signup_at", max_value=p["as_of_end"], strict_max=True
-                )
-            ],
-        ),
-    ],
-    "dim_rewards": [
-        _unique_id_check("reward_id"),
-        TableCheck(
-            "points_cost_positive",
-            "Every reward costs at least one point.",
-            True,
-            "points_cost",
-            _at_least("points_cost", 1),
-        ),
-        TableCheck(
-            "inventory_non_negative",
-            "No reward has negative stock.",
-            True,
-            "inventory",
-            _at_least("inventory", 0),
-        ),
-    ],
-    "stg_transactions": [_unique_id_check("transaction_id"), _period_check("occurred_at")],
-    "stg_redemptions": [
-        _unique_id_check("redemption_id"),
-        _period_check("redeemed_at"),
-        TableCheck(
-            "points_spent_non_negative",
-            "No redemption spends negative points.",
-            True,
-            "points_spent",
-            _at_least("points_spent", 0),
-        ),
-    ],
-    "stg_engagement_events": [
-        _unique_id_check("event_id"),
-        _period_check("occurred_at"),
-    ],
-    "fct_transactions": [
-        TableCheck(
-            "customer_id_in_dim_customers",
-            "Every transaction's customer is in dim_customers.",
-            True,
-            violations_sql=(
-                "SELECT t.transaction_id FROM {table} t LEFT JOIN marts.dim_customers c "
-                "ON c.customer_id = t.customer_id WHERE c.customer_id IS NULL"
-            ),
-        )
-    ],
-    "fct_redemptions": [
-        TableCheck(
-            "reward_id_in_dim_rewards",
-            "Every redeemed reward is in dim_rewards.",
-            False,  # a reward retired from the catalogue keeps its history
-            violations_sql=(
-                "SELECT r.redemption_id, r.reward_id FROM {table} r LEFT JOIN marts.dim_rewards w "
-                "ON w.reward_id = r.reward_id WHERE w.reward_id IS NULL"
-            ),
-        )
-    ],
-    "customer_features": [
-        _unique_id_check("customer_id"),
-        TableCheck(
-            "no_look_ahead",
-            "Recency and tenure are never negative (no data after AS_OF).",
-            True,
-            violations_sql=(
-                "SELECT customer_id, recency_days, tenure_days FROM {table} "
-                "WHERE recency_days < 0 OR tenure_days < 0"
-            ),
-        ),
-    ],
+# The kinds a model's `<model>.yml` may use, with the description a check gets by default.
+KINDS: dict[str, tuple[Callable[[Mapping[str, Any]], Expectations] | None, str]] = {
+    "unique_not_null": (_unique_not_null, "Every {column} is present and unique."),
+    "email": (_email, "Every {column} is present and well formed."),
+    "at_least": (_at_least, "{column} is at least {min}."),
+    "in_period": (
+        _in_period,
+        "{column} falls between the first partition and the end of the run's window.",
+    ),
+    "before_as_of_end": (_before_as_of_end, "No {column} falls after AS_OF."),
+    # SQL selecting the offending rows ({table} is the model's), for what GX cannot say.
+    "violations": (None, "No row breaks this rule."),
 }
+
+
+def checks_path(model: SqlModel) -> Path:
+    """Where a model's checks are declared: beside its .sql file."""
+    return model.path.with_suffix(".yml")
+
+
+def load_checks(model: SqlModel) -> list[TableCheck]:
+    """The checks declared in `<model>.yml` beside the model's SQL (none without one)."""
+    path = checks_path(model)
+    if not path.exists():
+        return []
+    declared = yaml.safe_load(path.read_text()) or {}
+    checks = []
+    for spec in declared.get("checks", []):
+        kind = spec.get("kind")
+        if kind not in KINDS or "name" not in spec:
+            raise SqlModelError(
+                f"{path}: every check needs a name and a kind (one of {', '.join(KINDS)}); "
+                f"got {spec!r}"
+            )
+        build, description = KINDS[kind]
+        checks.append(
+            TableCheck(
+                name=spec["name"],
+                description=spec.get("description") or description.format(**spec),
+                blocking=spec.get("blocking", True),
+                column=spec.get("column"),
+                expectations=build(spec) if build else None,
+                violations_sql=spec.get("sql"),
+            )
+        )
+    return checks
 
 
 def _batches(
@@ -257,7 +206,7 @@ def run_checks(
     window: tuple[dt.datetime, dt.datetime] | None = None,
 ) -> dict[str, CheckOutcome]:
     """Run every check of `model`; a partitioned model only over the run's window."""
-    checks = CHECKS.get(model.name, [])
+    checks = load_checks(model)
     outcomes: dict[str, CheckOutcome] = {}
     gx_checks = [c for c in checks if c.expectations]
     if gx_checks:

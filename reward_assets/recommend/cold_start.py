@@ -72,7 +72,7 @@ def cold_start_sets(
     )
     # No customers (all decided already, say by the API) gives no chunks, not an error.
     frames = list(chunks)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
 
 
 def first_offers(
@@ -130,4 +130,4 @@ def _popular(
                 }
             )
         )
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(COLUMNS))

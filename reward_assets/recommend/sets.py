@@ -35,17 +35,18 @@ import pandas as pd
 from reward_assets.recommend.inputs import positions
 from reward_assets.settings import Settings
 
-COLUMNS = [
-    "as_of",
-    "customer_id",
-    "rank",
-    "reward_id",
-    "score",
-    "reason",
-    "is_almost_there",
-    "is_exploration",
-    "model_version",
-]
+# ml.recommendation_sets: one row per customer and rank.
+COLUMNS = {
+    "as_of": "DATE",
+    "customer_id": "VARCHAR",
+    "rank": "INTEGER",
+    "reward_id": "VARCHAR",
+    "score": "DOUBLE PRECISION",
+    "reason": "VARCHAR",
+    "is_almost_there": "BOOLEAN",
+    "is_exploration": "BOOLEAN",
+    "model_version": "VARCHAR",
+}
 # The blocks that can explain a regular item; a tie goes to the earlier one.
 REASON_BLOCKS = ("latent", "segment", "taste")
 LATENT, SEGMENT = REASON_BLOCKS.index("latent"), REASON_BLOCKS.index("segment")

@@ -5,11 +5,9 @@ import dagster as dg
 from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
 from reward_assets.defs.resources import (
     LandingResource,
-    OpsStoreResource,
     SettingsResource,
     WarehouseResource,
 )
-from reward_assets.email.outbox import Outbox
 from reward_assets.ingest.contract import (
     CUSTOMERS,
     ENGAGEMENT_EVENTS,
@@ -122,25 +120,3 @@ rewards = snapshot_asset(REWARDS)
 transactions = event_asset(TRANSACTIONS, deps=[])
 redemptions = event_asset(REDEMPTIONS, deps=["rewards"])
 engagement_events = event_asset(ENGAGEMENT_EVENTS, deps=[])
-
-SENT_COLUMNS = {
-    "event_id": "VARCHAR",
-    "customer_id": "VARCHAR",
-    "occurred_at": "TIMESTAMP",
-    "message_id": "VARCHAR",
-    "campaign": "VARCHAR",
-}
-
-
-@dg.asset(group_name="ingestion", kinds={"sqlite"})
-def email_sends(warehouse: WarehouseResource, ops: OpsStoreResource):
-    """Emails this product sent, as `sent` engagement events, copied from the outbox.
-
-    A table of their own, not rows in the ingested partitions (which re-ingestion
-    replaces); `fct_engagement_events` unions them in.
-    """
-    with ops.open() as store:
-        sent = Outbox(store).sent_events()
-    with warehouse.open() as wh:
-        rows = wh.replace_table("raw.email_sends", SENT_COLUMNS, [sent])
-    return dg.MaterializeResult(metadata={"dagster/row_count": rows})

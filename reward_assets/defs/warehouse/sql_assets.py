@@ -1,7 +1,13 @@
-"""One asset per SQL model in dbt_like_sql/, with its data-quality checks."""
+"""The factory of SQL model assets: one asset per `.sql` file of dbt_like_sql/, with the
+checks its `.yml` declares and code references to both files.
+
+Each group's module (`defs/warehouse/models.py`, `defs/analytics/models.py`,
+`defs/ml/history.py`) builds the assets of its own models with it.
+"""
 
 import datetime as dt
 import json
+from functools import cache
 
 import dagster as dg
 import pandas as pd
@@ -10,7 +16,7 @@ from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
 from reward_assets.defs.resources import SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.privacy import mask_record
-from reward_assets.quality.checks import CHECKS, run_checks
+from reward_assets.quality.checks import checks_path, load_checks, run_checks
 from reward_assets.warehouse.snapshots import SERVED_TABLES, publish
 from reward_assets.warehouse.sql_models import SQL_DIR, SqlModel, load_models, materialize
 
@@ -39,8 +45,30 @@ def _preview(warehouse, model: SqlModel) -> str:
     )
 
 
+@cache
+def project_models() -> dict[str, SqlModel]:
+    return load_models(SQL_DIR)
+
+
+def code_references(model: SqlModel) -> dict:
+    files = [(model.path, "SQL")]
+    if checks_path(model).exists():
+        files.append((checks_path(model), "checks"))
+    references = [
+        dg.LocalFileCodeReference(file_path=str(path.resolve()), label=label)
+        for path, label in files
+    ]
+    return {"dagster/code_references": dg.CodeReferencesMetadataValue(code_references=references)}
+
+
+def sql_model_assets(*groups: str) -> list[dg.AssetsDefinition]:
+    """The assets of the project's SQL models in `groups`."""
+    models = project_models()
+    return [sql_model_asset(m, models) for m in models.values() if m.group in groups]
+
+
 def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDefinition:
-    checks = CHECKS.get(model.name, [])
+    checks = load_checks(model)
     ranged = model.partitioned and model.group != HISTORY_GROUP
 
     @dg.asset(
@@ -58,7 +86,11 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
             )
             for c in checks
         ],
-        metadata={"table": model.table, "materialized": model.materialized},
+        metadata={
+            "table": model.table,
+            "materialized": model.materialized,
+            **code_references(model),
+        },
     )
     def _asset(
         context: dg.AssetExecutionContext,
@@ -101,7 +133,3 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
             )
 
     return _asset
-
-
-_models = load_models(SQL_DIR)
-warehouse_assets = [sql_model_asset(model, _models) for model in _models.values()]

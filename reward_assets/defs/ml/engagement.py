@@ -1,0 +1,105 @@
+"""Email engagement: `engagement_model` (group `ml`), and the daily
+`send_time_preferences` and `engagement_scores` (group `scoring`)."""
+
+import dagster as dg
+
+from reward_assets.defs.ml.gates import ML, SCORING, gate, model_result, register, serving
+from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
+from reward_assets.engagement import send_time
+from reward_assets.engagement.model import EngagementModel, engagement_quality, train_engagement
+from reward_assets.ingest.clock import resolve_as_of
+from reward_assets.warehouse.snapshots import replace_served
+
+
+@dg.asset(
+    group_name=ML,
+    deps=["dim_customers", "fct_engagement_events"],
+    kinds={"xgboost"},
+    check_specs=[
+        gate("engagement_model", "engagement_auc_meets_bar", "Validation open ROC-AUC >= 0.70.")
+    ],
+)
+def engagement_model(
+    settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
+):
+    """XGBoost open and click probabilities for a customer, a local send hour and weekday
+    and the content's reward category."""
+    with warehouse.open() as wh:
+        as_of = resolve_as_of(wh, settings.get().as_of)
+        training = train_engagement(wh, as_of=as_of)
+    failures = engagement_quality(training.metrics)
+    record = register(
+        ops,
+        "engagement_model",
+        training.fingerprint,
+        training.model.save,
+        training.metrics,
+        training.features,
+        training.params,
+        as_of,
+        failures,
+    )
+    yield from model_result(
+        "engagement_model",
+        "engagement_auc_meets_bar",
+        record,
+        failures,
+        {"as_of": as_of.isoformat()},
+    )
+
+
+@dg.asset(
+    group_name=SCORING,
+    deps=["engagement_model", "fct_engagement_events", "dim_customers"],
+    kinds={"xgboost"},
+)
+def send_time_preferences(
+    settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
+):
+    """Each customer's best local send hour (and weekday where it matters), the expected
+    open rate there and a confidence; segment, then global, for thin histories. Quiet
+    hours are never chosen."""
+    config = settings.get()
+    record = serving(ops, "engagement_model")
+    model = EngagementModel.load(record.artefact_path)
+    with warehouse.open() as wh:
+        as_of = resolve_as_of(wh, config.as_of)
+        prefs = send_time.send_time_preferences(
+            wh,
+            model,
+            as_of=as_of,
+            quiet_hours=(config.quiet_hours_start, config.quiet_hours_end),
+        )
+        prefs["as_of"] = as_of
+        prefs["model_version"] = record.version
+        rows = replace_served(
+            wh, "ml.send_time_preferences", send_time.SEND_TIME_COLUMNS, [prefs], config.data_dir
+        )
+    sources = prefs.source.value_counts()
+    return dg.MaterializeResult(
+        metadata={
+            "as_of": as_of.isoformat(),
+            "model_version": record.version,
+            "dagster/row_count": rows,
+            **{f"source_{source}": int(count) for source, count in sources.items()},
+        }
+    )
+
+
+@dg.asset(group_name=SCORING, deps=["send_time_preferences"], kinds={"sql"})
+def engagement_scores(settings: SettingsResource, warehouse: WarehouseResource):
+    """Open and click probability per customer at their best send time."""
+    with warehouse.open() as wh:
+        prefs = wh.frame("SELECT * FROM ml.send_time_preferences")
+        scores = send_time.engagement_scores(prefs).merge(
+            prefs[["customer_id", "as_of", "model_version"]], on="customer_id"
+        )
+        rows = replace_served(
+            wh, "ml.engagement_scores", send_time.SCORE_COLUMNS, [scores], settings.get().data_dir
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "mean_open_probability": float(scores.open_probability.mean()),
+        }
+    )

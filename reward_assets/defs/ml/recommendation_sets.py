@@ -1,0 +1,69 @@
+"""Each customer's top-k eligible rewards: `recommendation_sets` (group `scoring`)."""
+
+import dagster as dg
+
+from reward_assets.defs.ml.gates import SCORING, snapshot
+from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
+from reward_assets.ingest.clock import resolve_as_of
+from reward_assets.recommend.inputs import eligibility_inputs, positions, read_vectors
+from reward_assets.recommend.sets import COLUMNS, SetRules, build_sets
+from reward_assets.recommend.taste import TasteModel
+from reward_assets.warehouse.snapshots import replace_served
+
+
+@dg.asset(
+    group_name=SCORING,
+    deps=["customer_embeddings", "reward_embeddings", "dim_rewards", "fct_redemptions"],
+    kinds={"numpy"},
+)
+def recommendation_sets(
+    context: dg.AssetExecutionContext,
+    settings: SettingsResource,
+    warehouse: WarehouseResource,
+    ops: OpsStoreResource,
+):
+    """Top-k eligible rewards per customer at AS_OF (active, in stock, tier allowed,
+    affordable or flagged 'almost there', not redeemed in 30 days), diverse across
+    categories, with exploration slots for new rewards, a reason and the model version."""
+    config = settings.get()
+    rules = SetRules.from_settings(config)
+    meta, vectors = read_vectors(snapshot(config, "customer_embeddings"))
+    version = str(meta.model_version.iloc[0])
+    # The model the customer vectors came from, even if a newer one was approved since.
+    with ops.registry() as registry:
+        model = TasteModel.load(registry.get("taste_model", version).artefact_path)
+    with warehouse.open() as wh:
+        as_of = resolve_as_of(wh, config.as_of)
+        customers, rewards, recent, last_redeemed = eligibility_inputs(wh, as_of, rules.recent_days)
+        position = positions(customers.customer_id, meta.customer_id)
+        customers = customers[position >= 0].reset_index(drop=True)
+        chunks = build_sets(
+            customers,
+            vectors[position[position >= 0]],
+            rewards,
+            model.reward_vectors(rewards),
+            model.blocks,
+            recent,
+            last_redeemed,
+            rules,
+            model_version=version,
+            as_of=as_of,
+        )
+        rows = replace_served(wh, "ml.recommendation_sets", COLUMNS, chunks, config.data_dir)
+        summary = wh.frame(
+            "SELECT COUNT(DISTINCT customer_id) AS customers, "
+            "AVG(CAST(is_exploration AS INTEGER)) AS exploration_share, "
+            "AVG(CAST(is_almost_there AS INTEGER)) AS almost_there_share "
+            "FROM ml.recommendation_sets"
+        ).iloc[0]
+    context.log.info(f"{rows:,} recommendations for {int(summary.customers):,} customers")
+    return dg.MaterializeResult(
+        metadata={
+            "as_of": as_of.isoformat(),
+            "model_version": version,
+            "dagster/row_count": rows,
+            "customers": int(summary.customers),
+            "exploration_share": float(summary.exploration_share or 0),
+            "almost_there_share": float(summary.almost_there_share or 0),
+        }
+    )
