@@ -25,15 +25,25 @@ PARTITIONS_START_DATE ?= $(START_DATE)
 export PARTITIONS_START_DATE
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: install run seed dev api test lint bench clean
+.PHONY: install lock run seed dev api test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,celery]'
 	touch $(STAMP)
 
-install: $(STAMP) ## virtual environment from pyproject.toml
+install: $(STAMP) ## virtual environment from pyproject.toml, at the versions of constraints.txt
+
+lock: ## re-resolve constraints.txt from pyproject.toml in a scratch environment
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev,celery]'
+	{ sed -n '1,2p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable \
+		| grep -v '^reward' ; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .lock-venv
 
 seed: install ## demo data into $(DATA_DIR)/ (a new data set: fresh embedded stores too)
 	rm -f $(DATA_DIR)/warehouse.duckdb $(DATA_DIR)/warehouse.duckdb.wal $(DATA_DIR)/ops.sqlite*
@@ -42,13 +52,13 @@ seed: install ## demo data into $(DATA_DIR)/ (a new data set: fresh embedded sto
 		--rewards $(REWARDS) --days $(DAYS) --start-date $(START_DATE) --seed $(SEED)
 
 run: seed ## seed, materialise every asset on DuckDB, print a summary
-	$(BIN)/python scripts/run_pipeline.py
+	$(BIN)/reward-assets run
 
 dev: install ## Dagster UI and daemon on the same local storage as `make run`
 	$(BIN)/dg dev
 
 api: install ## the HTTP API on API_HOST:API_PORT (default 127.0.0.1:8000), docs at /docs
-	$(BIN)/python -m reward_assets.api
+	$(BIN)/reward-assets api
 
 test: install ## the whole test suite
 	$(BIN)/python -m pytest

@@ -1,4 +1,5 @@
-"""Materialise the whole code location in one run, as `make run` and `make bench` do.
+"""Materialise the whole code location in one run, as `make run` (`reward-assets run`) and
+`make bench` do.
 
 The event assets take every day from the first partition to the latest landed day in a
 single run (their backfill policy allows it), so a fresh data folder becomes a full
@@ -7,7 +8,9 @@ warehouse in one step that then shows in the Dagster UI like any other run.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -177,3 +180,59 @@ def refresh_job() -> dg.JobDefinition:
     from reward_assets.definitions import defs
 
     return defs().resolve_job_def("daily_refresh_job")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`reward-assets run [--start D] [--end D]`: every asset on the configured stores, then
+    a summary. The run is recorded in DAGSTER_HOME, so it shows in the Dagster UI."""
+    from reward_assets.definitions import defs as load_definitions
+
+    settings = Settings()
+    parser = argparse.ArgumentParser(
+        prog="reward-assets run",
+        description="Materialise every asset on the configured stores and print what came out.",
+    )
+    parser.add_argument(
+        "--start", type=dt.date.fromisoformat, help="first day (default: first partition)"
+    )
+    parser.add_argument(
+        "--end", type=dt.date.fromisoformat, help="last day, inclusive (default: newest landed)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        start, end = default_range(settings) if not (args.start and args.end) else (None, None)
+    except ValueError as error:
+        parser.error(str(error))
+    start, end = args.start or start, args.end or end
+
+    started = time.perf_counter()
+    print(f"Materialising every asset, partitions {start}..{end}, data from {settings.data_dir}/")
+    with dg.DagsterInstance.get() as instance:
+        definitions = load_definitions()
+        summary = materialize_all(definitions, instance, start, end)
+        elapsed = time.perf_counter() - started
+        activation = activate(definitions, instance) if summary.success else None
+
+    with open_warehouse(settings.resolved_warehouse_url()) as warehouse:
+        counts, quarantine = warehouse_summary(warehouse)
+    outcome = "succeeded" if summary.success else "FAILED"
+    print(f"\nRun {summary.run_id}: {outcome} in {elapsed:.1f}s\n")
+    print("Rows per table")
+    for table, rows in counts.items():
+        print(f"  {table:<34} {rows:>12,}")
+    print("\nQuarantined rows (raw.quarantine)")
+    for entity, reason, rows in quarantine or [("-", "none", 0)]:
+        print(f"  {entity:<20} {reason:<24} {rows:>8,}")
+    print(
+        f"\nAsset checks: {summary.checks['passed']} passed, {summary.checks['failed']} failed"
+        + "".join(f"\n  failed: {name}" for name in summary.failed_checks)
+    )
+    if activation:
+        folder = "SMTP" if settings.smtp_host else f"{settings.resolved_outbox_dir()}/"
+        print(f"\nActivation: {activation.onboarding_runs} onboarding run(s), delivery to {folder}")
+        for status, rows in sorted(activation.outbox.items()):
+            print(f"  outbox {status:<27} {rows:>12,}")
+    if summary.report:
+        print(f"\nAnalytics report: {summary.report}")
+    print("\nNext: `make dev` opens the Dagster UI on the same storage (http://127.0.0.1:3000).")
+    return 0 if summary.success and (activation is None or activation.delivery_success) else 1

@@ -102,7 +102,8 @@ def test_the_dockerfile_installs_the_project_the_way_ci_does():
     docker = dockerfile_commands(image)
     make_installs, docker_installs = pip_installs(make), pip_installs(docker)
     assert make_installs and docker_installs == make_installs
-    assert ["-e", ".[dev]"] in docker_installs  # the project itself, from pyproject.toml
+    # The project itself, from pyproject.toml, at the locked versions.
+    assert ["-c", "constraints.txt", "-e", ".[dev,celery]"] in docker_installs
     assert any(c[1:3] == ["-m", "venv"] for c in make)
     assert any(c[1:3] == ["-m", "venv"] for c in docker)
     # The pip that installs is the virtual environment's, as in the Makefile.
@@ -116,7 +117,8 @@ def test_the_dockerfile_installs_the_project_the_way_ci_does():
     pyproject = (ROOT / "pyproject.toml").read_text()
     readme = re.search(r'^readme = "(.+)"', pyproject, re.MULTILINE).group(1)
     first = image.copies[0]
-    assert {"pyproject.toml", readme} <= set(first.sources) and first.dest == image.workdir
+    assert {"pyproject.toml", readme, "constraints.txt"} <= set(first.sources)
+    assert first.dest == image.workdir
     assert not any(re.search(r"pip install [a-z]", run) for run in image.runs)
 
     # The base image's Python is one the project supports.
@@ -124,11 +126,12 @@ def test_the_dockerfile_installs_the_project_the_way_ci_does():
     version = re.match(r"python:(\d+\.\d+)", image.base).group(1)
     assert f"{version}.0" in SpecifierSet(requires)
 
-    # Editable, the SQL models stay where the code looks for them: beside the package.
-    sql_models = ROOT / "reward_assets" / "warehouse" / "sql_models.py"
-    assert sql_models.is_file() and sql_models.parents[2] / "dbt_like_sql" == SQL_DIR
-    looked_up = image.image_path(sql_models).parents[2] / "dbt_like_sql"
-    assert image.repo_path(str(looked_up)) == ROOT / "dbt_like_sql"
+    # The package finds its SQL models through its own `sql` link to dbt_like_sql/, which
+    # the image copies beside it.
+    assert SQL_DIR == ROOT / "reward_assets" / "sql" and SQL_DIR.is_symlink()
+    assert SQL_DIR.resolve() == ROOT / "dbt_like_sql"
+    copied = {source for copy in image.copies for source in copy.sources}
+    assert {"reward_assets", "dbt_like_sql"} <= copied
 
 
 def test_the_image_runs_as_a_user_who_owns_the_volumes():

@@ -489,7 +489,8 @@ def test_cli_folder_without_redemptions_is_a_clear_error(tmp_path):
         [
             sys.executable,
             "-m",
-            "reward_assets.recommend.evaluate",
+            "reward_assets",
+            "evaluate",
             "--data",
             str(tmp_path / "data"),
         ],

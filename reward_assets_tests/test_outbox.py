@@ -278,11 +278,11 @@ def test_emailctl_commands(ops_env, capsys):
     assert not kill_switch_engaged(ops_env, env_flag=False)
 
 
-def test_emailctl_runs_as_a_module(ops_env):
+def test_the_email_command_runs_from_the_command_line(ops_env):
     set_kill_switch(ops_env, True, by="ana")
 
     result = subprocess.run(
-        [sys.executable, "-m", "reward_assets.email.ctl", "status"],
+        [sys.executable, "-m", "reward_assets", "email", "status"],
         capture_output=True,
         text=True,
         check=True,

@@ -1,9 +1,9 @@
 """Operator commands for email delivery, against the operational store of OPS_DB_URL.
 
-    python -m reward_assets.email.ctl status              counts per status, kill switch
-    python -m reward_assets.email.ctl uncertain           rows waiting for a verdict
-    python -m reward_assets.email.ctl resolve KEY --as sent|failed|requeue
-    python -m reward_assets.email.ctl pause | resume      the kill switch
+    reward-assets email status              counts per status, kill switch
+    reward-assets email uncertain           rows waiting for a verdict
+    reward-assets email resolve KEY --as sent|failed|requeue
+    reward-assets email pause | resume      the kill switch
 
 Prints keys and counts only, never addresses. Check the mail server's log before
 resolving an uncertain row: `requeue` sends it again.
@@ -34,7 +34,9 @@ def _operator() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emailctl", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="reward-assets email", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="messages per status and the kill switch")
     commands.add_parser("uncertain", help="messages that may or may not have been sent")
@@ -81,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 Outbox(store).resolve(args.key, args.outcome, args.by)
             except ValueError as error:
-                print(f"emailctl: {error}", file=sys.stderr)
+                print(f"reward-assets email: {error}", file=sys.stderr)
                 return 1
             print(f"{args.key}: {args.outcome}")
         else:
@@ -90,7 +92,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "resume" and settings.kill_switch:
                 print("the KILL_SWITCH setting is still true: nothing is sent until it is unset")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

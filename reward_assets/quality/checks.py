@@ -68,9 +68,7 @@ def _email(spec: Mapping[str, Any]) -> Expectations:
     column = spec["column"]
     return lambda p: [
         gx_expectations().ExpectColumnValuesToNotBeNull(column=column),
-        gx_expectations().ExpectColumnValuesToMatchRegex(
-            column=column, regex=f"^{EMAIL_PATTERN}$"
-        ),
+        gx_expectations().ExpectColumnValuesToMatchRegex(column=column, regex=f"^{EMAIL_PATTERN}$"),
     ]
 
 

@@ -1,6 +1,6 @@
 """Offline evaluation of the reward rankers on held-out redemptions.
 
-    python -m reward_assets.recommend.evaluate --data DIR [--k 10] [--split random|temporal]
+    reward-assets evaluate --data DIR [--k 10] [--split random|temporal]
                                      [--seed 42] [--max-customers 50000] [--json]
 
 Protocol: a seeded random 25% of the redemption rows (or the latest 25% by time) is the
@@ -231,7 +231,7 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m reward_assets.recommend.evaluate",
+        prog="reward-assets evaluate",
         description="Offline evaluation of the reward rankers on a landing folder.",
     )
     parser.add_argument("--data", type=Path, required=True, help="landing folder (DATA_DIR)")
@@ -261,7 +261,3 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate(data, args.k, args.split, args.seed, args.max_customers, progress)
     print(report.to_json() + "\n" if args.json else report.to_markdown(), end="")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

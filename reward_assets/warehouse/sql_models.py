@@ -162,4 +162,6 @@ def materialize(
         raise SqlModelError(f"{model.path}: {error.orig}") from error
 
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"
+# `reward_assets/sql` links to the project's dbt_like_sql/ and is package data, so the
+# models are found the same way in a checkout, an editable install and a wheel.
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"

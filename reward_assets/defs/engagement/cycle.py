@@ -308,7 +308,7 @@ def engagement_messages(
 @dg.asset_check(
     asset="engagement_messages",
     description="No email is stuck in `uncertain` (sent or not, nobody knows): resolve "
-    "each with `python -m reward_assets.email.ctl resolve KEY --as sent|failed|requeue`.",
+    "each with `reward-assets email resolve KEY --as sent|failed|requeue`.",
 )
 def no_uncertain_emails(ops: OpsStoreResource):
     with ops.open() as store:
