@@ -10,7 +10,7 @@ SELECT
     country,
     timezone,
     tier,
-    CASE tier WHEN 'bronze' THEN 1 WHEN 'silver' THEN 2 WHEN 'gold' THEN 3 WHEN 'platinum' THEN 4 END AS tier_rank,
+    {{ tier_rank('tier') }} AS tier_rank,
     points_balance,
     marketing_opt_in,
     preferred_categories,

@@ -10,7 +10,7 @@ SELECT
     description,
     inventory,
     min_tier,
-    CASE min_tier WHEN 'bronze' THEN 1 WHEN 'silver' THEN 2 WHEN 'gold' THEN 3 WHEN 'platinum' THEN 4 END AS min_tier_rank,
+    {{ tier_rank('min_tier') }} AS min_tier_rank,
     active,
     active AND (inventory IS NULL OR inventory > 0) AS is_available
 FROM {{ ref('stg_rewards') }}

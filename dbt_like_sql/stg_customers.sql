@@ -10,7 +10,7 @@ SELECT
     last_name,
     UPPER(country) AS country,
     COALESCE(timezone, 'UTC') AS timezone,
-    COALESCE(tier, 'bronze') AS tier,
+    COALESCE(tier, {{ lowest_tier() }}) AS tier,
     COALESCE(points_balance, 0) AS points_balance,
     COALESCE(marketing_opt_in, FALSE) AS marketing_opt_in,
     preferred_categories,

@@ -9,6 +9,6 @@ SELECT
     points_cost,
     description,
     inventory,
-    COALESCE(min_tier, 'bronze') AS min_tier,
+    COALESCE(min_tier, {{ lowest_tier() }}) AS min_tier,
     COALESCE(active, TRUE) AS active
 FROM {{ source('raw', 'rewards') }}

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reward_assets.ingest.contract import Column
+from reward_assets.ingest.contract import Column, sql_types
 from reward_assets.recommend.evaluate import evaluate, main
 from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.protocol import HoldOut, ranking_quality, split_rows, top_k
@@ -130,7 +130,7 @@ MART_ROWS = {
 def test_from_warehouse_keeps_events_before_the_end_of_as_of(request, warehouse_fixture):
     warehouse = request.getfixturevalue(warehouse_fixture)
     for table, columns in MART_COLUMNS.items():
-        warehouse.create_table(table, columns)
+        warehouse.create_table(table, sql_types(columns))
         frame = pd.DataFrame(MART_ROWS[table], columns=[c.name for c in columns])
         for column in columns:
             if column.type == "timestamp":

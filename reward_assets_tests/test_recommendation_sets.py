@@ -14,6 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reward_assets.recommend.eligibility import (
+    ALMOST_THERE_RATIO,
+    blocking_reason,
+    eligibility_masks,
+    required_rank,
+)
 from reward_assets.recommend.sets import (
     COLUMNS,
     RewardCatalog,
@@ -250,6 +256,43 @@ def test_every_row_is_eligible_in_a_random_world(world, world_sets):
     assert (affordable != rows["is_almost_there"]).all()
     limit = rows["points_balance"] * DEFAULT_RULES.almost_there_ratio
     assert (rows["points_cost"] <= limit).all()
+
+
+def test_the_apis_recheck_keeps_what_the_batch_finds_eligible():
+    """Every tier, minimum tier and cost around the balance and the almost-there limit: a
+    stored item passes the API's re-check exactly when the batch could have chosen it."""
+    balance, ranks = 100.0, [1, 2, 3, 4]
+    costs = [0, 99, 100, 101, 124, 125, 126, 1000]
+    rewards = pd.DataFrame(
+        [(rank, cost) for rank in ranks for cost in costs],
+        columns=["min_tier_rank", "points_cost"],
+    ).assign(is_available=True)
+    eligible, almost_there = eligibility_masks(
+        np.array(ranks),
+        np.full(len(ranks), balance),
+        required_rank(rewards),
+        rewards["points_cost"].to_numpy(float),
+        np.array([], np.int64),
+        ALMOST_THERE_RATIO,
+    )
+    assert eligible.any() and almost_there.any() and not (eligible | almost_there).all()
+    for row, tier_rank in enumerate(ranks):
+        for column, reward in enumerate(rewards.itertuples(index=False)):
+            kept = [
+                blocking_reason(
+                    active=True,
+                    inventory=None,
+                    min_tier_rank=reward.min_tier_rank,
+                    points_cost=reward.points_cost,
+                    tier_rank=tier_rank,
+                    points_balance=balance,
+                    almost_there=flagged,
+                )
+                is None
+                for flagged in (False, True)
+            ]
+            assert kept[0] == eligible[row, column]
+            assert kept[1] == (eligible | almost_there)[row, column]
 
 
 def test_sets_are_ranked_without_repeats_and_scores_are_dot_products(world, world_sets):

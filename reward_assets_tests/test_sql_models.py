@@ -9,13 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.ingest.contract import ENTITIES
+from reward_assets.ingest.contract import ENTITIES, LOWEST_TIER, TIER_RANKS, TIERS, sql_types
 from reward_assets.ingest.load import raw_columns
+from reward_assets.recommend.eligibility import unavailable_reason
 from reward_assets.warehouse.sql_models import (
     SQL_DIR,
     SqlModel,
@@ -421,7 +423,7 @@ def test_project_models_build_on_empty_raw_tables(warehouse):
     from reward_assets.recommend.sets import COLUMNS as SET_COLUMNS
 
     for entity in ENTITIES.values():
-        warehouse.create_table(entity.table, raw_columns(entity))
+        warehouse.create_table(entity.table, sql_types(raw_columns(entity)))
     # The tables the models read that Python assets write.
     for table, columns in {
         "raw.email_sends": SENT_EVENT_COLUMNS,
@@ -436,6 +438,7 @@ def test_project_models_build_on_empty_raw_tables(warehouse):
         "as_of_end": D4,
         "period_start": D1,
         "holdout_threshold": 500,
+        "tiers": list(TIERS),
         "partition_start": D1,
         "partition_end": D4,
     }
@@ -445,3 +448,88 @@ def test_project_models_build_on_empty_raw_tables(warehouse):
         assert "{{" not in rendered and "}}" not in rendered, model.name
         materialize(warehouse, model, models, params)
         assert warehouse.row_count(model.table) == 0, model.name
+
+
+def test_tier_macros_read_the_order_from_the_bound_tiers(tmp_path, warehouse):
+    with warehouse.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE raw.members (member_id VARCHAR, tier VARCHAR)"))
+        conn.execute(
+            sa.text("INSERT INTO raw.members VALUES (:i, :t)"),
+            [{"i": "m1", "t": "b"}, {"i": "m2", "t": None}, {"i": "m3", "t": "z"}],
+        )
+    write_model(
+        tmp_path / "models",
+        "ranked",
+        "SELECT member_id, COALESCE(tier, {{ lowest_tier() }}) AS tier,\n"
+        "{{tier_rank( 'tier' )}} AS tier_rank FROM {{ source('raw', 'members') }}",
+    )
+    models = load_models(tmp_path / "models")
+    assert "{{" not in render(models["ranked"], models)
+
+    materialize(warehouse, models["ranked"], models, {"tiers": ["a", "b", "c"]})
+
+    ranked = warehouse.frame(
+        "SELECT member_id, tier, COALESCE(tier_rank, 0) AS tier_rank FROM marts.ranked "
+        "ORDER BY member_id"
+    )
+    assert ranked.values.tolist() == [["m1", "b", 2], ["m2", "a", 0], ["m3", "z", 0]]
+
+
+def test_dims_take_tier_ranks_from_the_contract_and_availability_from_eligibility(warehouse):
+    """What the batch reads from the dims (tier ranks, `is_available`) means what the
+    contract and the API's re-check mean, with the parameters the assets bind."""
+    from reward_assets.api.recommendations import rewards_by_id
+    from reward_assets.defs.warehouse.assets import model_params
+
+    for entity in (ENTITIES["customers"], ENTITIES["rewards"]):
+        warehouse.create_table(entity.table, sql_types(raw_columns(entity)))
+    tiers = [*TIERS, None]
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(len(tiers))],
+            "email": "someone@example.com",
+            "signup_at": pd.Timestamp("2023-03-01"),
+            "tier": tiers,
+            "holdout_bucket": 9_999,
+        }
+    )
+    stock = [
+        (active, inventory) for active in (True, False, None) for inventory in (None, -1, 0, 3)
+    ]
+    rewards = pd.DataFrame(
+        {
+            "reward_id": [f"r{i}" for i in range(len(stock))],
+            "name": "A reward",
+            "category": "dining",
+            "points_cost": 100,
+            "inventory": pd.array([inventory for _, inventory in stock], dtype="Int64"),
+            "min_tier": [tiers[i % len(tiers)] for i in range(len(stock))],
+            "active": pd.array([active for active, _ in stock], dtype="boolean"),
+        }
+    )
+    with warehouse.begin() as conn:
+        warehouse.append(conn, "raw.customers", customers)
+        warehouse.append(conn, "raw.rewards", rewards)
+    settings = SimpleNamespace(
+        as_of=dt.date(2023, 3, 3), partitions_start_date=D1.date(), holdout_share=0.05
+    )
+    params = model_params(warehouse, settings)
+    models = load_models(SQL_DIR)
+    for name in ("stg_customers", "stg_rewards", "dim_customers", "dim_rewards"):
+        materialize(warehouse, models[name], models, params)
+
+    dim_customers = warehouse.frame("SELECT tier, tier_rank FROM marts.dim_customers")
+    assert sorted(map(tuple, dim_customers.values.tolist())) == sorted(
+        [(tier, rank) for tier, rank in TIER_RANKS.items()] + [(LOWEST_TIER, 1)]
+    )
+    dim_rewards = warehouse.frame("SELECT * FROM marts.dim_rewards")
+    assert set(dim_rewards["min_tier"]) == set(TIERS)
+    assert (dim_rewards["min_tier"].map(TIER_RANKS) == dim_rewards["min_tier_rank"]).all()
+    served = rewards_by_id(dim_rewards)
+    available = {
+        r.reward_id: unavailable_reason(r.active, r.inventory) is None for r in served.values()
+    }
+    assert dict(zip(dim_rewards["reward_id"], dim_rewards["is_available"], strict=True)) == (
+        available
+    )
+    assert 0 < sum(available.values()) < len(available)

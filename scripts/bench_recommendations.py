@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from reward_assets.ingest import contract
 from reward_assets.recommend.sets import (
     RewardCatalog,
     SetRules,
@@ -29,7 +30,7 @@ from reward_assets.recommend.sets import (
 )
 
 CATEGORIES = [f"category_{i}" for i in range(10)]
-TIERS = np.array(["bronze", "silver", "gold", "platinum"])
+TIERS = np.array(contract.TIERS)
 LATENT_DIMS = 36
 
 

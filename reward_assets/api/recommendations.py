@@ -26,18 +26,9 @@ import pandas as pd
 from reward_assets.api.data import ServedData, as_date
 from reward_assets.email.suppression import suppressed
 from reward_assets.ops.store import OpsStore
-from reward_assets.recommend.sets import SetRules
+from reward_assets.recommend.eligibility import LOWEST_RANK, Ineligible, blocking_reason
 
 SETS, CUSTOMERS, REWARDS = "ml.recommendation_sets", "marts.dim_customers", "marts.dim_rewards"
-# The set builder's own rule: a flagged reward stays "almost there" up to this cost/balance.
-ALMOST_THERE_RATIO = SetRules().almost_there_ratio
-
-# Why a stored recommendation is no longer shown.
-NOT_IN_CATALOGUE = "reward_not_in_catalogue"
-INACTIVE = "reward_inactive"
-OUT_OF_STOCK = "out_of_stock"
-TIER_NOT_ALLOWED = "tier_not_allowed"
-INSUFFICIENT_POINTS = "insufficient_points"
 # Why a response holds no item.
 SUPPRESSED = "suppressed"
 NO_SET = "no_recommendation_set"
@@ -65,17 +56,16 @@ class Reward:
     active: bool
     inventory: int | None
 
-    def blocking_reason(self, customer: Customer, almost_there: bool) -> str | None:
-        if not self.active:
-            return INACTIVE
-        if self.inventory is not None and self.inventory <= 0:
-            return OUT_OF_STOCK
-        if self.min_tier_rank > customer.tier_rank:
-            return TIER_NOT_ALLOWED
-        reach = customer.points_balance * (ALMOST_THERE_RATIO if almost_there else 1)
-        if self.points_cost > reach:
-            return INSUFFICIENT_POINTS
-        return None
+    def blocking_reason(self, customer: Customer, almost_there: bool) -> Ineligible | None:
+        return blocking_reason(
+            active=self.active,
+            inventory=self.inventory,
+            min_tier_rank=self.min_tier_rank,
+            points_cost=self.points_cost,
+            tier_rank=customer.tier_rank,
+            points_balance=customer.points_balance,
+            almost_there=almost_there,
+        )
 
 
 @dataclass(frozen=True)
@@ -113,7 +103,7 @@ class CustomerTable:
         return cls(
             _id_array(frame["customer_id"]),
             pd.to_numeric(frame["points_balance"]).fillna(0).to_numpy(dtype=float),
-            pd.to_numeric(frame["tier_rank"]).fillna(1).to_numpy(dtype=np.int64),
+            pd.to_numeric(frame["tier_rank"]).fillna(LOWEST_RANK).to_numpy(dtype=np.int64),
         )
 
     def get(self, customer_id: str) -> Customer | None:
@@ -196,7 +186,7 @@ def rewards_by_id(frame: pd.DataFrame) -> dict[str, Reward]:
             name=str(r.name),
             category=str(r.category),
             points_cost=int(r.points_cost),
-            min_tier_rank=1 if pd.isna(r.min_tier_rank) else int(r.min_tier_rank),
+            min_tier_rank=LOWEST_RANK if pd.isna(r.min_tier_rank) else int(r.min_tier_rank),
             # As the set builder: an unknown active flag is not available.
             active=bool(r.active) if not pd.isna(r.active) else False,
             inventory=None if pd.isna(r.inventory) else int(r.inventory),
@@ -298,7 +288,7 @@ class Recommender:
         for item in stored:
             reward = rewards.get(item.reward_id)
             why = (
-                NOT_IN_CATALOGUE
+                Ineligible.NOT_IN_CATALOGUE
                 if reward is None
                 else reward.blocking_reason(customer, item.is_almost_there)
             )

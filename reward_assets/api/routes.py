@@ -19,7 +19,7 @@ from reward_assets.api.recommendations import CUSTOMERS, REWARDS, UnknownCustome
 from reward_assets.api.state import State, require_api_key
 from reward_assets.email.suppression import suppressed
 from reward_assets.engagement import engage
-from reward_assets.ingest.contract import TIERS
+from reward_assets.ingest.contract import TIER_RANKS
 from reward_assets.privacy import mask_email
 
 # Ids are short printable strings (the stores keep up to 64 characters).
@@ -227,7 +227,7 @@ def list_rewards(
         params["max_points"] = max_points
     if tier is not None:
         clauses.append("min_tier_rank <= :tier_rank")
-        params["tier_rank"] = TIERS.index(tier) + 1
+        params["tier_rank"] = TIER_RANKS[tier]
     where = " AND ".join(clauses) or "TRUE"
     total = state.data.scalar(f"SELECT COUNT(*) FROM {REWARDS} WHERE {where}", params)
     page = state.data.frame(

@@ -7,6 +7,7 @@ takes the columns from here, so the contract lives in one place.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,7 +27,11 @@ EARLIEST_TIMESTAMP = dt.datetime(1900, 1, 1)
 FUTURE_TOLERANCE = dt.timedelta(days=1)
 
 EVENT_TYPES = ("sent", "delivered", "open", "click", "bounce", "unsubscribe", "complaint")
+# Lowest first: a tier's rank is its position, counted from 1.
 TIERS = ("bronze", "silver", "gold", "platinum")
+TIER_RANKS = {tier: rank for rank, tier in enumerate(TIERS, start=1)}
+# What staging assumes for a customer without a tier and a reward without a minimum tier.
+LOWEST_TIER = TIERS[0]
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,11 @@ class Entity:
     @property
     def table(self) -> str:
         return f"raw.{self.name}"
+
+
+def sql_types(columns: Iterable[Column]) -> dict[str, str]:
+    """The columns as the warehouse creates them: name -> SQL type."""
+    return {c.name: SQL_TYPES[c.type] for c in columns}
 
 
 # Columns every raw table carries besides the contract, for lineage back to the file.

@@ -20,7 +20,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from reward_assets.contact.holdout import holdout_bucket
-from reward_assets.ingest.contract import LINEAGE_COLUMNS, Column, Entity
+from reward_assets.ingest.contract import LINEAGE_COLUMNS, Column, Entity, sql_types
 from reward_assets.ingest.landing import (
     ContractError,
     LandingFile,
@@ -28,21 +28,16 @@ from reward_assets.ingest.landing import (
     landing_files,
     read_landing_file,
 )
-from reward_assets.ingest.validation import QUARANTINE_COLUMNS, quarantine_frame, validate
+from reward_assets.ingest.quarantine import (
+    QUARANTINE_COLUMNS,
+    QUARANTINE_TABLE,
+    QuarantineReason,
+    quarantine_frame,
+)
+from reward_assets.ingest.validation import validate
 from reward_assets.warehouse.store import Warehouse
 
-QUARANTINE_TABLE = "raw.quarantine"
 BATCH_ROWS = 500_000
-_QUARANTINE_DDL = (
-    Column("entity"),
-    Column("source_file"),
-    Column("source_line", "integer"),
-    Column("record_id"),
-    Column("reason"),
-    Column("detail"),
-    Column("raw_values"),
-    Column("partition_date", "timestamp"),
-)
 
 
 @dataclass
@@ -131,8 +126,8 @@ def raw_columns(entity: Entity) -> list[Column]:
 
 
 def _prepare(warehouse: Warehouse, entity: Entity) -> None:
-    warehouse.create_table(entity.table, raw_columns(entity))
-    warehouse.create_table(QUARANTINE_TABLE, _QUARANTINE_DDL)
+    warehouse.create_table(entity.table, sql_types(raw_columns(entity)))
+    warehouse.create_table(QUARANTINE_TABLE, QUARANTINE_COLUMNS)
 
 
 def _raw_frame(entity: Entity, good: pd.DataFrame) -> pd.DataFrame:
@@ -235,8 +230,16 @@ def load_window(
             far = (good[ts].dt.floor("D") - file_day).abs() > pd.Timedelta(days=1)
             early = ~far & (good[ts] < first_day)
             for mask, reason, detail in (
-                (far, "outside_file_date", f"{ts} not within a day of the file's date"),
-                (early, "before_first_partition", f"{ts} before {first_day:%Y-%m-%d}"),
+                (
+                    far,
+                    QuarantineReason.OUTSIDE_FILE_DATE,
+                    f"{ts} not within a day of the file's date",
+                ),
+                (
+                    early,
+                    QuarantineReason.BEFORE_FIRST_PARTITION,
+                    f"{ts} before {first_day:%Y-%m-%d}",
+                ),
             ):
                 quarantine.append(
                     quarantine_frame(entity, good[mask], reason, detail, day=file_day[mask])
@@ -248,12 +251,16 @@ def load_window(
             else:
                 hashes = loaded.hashes(good[entity.key])
                 dup = loaded.contains(hashes)
-            quarantine.append(_by_event_day(entity, good[dup], "duplicate_id", "already loaded"))
+            quarantine.append(
+                _by_event_day(entity, good[dup], QuarantineReason.DUPLICATE_ID, "already loaded")
+            )
             good = good[~dup]
             if known_rewards is not None:
                 unknown = ~good["reward_id"].isin(known_rewards)
                 quarantine.append(
-                    _by_event_day(entity, good[unknown], "unknown_reward", "reward_id")
+                    _by_event_day(
+                        entity, good[unknown], QuarantineReason.UNKNOWN_REWARD, "reward_id"
+                    )
                 )
                 good = good[~unknown]
             bad = pd.concat(quarantine, ignore_index=True)
@@ -263,7 +270,7 @@ def load_window(
                 (bad["partition_date"] >= start) & (bad["partition_date"] < end)
             )
             bad = bad[ours]
-            warehouse.append(conn, QUARANTINE_TABLE, bad[QUARANTINE_COLUMNS])
+            warehouse.append(conn, QUARANTINE_TABLE, bad[list(QUARANTINE_COLUMNS)])
             report.rows_loaded += warehouse.append(conn, entity.table, _raw_frame(entity, good))
             if loaded is not None:
                 loaded.add(hashes.loc[good.index])
@@ -272,7 +279,9 @@ def load_window(
     return report
 
 
-def _by_event_day(entity: Entity, rows: pd.DataFrame, reason: str, detail: str) -> pd.DataFrame:
+def _by_event_day(
+    entity: Entity, rows: pd.DataFrame, reason: QuarantineReason, detail: str
+) -> pd.DataFrame:
     day = rows[entity.event_time].dt.floor("D")
     return quarantine_frame(entity, rows, reason, detail, day=day)
 

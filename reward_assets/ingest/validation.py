@@ -7,7 +7,6 @@ applied by the loader; everything a single row can tell about itself is decided 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
@@ -25,22 +24,11 @@ from reward_assets.ingest.contract import (
     TIERS,
     Entity,
 )
-from reward_assets.privacy import mask_record
+from reward_assets.ingest.quarantine import QuarantineReason, quarantine_frame
 
 EMAIL_PATTERN = r"[A-Za-z0-9._%+\-']+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
-
-QUARANTINE_COLUMNS = [
-    "entity",
-    "source_file",
-    "source_line",
-    "record_id",
-    "reason",
-    "detail",
-    "raw_values",
-    "partition_date",
-]
 
 
 @dataclass
@@ -96,35 +84,6 @@ def parse_booleans(values: pd.Series) -> pd.Series:
     return out
 
 
-def quarantine_frame(
-    entity: Entity, rows: pd.DataFrame, reason: str, detail: str | pd.Series, day=None
-) -> pd.DataFrame:
-    """Quarantine rows for `rows` (string or typed values), personal data masked."""
-    if rows.empty:
-        return pd.DataFrame(columns=QUARANTINE_COLUMNS)
-    contract = [c for c in entity.column_names if c in rows.columns]
-    raw = [
-        json.dumps(mask_record(r), default=str, sort_keys=True)
-        for r in rows[contract]
-        .astype(object)
-        .where(rows[contract].notna(), None)
-        .to_dict("records")
-    ]
-    return pd.DataFrame(
-        {
-            "entity": entity.name,
-            "source_file": rows["source_file"].astype(str).to_numpy(),
-            "source_line": rows["source_line"].astype("int64").to_numpy(),
-            "record_id": rows[entity.key].astype(str).to_numpy(),
-            "reason": reason,
-            "detail": detail if isinstance(detail, str) else detail.to_numpy(),
-            "raw_values": raw,
-            "partition_date": pd.NaT if day is None else np.asarray(day, dtype="datetime64[us]"),
-        },
-        columns=QUARANTINE_COLUMNS,
-    )
-
-
 def latest_plausible(now: dt.datetime | None = None) -> dt.datetime:
     """The latest timestamp a landing row may carry: the wall clock (UTC) plus a day."""
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -143,7 +102,7 @@ def validate(entity: Entity, frame: pd.DataFrame, now: dt.datetime | None = None
     typed = pd.DataFrame(index=frame.index)
     nulled: Counter[str] = Counter()
 
-    def flag(mask: pd.Series, reason: str, detail: str) -> None:
+    def flag(mask: pd.Series, reason: QuarantineReason, detail: str) -> None:
         new = mask & reasons.isna()
         reasons[new] = reason
         details[new] = detail
@@ -151,7 +110,9 @@ def validate(entity: Entity, frame: pd.DataFrame, now: dt.datetime | None = None
     id_columns = [entity.key] + [c for c in ("customer_id", "reward_id") if c != entity.key]
     for column in entity.required:
         blank = frame[column] == ""
-        flag(blank, "missing_key" if column in id_columns else "missing_value", column)
+        is_key = column in id_columns
+        reason = QuarantineReason.MISSING_KEY if is_key else QuarantineReason.MISSING_VALUE
+        flag(blank, reason, column)
 
     for spec in entity.columns:
         values = frame[spec.name]
@@ -159,11 +120,11 @@ def validate(entity: Entity, frame: pd.DataFrame, now: dt.datetime | None = None
         if spec.type == "timestamp":
             parsed = parse_timestamps(values)
             bad = present & parsed.isna()
-            flag(bad, "unparseable_timestamp", spec.name)
+            flag(bad, QuarantineReason.UNPARSEABLE_TIMESTAMP, spec.name)
             implausible = parsed.notna() & ((parsed < EARLIEST_TIMESTAMP) | (parsed > latest))
             flag(
                 implausible,
-                "implausible_timestamp",
+                QuarantineReason.IMPLAUSIBLE_TIMESTAMP,
                 f"{spec.name} before {EARLIEST_TIMESTAMP:%Y-%m-%d} or after {latest:%Y-%m-%d}",
             )
             # No partition owns such a day: the row is quarantined with its file instead.
@@ -177,7 +138,7 @@ def validate(entity: Entity, frame: pd.DataFrame, now: dt.datetime | None = None
                 bad |= present & (parsed.abs() >= 2**63)
                 parsed = parsed.where(~bad).astype("Int64")
             if spec.required:
-                flag(bad, "invalid_number", spec.name)
+                flag(bad, QuarantineReason.INVALID_NUMBER, spec.name)
         elif spec.type == "boolean":
             parsed = parse_booleans(values)
             bad = present & parsed.isna()
@@ -192,12 +153,12 @@ def validate(entity: Entity, frame: pd.DataFrame, now: dt.datetime | None = None
     if "email" in typed:
         typed["email"] = typed["email"].str.lower()
         ok = typed["email"].str.fullmatch(EMAIL_PATTERN).fillna(False).astype(bool)
-        flag(typed["email"].notna() & ~ok, "malformed_email", "email")
+        flag(typed["email"].notna() & ~ok, QuarantineReason.MALFORMED_EMAIL, "email")
     if "event_type" in typed:
         typed["event_type"] = typed["event_type"].str.lower()
         flag(
             typed["event_type"].notna() & ~typed["event_type"].isin(EVENT_TYPES),
-            "invalid_event_type",
+            QuarantineReason.INVALID_EVENT_TYPE,
             "event_type",
         )
     for column in ("tier", "min_tier"):
@@ -214,7 +175,8 @@ def validate(entity: Entity, frame: pd.DataFrame, now: dt.datetime | None = None
     # A repeated id within the batch: the first occurrence wins, the rest are quarantined.
     # Only rows still good compete, so a corrected re-send of a bad row is not a duplicate.
     still_good = reasons.isna()
-    flag(still_good & frame[entity.key].where(still_good).duplicated(), "duplicate_id", entity.key)
+    duplicate = still_good & frame[entity.key].where(still_good).duplicated()
+    flag(duplicate, QuarantineReason.DUPLICATE_ID, entity.key)
 
     typed["source_file"] = frame["source_file"]
     typed["source_line"] = frame["source_line"].astype("int64")

@@ -15,25 +15,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reward_assets.ingest.contract import TIERS
+from reward_assets.ingest.contract import LOWEST_TIER, TIER_RANKS
 from reward_assets.ml.registry import ModelRegistry, NoServingModel
+from reward_assets.recommend.eligibility import affordable, required_rank, tier_allowed
 from reward_assets.recommend.sets import COLUMNS, SetRules, build_sets
 from reward_assets.recommend.taste import TasteModel
 
-TIER_RANK = {tier: rank for rank, tier in enumerate(TIERS, start=1)}
 POPULARITY_VERSION = "popularity"
 
 
 def matching_customers(customers: pd.DataFrame) -> pd.DataFrame:
     """Landing rows (customer_id, tier, points_balance, preferred_categories) in the shape
-    the recommendation rules read, with the staging defaults (bronze, no points)."""
-    tier = customers["tier"].fillna("bronze").str.lower()
-    tier = tier.where(tier.isin(TIER_RANK), "bronze")
+    the recommendation rules read, with the staging defaults (lowest tier, no points)."""
+    tier = customers["tier"].fillna(LOWEST_TIER).str.lower()
+    tier = tier.where(tier.isin(TIER_RANKS), LOWEST_TIER)
     return pd.DataFrame(
         {
             "customer_id": customers["customer_id"].astype(str),
             "tier": tier,
-            "tier_rank": tier.map(TIER_RANK).astype("int64"),
+            "tier_rank": tier.map(TIER_RANKS).astype("int64"),
             "points_balance": pd.to_numeric(customers["points_balance"]).fillna(0),
             "preferred_categories": customers["preferred_categories"],
         }
@@ -107,13 +107,12 @@ def _taste_model(path: Path) -> TasteModel:
 def _popular(
     customers: pd.DataFrame, rewards: pd.DataFrame, rules: SetRules, as_of: dt.date
 ) -> pd.DataFrame:
-    available = rewards[rewards["is_available"].fillna(False).astype(bool)]
-    available = available.sort_values(["redemptions", "reward_id"], ascending=[False, True])
+    popular = rewards.sort_values(["redemptions", "reward_id"], ascending=[False, True])
+    required, cost = required_rank(popular), popular["points_cost"].to_numpy()
     rows = []
     for customer in customers.itertuples(index=False):
-        allowed = available[
-            (available["min_tier_rank"].fillna(1).to_numpy() <= customer.tier_rank)
-            & (available["points_cost"].to_numpy() <= customer.points_balance)
+        allowed = popular[
+            tier_allowed(customer.tier_rank, required) & affordable(cost, customer.points_balance)
         ].head(rules.k)
         rows.append(
             pd.DataFrame(

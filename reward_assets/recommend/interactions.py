@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from reward_assets.ingest.clock import as_of_params
 from reward_assets.ingest.contract import ENTITIES, TIERS
 from reward_assets.ingest.landing import ContractError, landing_files, read_landing_file
+from reward_assets.ingest.quarantine import QuarantineReason
 from reward_assets.ingest.validation import validate
 from reward_assets.recommend.inputs import member_of, positions
 from reward_assets.warehouse.store import Warehouse
@@ -256,11 +257,13 @@ def _known(
     """Rows whose customer (and reward) exist; the others are counted in `excluded`."""
     known_customer = member_of(rows["customer_id"], customers["customer_id"])
     keep = known_customer.copy()
+    # Named as the loader's outcomes: it holds back unknown customers, quarantines unknown
+    # rewards.
     reasons = {"unknown_customer": int((~known_customer).sum())}
     if rewards is not None:
         known_reward = member_of(rows["reward_id"], rewards["reward_id"])
         keep &= known_reward
-        reasons["unknown_reward"] = int((known_customer & ~known_reward).sum())
+        reasons[QuarantineReason.UNKNOWN_REWARD] = int((known_customer & ~known_reward).sum())
     counts = excluded.setdefault(entity, {})
     counts.update({reason: n for reason, n in reasons.items() if n})
     if not counts:

@@ -5,9 +5,10 @@ built in four steps, vectorised over a chunk of customers at a time; memory hold
 chunk x rewards boolean masks and chunk x category score blocks, never a matrix of the
 whole population:
 
-1. Eligibility: available (active and in stock), tier allowed, affordable, not redeemed in
-   the last `recent_days`. Rewards a customer cannot afford yet but that cost at most
-   `almost_there_ratio` times the balance are kept apart as "almost there" candidates.
+1. Eligibility (recommend/eligibility.py): available, tier allowed, affordable, not
+   redeemed in the last `recent_days`. Rewards a customer cannot afford yet but that cost
+   at most `almost_there_ratio` times the balance are kept apart as "almost there"
+   candidates.
 2. Exploration slots (round half up of k x `exploration_share`): a seeded random pick among
    the best-scoring eligible new rewards (at most `new_reward_max_redemptions` so far), so
    new rewards get shown before they have a history.
@@ -32,6 +33,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reward_assets.recommend.eligibility import (
+    ALMOST_THERE_RATIO,
+    LOWEST_RANK,
+    RECENT_DAYS,
+    UNREACHABLE_RANK,
+    affordable,
+    eligibility_masks,
+    required_rank,
+    tier_allowed,
+)
 from reward_assets.recommend.inputs import positions
 from reward_assets.settings import Settings
 
@@ -54,8 +65,6 @@ REGULAR, EXPLORATION, ALMOST_THERE = range(3)
 # Exploration draws among this many times as many new rewards as it has slots: random
 # enough to spread exposure over the new rewards, still close to the customer's taste.
 EXPLORATION_POOL = 3
-# Above the highest tier rank: what an unavailable reward requires, so no one qualifies.
-UNREACHABLE_RANK = 5
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,8 @@ class SetRules:
     k: int = 10
     exploration_share: float = 0.1  # share of the k slots for exploration (0 = none)
     max_per_category: int = 3  # diversity
-    almost_there_ratio: float = 1.25  # cost <= balance * ratio and > balance -> flagged item
-    recent_days: int = 30
+    almost_there_ratio: float = ALMOST_THERE_RATIO
+    recent_days: int = RECENT_DAYS
     new_reward_max_redemptions: int = 5  # "new" rewards = few redemptions so far
 
     def __post_init__(self):
@@ -118,13 +127,11 @@ class RewardCatalog:
         frame = rewards.iloc[order].reset_index(drop=True)
         codes, categories = pd.factorize(frame["category"], sort=True)
         bounds = np.searchsorted(codes, np.arange(len(categories) + 1))
-        available = frame["is_available"].fillna(False).to_numpy(bool)
-        min_rank = frame["min_tier_rank"].fillna(1).to_numpy(np.int8)
-        required_rank = np.where(available, min_rank, UNREACHABLE_RANK).astype(np.int8)
+        required = required_rank(frame)
         cost = frame["points_cost"].to_numpy(np.float64, na_value=np.nan)
         vectors = np.ascontiguousarray(np.asarray(reward_vectors)[order], dtype=np.float32)
         by_cost = np.argsort(cost, kind="stable")
-        allowed = required_rank[by_cost] <= np.arange(UNREACHABLE_RANK)[:, None]
+        allowed = tier_allowed(np.arange(UNREACHABLE_RANK)[:, None], required[by_cost])
         label = frame["category"].str.replace("_", " ", regex=False)
         return cls(
             reward_id=pd.Index(frame["reward_id"]),
@@ -132,7 +139,7 @@ class RewardCatalog:
             category_code=codes,
             category_slices=tuple(slice(a, b) for a, b in pairwise(bounds)),
             points_cost=cost,
-            required_rank=required_rank,
+            required_rank=required,
             redemptions=frame["redemptions"].fillna(0).to_numpy(np.int64),
             vectors=vectors,
             blocks=dict(blocks),
@@ -211,7 +218,7 @@ class _Customers:
         # One reason string per tier, shared by its customers; code -1 (no tier) gets None.
         tier, tiers = pd.factorize(customers["tier"])
         segment_reason = np.array([f"popular with {name} members" for name in tiers] + [None])
-        rank = customers["tier_rank"].fillna(1).to_numpy(np.int8)
+        rank = customers["tier_rank"].fillna(LOWEST_RANK).to_numpy(np.int8)
         return cls(
             customer_id=pd.Index(customers["customer_id"]),
             tier_rank=np.clip(rank, 0, UNREACHABLE_RANK - 1),
@@ -323,7 +330,14 @@ def _chunk(
     seed: int,
 ) -> dict[str, np.ndarray]:
     """The rows of one chunk's sets, column by column (as_of and model_version apart)."""
-    eligible, almost_there = _eligibility(people, catalog, recent, rules.almost_there_ratio)
+    eligible, almost_there = eligibility_masks(
+        people.tier_rank,
+        people.points_balance,
+        catalog.required_rank,
+        catalog.points_cost,
+        recent,
+        rules.almost_there_ratio,
+    )
     n, cap = len(eligible), rules.max_per_category
     used = np.zeros((n, len(catalog.categories)), np.int64)
 
@@ -375,30 +389,19 @@ def _chunk(
     }
 
 
-def _eligibility(
-    people: _Customers, catalog: RewardCatalog, recent: np.ndarray, almost_there_ratio: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Customers x rewards masks: eligible, and eligible but for a cost within the ratio."""
-    balance = people.points_balance[:, None]
-    allowed = people.tier_rank[:, None] >= catalog.required_rank
-    allowed.flat[recent] = False
-    within_reach = allowed & (catalog.points_cost <= balance * almost_there_ratio)
-    eligible = np.logical_and(allowed, catalog.points_cost <= balance, out=allowed)
-    return eligible, np.logical_xor(within_reach, eligible, out=within_reach)
-
-
 def _mean_eligible_vector(
     people: _Customers, catalog: RewardCatalog, recent: np.ndarray
 ) -> np.ndarray:
     """Each customer's mean eligible reward vector: tier allowed and affordable from the
     running sums, less the recently redeemed ones."""
-    affordable = np.searchsorted(catalog.sorted_cost, people.points_balance, side="right")
-    total = catalog.cost_prefix_vectors[people.tier_rank, affordable]
-    count = catalog.cost_prefix_counts[people.tier_rank, affordable]
+    # Right side: the rewards costing at most the balance, as `affordable` has it.
+    within = np.searchsorted(catalog.sorted_cost, people.points_balance, side="right")
+    total = catalog.cost_prefix_vectors[people.tier_rank, within]
+    count = catalog.cost_prefix_counts[people.tier_rank, within]
     rows, columns = np.divmod(recent, catalog.size)
-    was_eligible = (people.tier_rank[rows] >= catalog.required_rank[columns]) & (
-        catalog.points_cost[columns] <= people.points_balance[rows]
-    )
+    was_eligible = tier_allowed(
+        people.tier_rank[rows], catalog.required_rank[columns]
+    ) & affordable(catalog.points_cost[columns], people.points_balance[rows])
     np.subtract.at(total, rows[was_eligible], catalog.vectors[columns[was_eligible]])
     count = count - np.bincount(rows[was_eligible], minlength=len(count))
     return total / np.maximum(count, 1)[:, None]

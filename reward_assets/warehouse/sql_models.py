@@ -10,7 +10,12 @@ A model file is plain SQL with a header of `-- key: value` lines:
 
 `{{ ref('model') }}` and `{{ source('raw', 'entity') }}` name other tables and make the
 lineage. Values come in as bound parameters (`:as_of`, `:as_of_end`, `:partition_start`,
-`:partition_end`, `:period_start`, `:holdout_threshold`), never as pasted text.
+`:partition_end`, `:period_start`, `:holdout_threshold`, `:tiers`), never as pasted text.
+
+The tier order belongs to the input contract, which the warehouse does not import, so
+it arrives as `:tiers`, the tier names lowest first. Two macros read it, so no model
+spells the order out: `{{ tier_rank('column') }}` is the column's tier rank from 1 (NULL
+for no or an unknown tier) and `{{ lowest_tier() }}` the lowest tier's name.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from reward_assets.warehouse.store import Warehouse
 
 _REF = re.compile(r"\{\{\s*ref\(\s*'([a-z_][a-z0-9_]*)'\s*\)\s*\}\}")
 _SOURCE = re.compile(r"\{\{\s*source\(\s*'([a-z_]+)'\s*,\s*'([a-z_][a-z0-9_]*)'\s*\)\s*\}\}")
+_TIER_RANK = re.compile(r"\{\{\s*tier_rank\(\s*'([a-z_][a-z0-9_.]*)'\s*\)\s*\}\}")
+_LOWEST_TIER = re.compile(r"\{\{\s*lowest_tier\(\s*\)\s*\}\}")
+# A bound list is a typeless literal to PostgreSQL until cast.
+_TIERS = "CAST(:tiers AS VARCHAR[])"
 _HEADER = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*?)\s*$")
 _HEADER_KEYS = {"schema", "materialized", "partition_column", "group", "description"}
 
@@ -106,7 +115,9 @@ def load_models(folder: Path) -> dict[str, SqlModel]:
 
 def render(model: SqlModel, models: Mapping[str, SqlModel]) -> str:
     sql = _REF.sub(lambda m: models[m.group(1)].table, model.body)
-    return _SOURCE.sub(lambda m: f"{m.group(1)}.{m.group(2)}", sql)
+    sql = _SOURCE.sub(lambda m: f"{m.group(1)}.{m.group(2)}", sql)
+    sql = _TIER_RANK.sub(lambda m: f"array_position({_TIERS}, {m.group(1)})", sql)
+    return _LOWEST_TIER.sub(f"({_TIERS})[1]", sql)
 
 
 def materialize(

@@ -8,7 +8,7 @@ INSERTs are orders of magnitude too slow for fact tables.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-
-from reward_assets.ingest.contract import SQL_TYPES, Column
 
 SCHEMAS = ("raw", "staging", "marts", "ml", "analytics")
 
@@ -58,8 +56,9 @@ class Warehouse:
             for schema in SCHEMAS:
                 conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
 
-    def create_table(self, table: str, columns: Sequence[Column]) -> None:
-        ddl = ", ".join(f"{c.name} {SQL_TYPES[c.type]}" for c in columns)
+    def create_table(self, table: str, columns: Mapping[str, str]) -> None:
+        """Create `table` (columns: name -> SQL type) unless it exists."""
+        ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
         with self.ddl() as conn:
             conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})"))
 
@@ -117,7 +116,7 @@ class Warehouse:
         chunks: Iterable[pd.DataFrame],
     ) -> int:
         """Delete the rows matching `where` and insert `chunks` in one transaction."""
-        self._create(table, columns)
+        self.create_table(table, columns)
         with self.begin() as conn:
             conn.execute(sa.text(f"DELETE FROM {table} WHERE {where}"), dict(params))
             return sum(self.append(conn, table, chunk[list(columns)]) for chunk in chunks)
@@ -126,14 +125,9 @@ class Warehouse:
         self, table: str, columns: Mapping[str, str], chunks: Iterable[pd.DataFrame]
     ) -> int:
         """Insert `chunks` into `table` (created when missing) in one transaction."""
-        self._create(table, columns)
+        self.create_table(table, columns)
         with self.begin() as conn:
             return sum(self.append(conn, table, chunk[list(columns)]) for chunk in chunks)
-
-    def _create(self, table: str, columns: Mapping[str, str]) -> None:
-        ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
-        with self.ddl() as conn:
-            conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})"))
 
     def existing_keys(
         self, conn: Connection, table: str, column: str, keys: pd.Series

@@ -12,9 +12,11 @@ from functools import cache
 import dagster as dg
 import pandas as pd
 
+from reward_assets.contact.holdout import holdout_threshold
 from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
 from reward_assets.defs.resources import SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
+from reward_assets.ingest.contract import TIERS
 from reward_assets.privacy import mask_record
 from reward_assets.quality.checks import checks_path, load_checks, run_checks
 from reward_assets.warehouse.snapshots import SERVED_TABLES, publish
@@ -33,7 +35,8 @@ def model_params(warehouse, settings) -> dict:
     return {
         **as_of_params(resolve_as_of(warehouse, settings.as_of)),
         "period_start": dt.datetime.combine(settings.partitions_start_date, dt.time()),
-        "holdout_threshold": round(settings.holdout_share * 10_000),
+        "holdout_threshold": holdout_threshold(settings.holdout_share),
+        "tiers": list(TIERS),
     }
 
 
