@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from reward_assets.contact.holdout import is_holdout
 from reward_assets.definitions import defs
-from reward_assets.defs.engagement.cycle import no_uncertain_emails
+from reward_assets.defs.engagement.engagement_messages import no_uncertain_emails
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource
 from reward_assets.email.delivery import DeliveryConfig, DeliveryHooks, deliver_due
 from reward_assets.email.mailer import mailer_from_settings
@@ -76,8 +76,13 @@ def world(tmp_path, monkeypatch, run_pipeline):
 
 
 def tick(instance, cursor: str | None):
-    sensor = defs().resolve_sensor_def("new_customer_sensor")
-    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs()) as context:
+    location = defs()
+    sensor = location.resolve_sensor_def("new_customer_sensor")
+    # Called directly, a sensor gets only the resources its context is given (the daemon
+    # passes the code location's): the location's own.
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=location, resources=location.resources
+    ) as context:
         result = sensor(context)
     return result
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reward_assets.engagement.engage import STAGE_CAMPAIGNS
+from reward_assets.contact.campaigns import STAGE_CAMPAIGNS
 from reward_assets.ingest.contract import TIERS
 
 Tier = Literal[TIERS]

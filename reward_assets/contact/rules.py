@@ -11,14 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from reward_assets.contact.campaigns import CAMPAIGNS, WELCOME
 from reward_assets.contact.holdout import DEFAULT_HOLDOUT_SHARE, is_holdout
 from reward_assets.contact.timing import in_quiet_hours
 
 if TYPE_CHECKING:
     from reward_assets.settings import Settings
-
-WELCOME = "welcome"
-CAMPAIGNS = (WELCOME, "followup_3", "followup_7", "rewards_digest", "win_back", "reactivation")
 
 KILL_SWITCH = "kill_switch"
 NO_CONSENT = "no_consent"
@@ -45,6 +43,17 @@ class ContactPolicy:
             quiet_hours_end=settings.quiet_hours_end,
             holdout_share=settings.holdout_share,
         )
+
+    @property
+    def cap_span(self) -> dt.timedelta:
+        return dt.timedelta(days=self.frequency_cap_days)
+
+    def cap_window(
+        self, first: dt.datetime, last: dt.datetime | None = None
+    ) -> tuple[dt.datetime, dt.datetime]:
+        """The open interval around sends from `first` to `last` (default: `first`) in which
+        another send counts towards their frequency cap."""
+        return first - self.cap_span, (last or first) + self.cap_span
 
 
 @dataclass(frozen=True)
@@ -83,8 +92,8 @@ def blocking_reason(
     if is_holdout(recipient.customer_id, policy.holdout_share):
         return HOLDOUT
     if campaign != WELCOME:
-        span = dt.timedelta(days=policy.frequency_cap_days)
-        nearby = sum(1 for sent in other_sends if at - span < sent < at + span)
+        start, end = policy.cap_window(at)
+        nearby = sum(1 for sent in other_sends if start < sent < end)
         if nearby >= policy.frequency_cap:
             return FREQUENCY_CAP
     if in_quiet_hours(at, recipient.timezone, policy.quiet_hours_start, policy.quiet_hours_end):

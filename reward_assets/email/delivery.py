@@ -269,11 +269,9 @@ class _Run:
         """Apply the contact rules at send time; False when the row must not go now."""
         at = self.clock()
         policy = self.config.policy
-        span = dt.timedelta(days=policy.frequency_cap_days)
         others = self.outbox.other_marketing_sends(
             [row.customer_id],
-            at - span,
-            at + span,
+            *policy.cap_window(at),
             statuses=_DEPARTED,
             exclude_keys=[row.idempotency_key],
         )

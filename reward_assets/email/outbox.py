@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
-from reward_assets.contact.rules import CAMPAIGNS, WELCOME
+from reward_assets.contact.campaigns import CAMPAIGNS, WELCOME
 from reward_assets.ops.store import (
     OpsStore,
     from_db,

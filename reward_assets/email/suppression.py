@@ -1,15 +1,23 @@
 """The suppression list: marketing stops for good after an unsubscribe, a complaint or a
-hard bounce. The first reason recorded is kept."""
+hard bounce. The first reason recorded is kept.
+
+The API's unsubscribe link and operators add to it one customer at a time (`suppress`);
+the engagement cycle adds what the engagement data reports (`sync_from_warehouse`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import sqlalchemy as sa
 
 from reward_assets.email.outbox import chunked
 from reward_assets.ops.store import OpsStore, insert_missing, stored_now, suppressions
+
+if TYPE_CHECKING:
+    from reward_assets.warehouse.store import Warehouse
 
 REASONS = ("unsubscribe", "complaint", "hard_bounce")
 EVENT_REASONS = {"unsubscribe": "unsubscribe", "complaint": "complaint", "bounce": "hard_bounce"}
@@ -54,3 +62,13 @@ def sync_from_events(store: OpsStore, events: pd.DataFrame) -> int:
     )
     with store.begin() as conn:
         return insert_missing(conn, suppressions, _rows(pairs, "events"))
+
+
+def sync_from_warehouse(store: OpsStore, warehouse: Warehouse) -> tuple[int, int]:
+    """`sync_from_events` on the warehouse's engagement events; returns how many customers
+    were newly suppressed and how many (customer, event type) pairs were read."""
+    events = warehouse.frame(
+        "SELECT DISTINCT customer_id, event_type FROM marts.fct_engagement_events "
+        f"WHERE event_type IN ({', '.join(map(repr, EVENT_REASONS))})"
+    )
+    return sync_from_events(store, events), len(events)

@@ -1,9 +1,12 @@
-"""Who gets which message when: the decisions onboarding and the engagement cycle share.
+"""Who gets which message when: the decisions onboarding, the engagement cycle and the
+API's one-customer path share.
 
-Both paths decide per customer with the one set of contact rules (`services.rules`), turn
-the customers to contact into content requests, and hand finished messages to the outbox.
-The kill switch is left to delivery, so a message planned while sending is paused waits
-in the queue instead of being lost.
+Each decides per customer with the one set of contact rules (`contact.rules`):
+`decide_welcomes` for a welcome now, `decide_day` for a day's campaigns at each customer's
+best local hour. Both read the suppression list and the outbox from the operational
+store; the pure `welcome_decisions` and `cycle_decisions` apply the rules. The kill switch
+is left to delivery, so a message planned while sending is paused waits in the queue
+instead of being lost. `engagement.messages` writes and queues what they decide.
 """
 
 from __future__ import annotations
@@ -15,23 +18,17 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reward_assets.contact.rules import (
-    QUIET_HOURS,
-    WELCOME,
-    ContactPolicy,
-    Recipient,
-    blocking_reason,
-)
+from reward_assets.contact.campaigns import ONCE, WELCOME
+from reward_assets.contact.rules import QUIET_HOURS, ContactPolicy, Recipient, blocking_reason
 from reward_assets.contact.timing import next_allowed, send_time
-from reward_assets.content.templates import EmailRequest, Offer
-from reward_assets.content.writer import ContentWriter
-from reward_assets.email.outbox import Message, Skip, message_key
-from reward_assets.email.unsubscribe import make_token, unsubscribe_url
+from reward_assets.email.outbox import Outbox, Skip, message_key
+from reward_assets.email.suppression import suppressed
+from reward_assets.ops.store import OpsStore
 
-ONCE = "once"
-OFFERS_PER_EMAIL = 3
 # Used when a customer has no send-time preference yet.
 DEFAULT_LOCAL_HOUR = 10
+# What the plan and the run metadata call a decision to send.
+CONTACT = "contact"
 
 
 @dataclass(frozen=True)
@@ -60,6 +57,26 @@ class Decision:
 
 def _timezone(value) -> str:
     return value if isinstance(value, str) and value else "UTC"
+
+
+def decide_welcomes(
+    store: OpsStore, customers: pd.DataFrame, policy: ContactPolicy, now: dt.datetime
+) -> list[Decision]:
+    """`welcome_decisions` against the suppression list."""
+    return welcome_decisions(customers, policy, now, suppressed(store, customers.customer_id))
+
+
+def decide_day(
+    store: OpsStore, candidates: pd.DataFrame, policy: ContactPolicy, as_of: dt.date
+) -> list[Decision]:
+    """`cycle_decisions` on day `as_of` against the suppression list and the customers'
+    other marketing messages in the outbox."""
+    day_start = dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
+    ids = list(candidates.customer_id.unique())
+    # A day's sends leave at or after its start, quiet hours pushing some past its end.
+    window = policy.cap_window(day_start, day_start + policy.cap_span)
+    others = Outbox(store).other_marketing_sends(ids, *window)
+    return cycle_decisions(candidates, policy, day_start, suppressed(store, ids), others)
 
 
 def welcome_decisions(
@@ -125,99 +142,10 @@ def cycle_decisions(
     return decisions
 
 
-def email_requests(
-    decisions: Sequence[Decision],
-    profiles: pd.DataFrame,
-    offers: pd.DataFrame,
-    *,
-    public_base_url: str,
-    unsubscribe_secret: str,
-) -> list[EmailRequest]:
-    """Content requests for decisions to contact.
-
-    profiles: customer_id, first_name, tier, points_balance; offers: customer_id, rank,
-    reward_id, name, category, points_cost, reason, is_almost_there.
-    """
-    # One dict, not a DataFrame lookup per decision: the cycle decides 100k+ at 1M customers.
-    profile = {r.customer_id: r for r in profiles.itertuples(index=False)}
-    top = offers.sort_values(["customer_id", "rank"]).groupby("customer_id").head(OFFERS_PER_EMAIL)
-    by_customer: dict[str, list[Offer]] = {}
-    for r in top.itertuples(index=False):
-        by_customer.setdefault(r.customer_id, []).append(
-            Offer(
-                r.reward_id,
-                r.name,
-                r.category,
-                int(r.points_cost),
-                r.reason,
-                bool(r.is_almost_there),
-            )
-        )
-    requests = []
-    for decision in decisions:
-        row = profile[decision.customer_id]
-        token = make_token(decision.customer_id, unsubscribe_secret)
-        requests.append(
-            EmailRequest(
-                customer_id=decision.customer_id,
-                first_name=_text(row.first_name),
-                tier=_text(row.tier),
-                points_balance=None if pd.isna(row.points_balance) else int(row.points_balance),
-                campaign=decision.campaign,
-                offers=tuple(by_customer.get(decision.customer_id, ())),
-                unsubscribe_url=unsubscribe_url(public_base_url, token),
-            )
-        )
-    return requests
-
-
-def write_messages(
-    decisions: Sequence[Decision],
-    profiles: pd.DataFrame,
-    offers: pd.DataFrame,
-    writer: ContentWriter,
-    *,
-    public_base_url: str,
-    unsubscribe_secret: str,
-) -> list[Message]:
-    """The emails of `decisions` to contact, written by `writer` (see `email_requests`;
-    profiles also carry each customer's email)."""
-    requests = email_requests(
-        decisions,
-        profiles,
-        offers,
-        public_base_url=public_base_url,
-        unsubscribe_secret=unsubscribe_secret,
-    )
-    written = writer.write_many(requests)
-    addresses = dict(zip(profiles.customer_id, profiles.email, strict=True))
-    return [
-        Message(
-            customer_id=d.customer_id,
-            campaign=d.campaign,
-            occurrence=d.occurrence,
-            send_at=d.send_at,
-            timezone=d.timezone,
-            to_address=addresses[d.customer_id],
-            subject=w.subject,
-            preheader=w.preheader,
-            text_body=w.text_body,
-            html_body=w.html_body,
-            reward_ids=tuple(w.reward_ids),
-            content_source=w.source,
-        )
-        for d, w in zip(decisions, written, strict=True)
-    ]
-
-
 def reason_counts(decisions: Iterable[Decision]) -> dict[str, int]:
-    return dict(sorted(Counter(d.reason or "contact" for d in decisions).items()))
+    return dict(sorted(Counter(d.reason or CONTACT for d in decisions).items()))
 
 
 def _consent(value) -> bool:
     """Only an explicit yes is consent; a missing value is a no."""
     return False if pd.isna(value) else bool(value)
-
-
-def _text(value) -> str | None:
-    return None if value is None or pd.isna(value) or value == "" else str(value)

@@ -1,9 +1,10 @@
 """One customer's engagement on request (the HTTP API): the batch's path, for one customer.
 
-The same rules, content writer and outbox as onboarding and the engagement cycle, and
-the same message keys: the welcome is `<id>:welcome:once` like the sensor's, a segment
-campaign is `<id>:<campaign>:<as-of day>` like the cycle's. So a request and the batch can
-never both send a message, and a repeated request finds the decision already made.
+The same decisions (`engagement.decisions`), first rewards (`engagement.welcome`) and
+writing and queueing (`engagement.messages`) as onboarding and the engagement cycle, and
+the same message keys: a welcome's is the onboarding sensor's, a segment campaign's is the
+cycle's for the as-of day. So a request and the batch can never both send a message, and
+a repeated request finds the decision already made.
 
 Two things differ from the batch, both because a caller waits for the answer: an engaged
 kill switch returns `kill_switch` without recording anything (the batch queues and lets
@@ -21,34 +22,16 @@ from typing import Any, Protocol
 import pandas as pd
 import sqlalchemy as sa
 
-from reward_assets.contact.rules import KILL_SWITCH, QUIET_HOURS, WELCOME, ContactPolicy
-from reward_assets.content.writer import ContentConfig, ContentWriter
-from reward_assets.email.outbox import (
-    QUEUED,
-    SKIPPED,
-    Outbox,
-    kill_switch_engaged,
-    message_key,
-)
-from reward_assets.email.suppression import suppressed
-from reward_assets.engagement import followups
-from reward_assets.engagement.decisions import (
-    OFFERS_PER_EMAIL,
-    ONCE,
-    cycle_decisions,
-    welcome_decisions,
-    write_messages,
-)
-from reward_assets.engagement.segments import CAMPAIGN_BY_SEGMENT
-from reward_assets.ml.registry import ModelRegistry
+from reward_assets.contact.campaigns import STAGE_CAMPAIGNS, WELCOME, occurrence
+from reward_assets.contact.rules import KILL_SWITCH, QUIET_HOURS, ContactPolicy
+from reward_assets.email.outbox import QUEUED, SKIPPED, kill_switch_engaged, message_key
+from reward_assets.engagement.decisions import decide_day, decide_welcomes
+from reward_assets.engagement.messages import OFFERS_PER_EMAIL, write_and_queue
+from reward_assets.engagement.welcome import welcome_offers
 from reward_assets.ops.store import OpsStore, from_db, outbox
-from reward_assets.recommend.cold_start import first_offers
 from reward_assets.recommend.inputs import reward_catalog
-from reward_assets.recommend.sets import SetRules
 from reward_assets.settings import Settings
 
-# Journey stages a caller may name, and the campaign each one runs.
-STAGE_CAMPAIGNS = {"onboarding": WELCOME, "new": WELCOME, **CAMPAIGN_BY_SEGMENT}
 ALREADY_DECIDED = "already_decided"
 NOT_RECENT_SIGNUP = "not_recent_signup"
 # What the path reads: the served tables of a finished run.
@@ -111,7 +94,8 @@ def engage(
 ) -> Outcome:
     """Decide, write and queue one email for the customer, or say why there is none.
 
-    journey_stage: a key of STAGE_CAMPAIGNS, or None for the customer's segment's campaign.
+    journey_stage: a key of `contact.campaigns.STAGE_CAMPAIGNS`, or None for the campaign
+    of the customer's segment.
     current_offers(customer_id, n): the customer's eligible recommended rewards now.
     """
     profile = reader.frame(_PROFILE, {"customer_id": customer_id})
@@ -119,8 +103,8 @@ def engage(
         raise CustomerNotFound(customer_id)
     row = profile.iloc[0]
     campaign = STAGE_CAMPAIGNS[journey_stage or _segment(row["segment"])]
-    occurrence = ONCE if campaign == WELCOME else as_of.isoformat()
-    key = message_key(customer_id, campaign, occurrence)
+    occurs = occurrence(campaign, as_of)
+    key = message_key(customer_id, campaign, occurs)
     existing = _outbox_row(store, key)
     if existing is not None:
         return _decided(existing, customer_id, campaign, key)
@@ -128,25 +112,26 @@ def engage(
         return Outcome(customer_id, campaign, key, queued=False, reason=KILL_SWITCH)
 
     policy = ContactPolicy.from_settings(settings)
-    messages = Outbox(store)
-    blocked = suppressed(store, [customer_id])
+    offers = pd.DataFrame()  # read only for a decision to contact
     if campaign == WELCOME:
         signed_up = pd.Timestamp(row["signup_at"]).date()
         if (as_of - signed_up).days > settings.welcome_max_age_days:
             return Outcome(customer_id, campaign, key, queued=False, reason=NOT_RECENT_SIGNUP)
-        decision = welcome_decisions(profile, policy, now, blocked)[0]
+        [decision] = decide_welcomes(store, profile, policy, now)
+        if decision.reason is None:
+            rewards = reward_catalog(reader, as_of)
+            offers, _ = welcome_offers(store, settings, profile, rewards, as_of)
     else:
-        day_start = dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
-        window = dt.timedelta(days=policy.frequency_cap_days)
-        others = messages.other_marketing_sends(
-            [customer_id], day_start - window, day_start + 2 * window
-        )
-        candidate = profile.assign(campaign=campaign, occurrence=occurrence)
-        decision = cycle_decisions(candidate, policy, day_start, blocked, others)[0]
+        candidate = profile.assign(campaign=campaign, occurrence=occurs)
+        [decision] = decide_day(store, candidate, policy, as_of)
+        if decision.reason is None:
+            offers = current_offers(customer_id, OFFERS_PER_EMAIL)
 
+    result = write_and_queue(store, [decision], profile, offers, settings)
+    if not result.queued and not result.skipped:
+        # A concurrent request or run decided the same message first.
+        return _decided(_outbox_row(store, key), customer_id, campaign, key)
     if decision.reason:
-        if not messages.record_skips([decision.skip()]):
-            return _decided(_outbox_row(store, key), customer_id, campaign, key)
         return Outcome(
             customer_id,
             campaign,
@@ -156,28 +141,7 @@ def engage(
             status=SKIPPED,
             send_at=decision.send_at,
         )
-    if campaign == WELCOME:
-        rules = SetRules(k=settings.recommendations_k, exploration_share=settings.exploration_share)
-        registry = ModelRegistry(store, settings.resolved_models_dir())
-        offers, _ = first_offers(profile, reward_catalog(reader, as_of), rules, as_of, registry)
-    else:
-        offers = current_offers(customer_id, OFFERS_PER_EMAIL)
-    writer = ContentWriter(ContentConfig.from_settings(settings), store)
-    [message] = write_messages(
-        [decision],
-        profile,
-        offers,
-        writer,
-        public_base_url=settings.public_base_url,
-        unsubscribe_secret=settings.unsubscribe_secret,
-    )
-    if campaign == WELCOME:
-        # Before the enqueue, as the onboarding job does: a crash in between must not
-        # lose the follow-ups of a queued welcome.
-        followups.schedule(store, [(customer_id, row["signup_at"])], settings.followup_days)
-    if not messages.enqueue([message]):
-        # A concurrent request or run decided the same message first.
-        return _decided(_outbox_row(store, key), customer_id, campaign, key)
+    [message] = result.messages
     return Outcome(
         customer_id,
         campaign,

@@ -8,9 +8,12 @@ from collections.abc import Iterable
 import pandas as pd
 import sqlalchemy as sa
 
+from reward_assets.contact.campaigns import followup
 from reward_assets.ops.store import OpsStore, followups, insert_missing, stored_now
 
 PENDING, QUEUED, CANCELLED = "pending", "queued", "cancelled"
+# Why a follow-up was cancelled when the customer opened, clicked or redeemed meanwhile.
+ENGAGED = "engaged"
 
 
 def schedule(
@@ -23,7 +26,7 @@ def schedule(
         rows += [
             {
                 "customer_id": customer_id,
-                "campaign": f"followup_{day}",
+                "campaign": followup(day),
                 "due_date": naive.date() + dt.timedelta(days=day),
                 "status": PENDING,
                 "signup_at": naive,

@@ -6,18 +6,35 @@ writes to them), `dormant` (no purchase in the churn model's active window, or n
 Contacts are spread over days by a stable hash of the customer id, so each day's cycle
 writes to about a seventh of the active and at-risk customers and a 28th of the dormant
 ones, and a customer's day does not move between runs.
+
+`serve_segments` writes them to the served table `ml.customer_segments`, which the
+engagement plan and the API read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from reward_assets.contact.campaigns import CAMPAIGN_BY_SEGMENT
+from reward_assets.ingest.clock import resolve_as_of
+from reward_assets.settings import Settings
+from reward_assets.warehouse.snapshots import replace_served
+from reward_assets.warehouse.store import Warehouse
+
 LIFECYCLE_STAGES = ("new", "active", "at_risk", "dormant")
-CAMPAIGN_BY_SEGMENT = {"active": "rewards_digest", "at_risk": "win_back", "dormant": "reactivation"}
+SEGMENTS_TABLE = "ml.customer_segments"
+SEGMENT_COLUMNS = {
+    "as_of": "DATE",
+    "customer_id": "VARCHAR",
+    "segment": "VARCHAR",
+    "campaign": "VARCHAR",
+    "contact_today": "BOOLEAN",
+}
 # Risk bands that `ChurnModel.score` gives customers outside its active population.
 INACTIVE_BANDS = ("lapsed", "never_purchased")
 ENGAGEMENT_RATES = ["open_probability", "click_probability"]
@@ -86,3 +103,30 @@ def _contact_hash(customer_ids: pd.Series) -> np.ndarray:
         [sha256(c.encode()).digest()[4:8] for c in customer_ids.astype(str).tolist()]
     )
     return np.frombuffer(digests, dtype=">u4").astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ServedSegments:
+    as_of: dt.date
+    rows: int
+    counts: pd.DataFrame  # per segment: customers, contact_today
+
+
+def serve_segments(warehouse: Warehouse, settings: Settings) -> ServedSegments:
+    """Segment every customer of the warehouse as of AS_OF from the churn and engagement
+    scores, and replace and publish the served segments table."""
+    as_of = resolve_as_of(warehouse, settings.as_of)
+    segments = segment_customers(
+        warehouse.frame("SELECT customer_id, signup_at FROM marts.dim_customers"),
+        warehouse.frame("SELECT customer_id, churn_probability, risk_band FROM ml.churn_scores"),
+        warehouse.frame(
+            "SELECT customer_id, open_probability, click_probability FROM ml.engagement_scores"
+        ),
+        as_of,
+    )
+    segments["as_of"] = as_of
+    rows = replace_served(warehouse, SEGMENTS_TABLE, SEGMENT_COLUMNS, [segments], settings.data_dir)
+    counts = segments.groupby("segment").agg(
+        customers=("customer_id", "size"), contact_today=("contact_today", "sum")
+    )
+    return ServedSegments(as_of, rows, counts.reset_index())

@@ -1,3 +1,6 @@
+"""Delivery: `deliver_due_emails` sends what the outbox holds due, in `delivery_job` on
+`delivery_schedule` and at the end of `onboarding_job`."""
+
 import dagster as dg
 
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource

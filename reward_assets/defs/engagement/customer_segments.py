@@ -1,0 +1,26 @@
+"""`customer_segments`: each customer's segment, campaign and contact day."""
+
+import dagster as dg
+
+from reward_assets.defs.engagement import ENGAGEMENT
+from reward_assets.defs.resources import SettingsResource, WarehouseResource
+from reward_assets.engagement.segments import serve_segments
+
+
+@dg.asset(
+    group_name=ENGAGEMENT,
+    deps=["churn_scores", "engagement_scores", "dim_customers"],
+    kinds={"duckdb"},
+)
+def customer_segments(settings: SettingsResource, warehouse: WarehouseResource):
+    """Engagement analysis: each customer's segment (new, active, at risk, dormant) from
+    churn and engagement scores, the campaign it calls for, and whether today is their day."""
+    with warehouse.open() as wh:
+        served = serve_segments(wh, settings.get())
+    return dg.MaterializeResult(
+        metadata={
+            "as_of": served.as_of.isoformat(),
+            "dagster/row_count": served.rows,
+            "segments": dg.MetadataValue.md(served.counts.to_markdown(index=False)),
+        }
+    )
