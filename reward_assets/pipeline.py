@@ -123,7 +123,9 @@ def activate(defs: dg.Definitions, instance: dg.DagsterInstance) -> ActivationSu
     summary = ActivationSummary()
     sensor = defs.resolve_sensor_def("new_customer_sensor")
     onboarding = defs.resolve_job_def("onboarding_job")
-    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+    with dg.build_sensor_context(
+        instance=instance, definitions=defs, resources=defs.resources
+    ) as context:
         result = sensor(context)
     for request in getattr(result, "run_requests", None) or []:
         onboarding.execute_in_process(

@@ -11,6 +11,7 @@ import pytest
 from reward_assets.contact import rules
 from reward_assets.contact.holdout import is_holdout
 from reward_assets.contact.rules import ContactPolicy, Recipient, blocking_reason
+from reward_assets.content.templates import EmailRequest, template_email
 from reward_assets.contact.timing import UTC, in_quiet_hours, next_allowed, send_time, zone
 from reward_assets.settings import Settings
 
@@ -327,6 +328,17 @@ def test_a_message_that_breaks_no_rule_may_go():
 def test_unknown_campaign_is_an_error():
     with pytest.raises(ValueError, match="unknown campaign"):
         reason(campaign="newsletter")
+    with pytest.raises(ValueError, match="unknown campaign"):
+        reason(campaign="followup_soon")
+
+
+def test_a_follow_up_on_a_day_of_its_own_is_a_campaign_with_copy():
+    # FOLLOWUP_DAYS=2,14 makes these: the rules, the outbox and the templates take them.
+    assert reason(campaign="followup_14") is None
+    email = template_email(
+        EmailRequest("c1", "Ana", "gold", 900, "followup_14", (), "https://x.test/u")
+    )
+    assert email.subject and "Ana" in email.text_body
 
 
 def test_reasons_in_order_of_precedence():

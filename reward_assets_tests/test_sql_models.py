@@ -478,9 +478,8 @@ def test_tier_macros_read_the_order_from_the_bound_tiers(tmp_path, warehouse):
 def test_dims_take_tier_ranks_from_the_contract_and_availability_from_eligibility(warehouse):
     """What the batch reads from the dims (tier ranks, `is_available`) means what the
     contract and the API's re-check mean, with the parameters the assets bind."""
-    from reward_assets.defs.warehouse.sql_assets import model_params
-
     from reward_assets.api.recommendations import rewards_by_id
+    from reward_assets.defs.warehouse.sql_assets import model_params
 
     for entity in (ENTITIES["customers"], ENTITIES["rewards"]):
         warehouse.create_table(entity.table, sql_types(raw_columns(entity)))

@@ -13,8 +13,8 @@ import datetime as dt
 from reward_assets.settings import Settings
 
 WELCOME = "welcome"
-# Days after the sign-up: the FOLLOWUP_DAYS setting's default. Other days may be set, but
-# only these follow-ups are campaigns the rules, the outbox and the templates know.
+# Days after the sign-up: the FOLLOWUP_DAYS setting's default; any other day is a
+# follow-up campaign too (`followup(day)`).
 FOLLOWUP_DAYS: tuple[int, ...] = Settings.model_fields["followup_days"].default
 _FOLLOWUP_PREFIX = "followup_"
 REWARDS_DIGEST = "rewards_digest"
@@ -36,10 +36,20 @@ def followup(day: int) -> str:
 
 
 def is_followup(campaign: str) -> bool:
-    return campaign.startswith(_FOLLOWUP_PREFIX)
+    return campaign.startswith(_FOLLOWUP_PREFIX) and campaign[len(_FOLLOWUP_PREFIX) :].isdigit()
 
 
+def followup_day(campaign: str) -> int:
+    return int(campaign[len(_FOLLOWUP_PREFIX) :])
+
+
+# The campaigns with the default follow-up days, as the UI and the docs list them.
 CAMPAIGNS = (WELCOME, *map(followup, FOLLOWUP_DAYS), *CAMPAIGN_BY_SEGMENT.values())
+
+
+def is_campaign(name: str) -> bool:
+    """Whether the product sends email under `name` (a follow-up on any day counts)."""
+    return name in CAMPAIGNS or is_followup(name)
 
 
 def occurrence(campaign: str, day: dt.date) -> str:

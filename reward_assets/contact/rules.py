@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reward_assets.contact.campaigns import CAMPAIGNS, WELCOME
+from reward_assets.contact.campaigns import CAMPAIGNS, WELCOME, is_campaign
 from reward_assets.contact.holdout import DEFAULT_HOLDOUT_SHARE, is_holdout
 from reward_assets.contact.timing import in_quiet_hours
 
@@ -81,7 +81,7 @@ def blocking_reason(
     a rolling window was added last saw all the others, so no window of that many days
     holds more than the cap, whatever order messages are planned in.
     """
-    if campaign not in CAMPAIGNS:
+    if not is_campaign(campaign):
         raise ValueError(f"unknown campaign {campaign!r}; expected one of {CAMPAIGNS}")
     if kill_switch:
         return KILL_SWITCH

@@ -17,6 +17,15 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from reward_assets.contact.campaigns import (
+    REACTIVATION,
+    REWARDS_DIGEST,
+    WELCOME,
+    WIN_BACK,
+    followup,
+    is_followup,
+)
+
 LLM, CACHE, TEMPLATE = "llm", "cache", "template"
 # Long enough for real names; anything longer is not a name worth the tokens.
 MAX_FIRST_NAME = 40
@@ -30,44 +39,61 @@ class _CampaignCopy:
     intro: str
 
 
-CAMPAIGNS = {
-    "welcome": _CampaignCopy(
+# The copy of each campaign; a follow-up on a day without copy of its own takes the
+# generic follow-up's.
+_COPY = {
+    WELCOME: _CampaignCopy(
         goal="Welcome a new member and show the first rewards they can aim for.",
         subject="Welcome! Your first rewards are waiting",
         preheader="A few rewards picked for you to start with.",
         intro="Welcome to the rewards programme. We picked a few rewards for you to start with.",
     ),
-    "followup_3": _CampaignCopy(
+    followup(3): _CampaignCopy(
         goal="A few days after sign-up: encourage the member toward a first reward.",
         subject="Have you picked your first reward yet?",
         preheader="Rewards chosen for you, a few days in.",
         intro="A few days in, here are the rewards we think you will like most.",
     ),
-    "followup_7": _CampaignCopy(
+    followup(7): _CampaignCopy(
         goal="One week after sign-up: remind the member of the rewards within reach.",
         subject="Your rewards are within reach",
         preheader="Your first week with us, and the rewards to go for.",
         intro="It has been a week since you joined. These rewards are within reach.",
     ),
-    "rewards_digest": _CampaignCopy(
+    REWARDS_DIGEST: _CampaignCopy(
         goal="A regular digest for an active member: present rewards matched to their tastes.",
         subject="Your reward picks this week",
         preheader="Rewards matched to what you like.",
         intro="Here are this week's rewards, matched to what you like.",
     ),
-    "win_back": _CampaignCopy(
+    WIN_BACK: _CampaignCopy(
         goal="The member is drifting away: remind them of rewards worth coming back for.",
         subject="We saved some rewards for you",
         preheader="Rewards worth coming back for.",
         intro="We have not seen you for a little while, so we saved some rewards for you.",
     ),
-    "reactivation": _CampaignCopy(
+    REACTIVATION: _CampaignCopy(
         goal="The member has been inactive for a long time: invite them back with rewards.",
         subject="It has been a while: your rewards are still here",
         preheader="Come back to the rewards you can still enjoy.",
         intro="It has been a while. Your membership is still here, and so are these rewards.",
     ),
 }
+_FOLLOWUP_COPY = _CampaignCopy(
+    goal="Shortly after sign-up: encourage the member toward a first reward.",
+    subject="Rewards picked for you",
+    preheader="Rewards chosen for you since you joined.",
+    intro="Since you joined, these are the rewards we think you will like most.",
+)
+
+
+def campaign_copy(campaign: str) -> _CampaignCopy:
+    if campaign in _COPY:
+        return _COPY[campaign]
+    if is_followup(campaign):
+        return _FOLLOWUP_COPY
+    raise ValueError(f"unknown campaign {campaign!r}")
+
 
 _FOOTER = "You receive this email because you joined our rewards programme."
 
@@ -93,8 +119,7 @@ class EmailRequest:
     unsubscribe_url: str
 
     def __post_init__(self) -> None:
-        if self.campaign not in CAMPAIGNS:
-            raise ValueError(f"unknown campaign {self.campaign!r}")
+        campaign_copy(self.campaign)  # an unknown campaign fails here, not mid-batch
 
 
 @dataclass(frozen=True)
@@ -184,7 +209,7 @@ def render_draft(draft: EmailDraft, request: EmailRequest, source: str) -> Writt
 
 
 def template_email(request: EmailRequest) -> WrittenEmail:
-    copy = CAMPAIGNS[request.campaign]
+    copy = campaign_copy(request.campaign)
     name = first_name(request)
     greeting = f"Hi {name}," if name else "Hello,"
     balance = (

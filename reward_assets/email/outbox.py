@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
-from reward_assets.contact.campaigns import CAMPAIGNS, WELCOME
+from reward_assets.contact.campaigns import WELCOME, is_campaign
 from reward_assets.ops.store import (
     OpsStore,
     from_db,
@@ -114,7 +114,7 @@ class Outbox:
         rows = {}
         for m in messages:
             # An unknown campaign would fail the rules at every delivery run.
-            if m.campaign not in CAMPAIGNS:
+            if not is_campaign(m.campaign):
                 raise ValueError(f"unknown campaign {m.campaign!r}")
             row = _row(m, QUEUED, run_id, now)
             row.update(
