@@ -11,8 +11,8 @@ import pytest
 from reward_assets.contact import rules
 from reward_assets.contact.holdout import is_holdout
 from reward_assets.contact.rules import ContactPolicy, Recipient, blocking_reason
-from reward_assets.content.templates import EmailRequest, template_email
 from reward_assets.contact.timing import UTC, in_quiet_hours, next_allowed, send_time, zone
+from reward_assets.content.templates import EmailRequest, template_email
 from reward_assets.settings import Settings
 
 NO_QUIET = (0, 0)
