@@ -128,3 +128,16 @@ def test_every_asset_references_the_file_that_defines_it():
         assert python.is_relative_to(PACKAGE / "defs"), key
         text = python.read_text()
         assert f"def {key}(" in text or f"{key} = " in text, (key, python)
+
+
+def test_every_command_runs_a_function_that_exists(capsys):
+    import importlib
+
+    from reward_assets.cli import COMMANDS, main
+
+    assert len(COMMANDS) == 6
+    for module, function, _ in COMMANDS.values():
+        assert callable(getattr(importlib.import_module(module), function))
+    assert main(["--help"]) == 0
+    assert all(name in capsys.readouterr().out for name in COMMANDS)
+    assert main(["nonsense"]) == 2

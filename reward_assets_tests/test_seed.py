@@ -6,6 +6,8 @@ import csv
 import json
 import re
 import shutil
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -406,3 +408,25 @@ def test_parquet_holds_the_same_rows_as_csv(seeded, tmp_path):
                 {c: table[c].cast(pa.string()).fill_null("") for c in table.column_names}
             )
             assert as_text.equals(as_csv), parquet_path
+
+
+def test_the_seed_script_and_commands_write_the_same_folder(tmp_path):
+    """scripts/seed_data.py (the brief's command) and `reward-assets seed` are one path;
+    `reward-assets simulate-day` then lands a day on it."""
+    root = Path(__file__).resolve().parents[1]
+    small = ["--customers", "60", "--rewards", "20", "--days", "5", "--seed", "3"]
+    script = [sys.executable, str(root / "scripts" / "seed_data.py")]
+    command = [sys.executable, "-m", "reward_assets", "seed"]
+    for runner, folder in ((script, "a"), (command, "b")):
+        subprocess.run([*runner, "--output", str(tmp_path / folder), *small], check=True)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    assert len(files) > 10
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+    before = len(list((tmp_path / "b").rglob("*.*")))
+    day = [sys.executable, "-m", "reward_assets", "simulate-day", "--data", str(tmp_path / "b")]
+    subprocess.run(day, check=True)
+    assert len(list((tmp_path / "b").rglob("*.*"))) > before
+    refused = subprocess.run([*day[:-1], str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert refused.returncode == 2 and "reward-assets seed" in refused.stderr

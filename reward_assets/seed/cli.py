@@ -93,12 +93,9 @@ def progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
+def seed(argv: list[str] | None = None) -> int:
     print(generate(parse_args(argv), log=progress).render())
-
-
-if __name__ == "__main__":
-    main()
+    return 0
 
 
 def simulate_day(argv: list[str] | None = None) -> int:
