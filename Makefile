@@ -25,7 +25,7 @@ PARTITIONS_START_DATE ?= $(START_DATE)
 export PARTITIONS_START_DATE
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: install lock run seed dev api test lint bench clean
+.PHONY: install lock run seed dev api test notebooks lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,9 @@ api: install ## the HTTP API on API_HOST:API_PORT (default 127.0.0.1:8000), docs
 
 test: install ## the whole test suite
 	$(BIN)/python -m pytest
+
+notebooks: install ## run the notebooks/ on the outputs of `make run` (nothing is saved)
+	$(BIN)/jupyter-execute notebooks/*.ipynb
 
 lint: install
 	$(BIN)/ruff check .
