@@ -297,7 +297,7 @@ def test_the_apis_recheck_keeps_what_the_batch_finds_eligible():
 
 def test_sets_are_ranked_without_repeats_and_scores_are_dot_products(world, world_sets):
     out = world_sets
-    assert list(out.columns) == COLUMNS
+    assert list(out.columns) == list(COLUMNS)
     assert not out.duplicated(["customer_id", "reward_id"]).any()
     assert not out.duplicated(["customer_id", "rank"]).any()
     ranks = out.groupby("customer_id")["rank"]
