@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from reward_assets.ingest.contract import Entity
+from reward_assets.ingest.contract import MAX_VALUE_LENGTH, Entity
 from reward_assets.ingest.landing import LandingFile
 from reward_assets.ingest.quarantine import QuarantineReason
 
@@ -170,7 +170,7 @@ def _fast_csv(body: bytes, header: list[str], entity: Entity) -> ReadResult | No
 
 
 def _record_ends(quotes: np.ndarray) -> np.ndarray:
-    """For each line, the index of the next line (itself included) with an odd quote count.
+    """For each line, the index of the next line after it with an odd quote count.
 
     A record starting on a line with an odd count of quotes runs to the next such line;
     -1 where there is none (an unterminated quote).
@@ -196,7 +196,7 @@ def _careful_csv(lines: list[bytes], header: list[str], entity: Entity) -> ReadR
     while i < len(lines):
         line_no = i + 2  # the header is line 1
         if quotes[i] % 2:
-            end = int(ends[i + 1]) if i + 1 < len(lines) else -1
+            end = int(ends[i])
             if end < 0:
                 problems.append(
                     _row_problem(
@@ -222,8 +222,19 @@ def _careful_csv(lines: list[bytes], header: list[str], entity: Entity) -> ReadR
             )
             i = following
             continue
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-        fields = rows[0] if len(rows) == 1 else None
+        fields = _fields(text)
+        if fields is None and len(text) > MAX_VALUE_LENGTH:
+            # The csv module refuses a field this long; so does the contract.
+            problems.append(
+                _row_problem(
+                    QuarantineReason.OVERSIZED_VALUE,
+                    f"a value longer than {MAX_VALUE_LENGTH} characters",
+                    raw,
+                    line_no,
+                )
+            )
+            i = following
+            continue
         if fields is None or len(fields) != width:
             if following > i + 1:
                 # Lines a quote joined that make no valid row: the quote was a stray one,
@@ -241,11 +252,20 @@ def _careful_csv(lines: list[bytes], header: list[str], entity: Entity) -> ReadR
     return ReadResult(contract_table(entity, columns, pa.array(numbers, pa.int64())), problems)
 
 
+def _fields(text: str) -> list[str] | None:
+    """The fields of one CSV record, or None if `text` is not exactly one record."""
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error:
+        return None
+    return rows[0] if len(rows) == 1 else None
+
+
 def _row_problem(
     reason: QuarantineReason, detail: str, raw: bytes, line: int, decoded: bool = True
 ) -> Problem:
     text = raw.decode("utf-8", errors="replace")
-    fields = next(csv.reader(io.StringIO(text, newline="")), []) if decoded else [text]
+    fields = (_fields(text) if decoded else None) or [text]
     return Problem(reason, detail, line, tuple(fields))
 
 
