@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 PERSONAL_COLUMNS = frozenset({"email", "first_name", "last_name"})
 
 
@@ -24,3 +26,8 @@ def mask_value(column: str, value: object) -> object:
 
 def mask_record(record: dict[str, object]) -> dict[str, object]:
     return {column: mask_value(column, value) for column, value in record.items()}
+
+
+def mask_fields(values: Iterable[object]) -> list[object]:
+    """A row whose fields cannot be matched to columns (a misread line): every text masked."""
+    return [mask_text(v) if isinstance(v, str) else v for v in values]

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     quarantine_max_share: float = Field(
         0.05, ge=0, le=1, description="Quarantined share above which the ingestion check warns."
     )
+    snapshot_max_shrink: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of loaded customers or rewards a new snapshot may drop; "
+        "a larger drop fails the load and keeps the previous rows (1 allows any).",
+    )
     ops_db_url: str = Field(
         "",
         description="SQLAlchemy URL of the operational store; empty means SQLite under DATA_DIR.",

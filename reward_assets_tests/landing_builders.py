@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 from pathlib import Path
+
+import pandas as pd
 
 from reward_assets.ingest.contract import ENTITIES
 
@@ -143,3 +147,122 @@ def write_basic_landing(data_dir: Path) -> None:
                 },
             ],
         )
+
+
+# Personal values planted only in broken rows: none may reach a log, an error or metadata.
+PLANTED_EMAIL = "zebediah.quarrington@example.com"
+PLANTED_NAME = "Zebediah"
+
+
+def _csv_text(entity: str, rows: list[dict], header: list[str] | None = None) -> str:
+    columns = header or ENTITIES[entity].column_names
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row.get(c, "") for c in columns])
+    return buffer.getvalue()
+
+
+def _line(entity: str, row: dict) -> str:
+    """One CSV line of `row` under the contract's header, without its newline."""
+    return _csv_text(entity, [row]).splitlines()[1]
+
+
+def write_broken_landing(data_dir: Path) -> dict:
+    """The basic landing plus one customer file of each broken kind, with good rows beside
+    the bad ones. Returns what a load must make of it: `loaded` (customer ids),
+    `quarantined` ({(file, line, reason)}) and `skipped` (files not read)."""
+    write_basic_landing(data_dir)
+    folder = Path(data_dir) / "customers"
+    pii = customer("bad", email=PLANTED_EMAIL, first_name=PLANTED_NAME, last_name=PLANTED_NAME)
+    header = ",".join(ENTITIES["customers"].column_names)
+    good = {f"g{i:02d}": customer(f"g{i:02d}") for i in range(1, 30)}
+    line = {cid: _line("customers", row) for cid, row in good.items()}
+    pii_line = _line("customers", pii)
+    quarantined: set[tuple[str, int | None, str]] = set()
+
+    def plant(name: str, body: bytes, bad: list[tuple[int | None, str]]) -> None:
+        (folder / name).write_bytes(body)
+        quarantined.update((f"customers/{name.strip()}", n, reason) for n, reason in bad)
+
+    # Lines: 2 good, 3 extra field, 4 short, 5 NUL byte, 6 Latin-1 byte, 7 a 3 MB field,
+    # 8 points_balance -5, 9 good, 10 unterminated quote, 11 good.
+    rows = [
+        line["g01"],
+        pii_line + ",surplus",
+        pii_line.rsplit(",", 3)[0],
+        pii_line.replace(PLANTED_NAME, PLANTED_NAME[:3] + "\x00" + PLANTED_NAME[3:], 1),
+        None,  # Latin-1, written as bytes below
+        pii_line.replace("travel", "x" * 3_000_000),
+        _line("customers", customer("neg", points_balance="-5", email=PLANTED_EMAIL)),
+        line["g02"],
+        pii_line.replace(PLANTED_NAME, '"' + PLANTED_NAME, 1),
+        line["g03"],
+    ]
+    latin = pii_line.replace(PLANTED_NAME, "Zébédiah", 1).encode("latin-1")
+    body = header.encode() + b"\n"
+    body += b"\n".join(r.encode() if r is not None else latin for r in rows) + b"\n"
+    plant(
+        "2023-03-02.csv",
+        body,
+        [
+            (3, "malformed_row"),
+            (4, "malformed_row"),
+            (5, "malformed_row"),
+            (6, "invalid_encoding"),
+            (7, "oversized_value"),
+            (8, "out_of_range"),
+            (10, "malformed_row"),
+        ],
+    )
+    # A quoted line break in a value: the rows after it keep their physical line numbers.
+    quoted = _csv_text("customers", [customer("g04", preferred_categories="travel\ndining")])
+    plant(
+        "2023-03-03.csv",
+        (quoted + line["g05"] + "\n" + pii_line + ",x\n").encode(),
+        [(5, "malformed_row")],
+    )
+    plant("2023-03-04.csv", _csv_text("customers", [good["g06"]]).encode("utf-16"), [])
+    plant("2023-03-05.CSV", _csv_text("customers", [good["g07"]]).encode(), [])
+    plant("2023-03-06.csv.gz", gzip.compress(_csv_text("customers", [good["g08"]]).encode()), [])
+    plant("2023-03-07.csv ", _csv_text("customers", [good["g09"]]).encode(), [])
+    plant("2023-03-08.csv", _csv_text("customers", [good["g10"]]).encode("utf-8-sig"), [])
+    # A repeated column: which value is meant cannot be known, so the file is quarantined.
+    doubled = [*ENTITIES["customers"].column_names, "email"]
+    plant(
+        "2023-03-09.csv",
+        _csv_text("customers", [{**pii, "customer_id": "dup1"}], doubled).encode(),
+        [(None, "unreadable_file")],
+    )
+    # Cut off in the middle of its last row.
+    truncated = _csv_text("customers", [good["g11"], pii])
+    plant(
+        "2023-03-10.csv",
+        truncated[: truncated.rindex(PLANTED_NAME) + 2].encode(),
+        [(3, "malformed_row")],
+    )
+    plant(
+        "2023-03-11.csv",
+        _csv_text(
+            "customers", [{**pii, "customer_id": "x1"}], ["customer_id", "first_name"]
+        ).encode(),
+        [(None, "missing_column")],
+    )
+    frame = pd.DataFrame([{**good["g12"], "preferred_categories": ["travel", "dining"]}])
+    frame.to_parquet(folder / "2023-03-12.parquet")
+    quarantined.add(("customers/2023-03-12.parquet", None, "unreadable_file"))
+    pd.DataFrame([good["g13"]]).to_parquet(folder / "2023-03-13.Parquet")
+    whole = pd.DataFrame([pii]).to_parquet()
+    plant("2023-03-14.parquet", whole[: len(whole) // 2], [(None, "unreadable_file")])
+    plant(
+        "2023-03-15.csv.gz", gzip.compress(b"customer_id,email")[:-9], [(None, "unreadable_file")]
+    )
+    (folder / "notes.txt").write_text(f"ask {PLANTED_NAME} about the export\n")
+    loaded = ["cust001", "cust002", "cust003", "g01", "g02", "g03", "g04", "g05", "g06"]
+    loaded += ["g07", "g08", "g09", "g10", "g11", "g13"]
+    return {
+        "loaded": sorted(loaded),
+        "quarantined": quarantined,
+        "skipped": ["customers/notes.txt"],
+    }

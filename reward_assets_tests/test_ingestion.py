@@ -204,12 +204,22 @@ def test_unknown_rewards_and_event_types_are_quarantined(tmp_path, duckdb_wareho
     ]
 
 
-def test_missing_required_column_names_file_and_column(tmp_path, duckdb_warehouse):
-    path = tmp_path / "data" / "transactions" / "2023-03-01.csv"
-    path.parent.mkdir(parents=True)
-    path.write_text("transaction_id,customer_id,occurred_at\nt1,cust001,2023-03-01T10:00:00Z\n")
-    with pytest.raises(ContractError, match=r"transactions/2023-03-01\.csv.*amount"):
-        load_window(duckdb_warehouse, TRANSACTIONS, tmp_path / "data", START, END)
+def test_a_file_missing_a_required_column_is_quarantined_and_the_rest_loads(
+    tmp_path, duckdb_warehouse
+):
+    data = tmp_path / "data"
+    write_basic_landing(data)
+    path = data / "transactions" / "2023-03-02-late.csv"
+    path.write_text("transaction_id,customer_id,occurred_at\nt1,cust001,2023-03-02T10:00:00Z\n")
+    report = load_window(duckdb_warehouse, TRANSACTIONS, data, START, END)
+
+    bad = quarantine(duckdb_warehouse, "transactions")
+    assert bad[["source_file", "reason"]].values.tolist() == [
+        ["transactions/2023-03-02-late.csv", "missing_column"]
+    ]
+    assert "amount" in bad.detail[0] and bad.source_line.isna().all()
+    assert report.files_quarantined == ["transactions/2023-03-02-late.csv"]
+    assert report.rows_loaded == duckdb_warehouse.row_count("raw.transactions") == 12
 
 
 def test_missing_customers_is_a_clear_error(tmp_path, duckdb_warehouse):

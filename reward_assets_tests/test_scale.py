@@ -11,7 +11,6 @@ from reward_assets.churn.model import same_paths
 from reward_assets.ingest import load as ingest
 from reward_assets.ingest.contract import REDEMPTIONS, TRANSACTIONS
 from reward_assets.ingest.load import load_window
-from reward_assets.ingest.validation import parse_numbers
 from reward_assets.recommend.inputs import member_of, positions
 from reward_assets.warehouse.store import Warehouse
 from reward_assets_tests.landing_builders import transaction, write_rows
@@ -145,23 +144,6 @@ def test_in_memory_and_warehouse_duplicate_lookups_agree(tmp_path, monkeypatch):
             },
         ],
     )
-
-
-@pytest.mark.parametrize("integer", [False, True])
-def test_numbers_parse_as_pandas_parses_them(integer):
-    rng = np.random.default_rng(7)
-    clean = [str(int(x)) for x in rng.integers(-(10**12), 10**12, 500)]
-    if not integer:
-        clean += [f"{x:.2f}" for x in rng.normal(0, 500, 500)] + [repr(x) for x in rng.random(500)]
-    dirty = [*clean, "", "ten", "1.5", "1e400", "NaN", "99999999999999999999"]
-    # A value Arrow reads but pandas refuses, alone in a clean column.
-    for column in (clean, dirty, [*clean, "0x10"], [*clean, "0X1F"]):
-        values = pd.Series(column, dtype="string")
-        present = values != ""
-        expected = pd.to_numeric(values.where(present), errors="coerce")
-        parsed = parse_numbers(values, present, integer)
-        assert parsed.dtype == expected.dtype
-        pd.testing.assert_series_equal(parsed, expected, check_names=False)
 
 
 def test_arrow_lookups_match_pandas():

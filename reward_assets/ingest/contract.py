@@ -25,6 +25,9 @@ SQL_TYPES: dict[ColumnType, str] = {
 # quarantined (`implausible_timestamp`) rather than let one row move the data's "today".
 EARLIEST_TIMESTAMP = dt.datetime(1900, 1, 1)
 FUTURE_TOLERANCE = dt.timedelta(days=1)
+# A longer value is no field of this contract but a broken file (a lost quote swallowing
+# lines, a binary blob): the row is quarantined as `oversized_value`.
+MAX_VALUE_LENGTH = 65_536
 
 EVENT_TYPES = ("sent", "delivered", "open", "click", "bounce", "unsubscribe", "complaint")
 # Lowest first: a tier's rank is its position, counted from 1.
@@ -39,6 +42,8 @@ class Column:
     name: str
     type: ColumnType = "text"
     required: bool = False
+    # The smallest value a number may take; below it the row is quarantined (`out_of_range`).
+    minimum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ CUSTOMERS = Entity(
         Column("country"),
         Column("timezone"),
         Column("tier"),
-        Column("points_balance", "integer"),
+        Column("points_balance", "integer", minimum=0),
         Column("marketing_opt_in", "boolean"),
         Column("preferred_categories"),
     ),
@@ -102,9 +107,9 @@ REWARDS = Entity(
         Column("reward_id", required=True),
         Column("name", required=True),
         Column("category", required=True),
-        Column("points_cost", "integer", required=True),
+        Column("points_cost", "integer", required=True, minimum=1),
         Column("description"),
-        Column("inventory", "integer"),
+        Column("inventory", "integer", minimum=0),
         Column("min_tier"),
         Column("active", "boolean"),
     ),
@@ -135,7 +140,7 @@ REDEMPTIONS = Entity(
         Column("customer_id", required=True),
         Column("reward_id", required=True),
         Column("redeemed_at", "timestamp", required=True),
-        Column("points_spent", "integer"),
+        Column("points_spent", "integer", minimum=0),
     ),
 )
 ENGAGEMENT_EVENTS = Entity(

@@ -1,30 +1,27 @@
-"""Finding and reading landing files under DATA_DIR.
+"""Finding landing files under DATA_DIR.
 
-An entity lands as `DATA_DIR/<entity>.csv|.parquet` or as any number of such files under
-`DATA_DIR/<entity>/`. A file whose name holds a date (`2023-03-01.csv`) is taken to hold
-that day's rows, so a partition only reads the files of its days (and their neighbours,
-for rows just across midnight); files without a date are read by every partition.
+An entity lands as `DATA_DIR/<entity>.csv|.csv.gz|.parquet` or as any number of such
+files under `DATA_DIR/<entity>/` (extensions in any case; stray spaces around a name are
+ignored). A file whose name holds a date (`2023-03-01.csv`) is taken to hold that day's
+rows, so a partition only reads the files of its days (and their neighbours, for rows
+just across midnight); files without a date are read by every partition. Anything else
+in an entity's folder is not read, and is reported so that no file is skipped unseen.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
-
-SUFFIXES = (".csv", ".parquet")
+# Recognised endings (lower case) and what they hold: (format, gzip-compressed).
+FORMATS = {".csv": ("csv", False), ".csv.gz": ("csv", True), ".parquet": ("parquet", False)}
 _DATE_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 
 class ContractError(ValueError):
-    """A landing file that cannot be read under the contract at all (not a bad row)."""
+    """Input the contract cannot take at all (no file of an entity that must exist)."""
 
 
 @dataclass(frozen=True)
@@ -32,10 +29,27 @@ class LandingFile:
     path: Path
     name: str  # path relative to the data folder, as shown in quarantine rows
     day: dt.date | None
+    format: str = "csv"
+    compressed: bool = False
+
+
+@dataclass(frozen=True)
+class LandingScan:
+    files: list[LandingFile]
+    # Files in the entity's folder that are not read (relative to the data folder).
+    skipped: list[str]
+
+
+def _format(path: Path) -> tuple[str, bool] | None:
+    name = path.name.strip().lower()
+    for suffix, kind in sorted(FORMATS.items(), key=lambda item: -len(item[0])):
+        if name.endswith(suffix):
+            return kind
+    return None
 
 
 def _file_day(path: Path) -> dt.date | None:
-    match = _DATE_IN_NAME.search(path.stem)
+    match = _DATE_IN_NAME.search(path.name.strip())
     if not match:
         return None
     try:
@@ -44,17 +58,37 @@ def _file_day(path: Path) -> dt.date | None:
         return None
 
 
-def landing_files(data_dir: Path, entity: str) -> list[LandingFile]:
+def _landing_file(data_dir: Path, path: Path, kind: tuple[str, bool]) -> LandingFile:
+    name = path.relative_to(data_dir).as_posix()
+    return LandingFile(path, name, _file_day(path), *kind)
+
+
+def scan_landing(data_dir: Path, entity: str) -> LandingScan:
+    """The files of `entity` that will be read, in name order, and those that will not."""
     data_dir = Path(data_dir)
-    paths = [data_dir / f"{entity}{suffix}" for suffix in SUFFIXES]
+    found: list[LandingFile] = []
+    skipped: list[str] = []
+    if data_dir.is_dir():
+        for path in data_dir.iterdir():
+            kind = _format(path)
+            own = path.name.strip().lower() in {entity + suffix for suffix in FORMATS}
+            if kind and own and path.is_file():
+                found.append(_landing_file(data_dir, path, kind))
     folder = data_dir / entity
     if folder.is_dir():
-        paths += [p for p in folder.rglob("*") if p.suffix in SUFFIXES]
-    return [
-        LandingFile(p, p.relative_to(data_dir).as_posix(), _file_day(p))
-        for p in sorted(paths)
-        if p.is_file()
-    ]
+        for path in folder.rglob("*"):
+            if not path.is_file():
+                continue
+            kind = _format(path)
+            if kind:
+                found.append(_landing_file(data_dir, path, kind))
+            else:
+                skipped.append(path.relative_to(data_dir).as_posix())
+    return LandingScan(sorted(found, key=lambda f: f.name), sorted(skipped))
+
+
+def landing_files(data_dir: Path, entity: str) -> list[LandingFile]:
+    return scan_landing(data_dir, entity).files
 
 
 def files_for_window(
@@ -69,50 +103,3 @@ def files_for_window(
     if first_day is not None and start <= first_day:
         lo = dt.date.min
     return [f for f in files if f.day is None or lo <= f.day < hi]
-
-
-def read_landing_file(file: LandingFile, columns: list[str], required: list[str]) -> pd.DataFrame:
-    """All contract columns as stripped strings ('' when absent), plus source_file/line.
-
-    Values stay text here so that nothing is coerced before validation decides what a
-    bad value is. Lines are 1-based file lines (the CSV header is line 1); for Parquet
-    they are 1-based row numbers.
-    """
-    if file.path.suffix == ".csv":
-        with file.path.open(newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle), [])
-        _require(file, header, required)
-        table = pacsv.read_csv(
-            file.path,
-            convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-        first_line = 2
-    else:
-        table = pq.read_table(file.path)
-        _require(file, table.column_names, required)
-        table = table.cast(pa.schema([(name, pa.string()) for name in table.column_names]))
-        first_line = 1
-
-    frame = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
-    for name in columns:
-        if name in table.column_names:
-            values = table.column(name).to_pandas().fillna("").astype("string")
-            frame[name] = values.str.strip()
-        else:
-            frame[name] = pd.Series("", index=frame.index, dtype="string")
-    frame["source_file"] = file.name
-    frame["source_line"] = frame.index + first_line
-    return frame
-
-
-def _require(file: LandingFile, header: list[str], required: list[str]) -> None:
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise ContractError(
-            f"{file.name}: missing required column(s) {', '.join(missing)}; "
-            f"found {', '.join(header) or 'no header'}"
-        )

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from reward_assets.ingest.contract import CUSTOMERS
-from reward_assets.ingest.landing import LandingFile, landing_files, read_landing_file
-from reward_assets.ingest.validation import validate
+from reward_assets.ingest.landing import LandingFile, landing_files
+from reward_assets.ingest.validation import read_validated
 
 
 def file_signature(file: LandingFile) -> str:
@@ -28,16 +28,7 @@ def file_signature(file: LandingFile) -> str:
 
 def read_customers(files: Iterable[LandingFile]) -> pd.DataFrame:
     """Valid customer rows of `files`, typed; a duplicated id keeps its first row."""
-    frames = [read_landing_file(f, CUSTOMERS.column_names, CUSTOMERS.required) for f in files]
-    if not frames:
-        return validate(CUSTOMERS, _empty()).good
-    good = validate(CUSTOMERS, pd.concat(frames, ignore_index=True)).good
-    return good.drop_duplicates("customer_id").reset_index(drop=True)
-
-
-def _empty() -> pd.DataFrame:
-    columns = [*CUSTOMERS.column_names, "source_file", "source_line"]
-    return pd.DataFrame({c: pd.Series(dtype="string") for c in columns})
+    return read_validated(list(files), CUSTOMERS).good
 
 
 @dataclass

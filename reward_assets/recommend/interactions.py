@@ -22,9 +22,9 @@ import scipy.sparse as sp
 
 from reward_assets.ingest.clock import as_of_params
 from reward_assets.ingest.contract import ENTITIES, TIERS
-from reward_assets.ingest.landing import ContractError, landing_files, read_landing_file
+from reward_assets.ingest.landing import ContractError, landing_files
 from reward_assets.ingest.quarantine import QuarantineReason
-from reward_assets.ingest.validation import validate
+from reward_assets.ingest.validation import read_validated
 from reward_assets.recommend.inputs import member_of, positions
 from reward_assets.warehouse.store import Warehouse
 
@@ -237,11 +237,7 @@ def _read_entity(data_dir: Path, name: str, excluded: dict) -> pd.DataFrame:
             f"no {name} files under {data_dir}: expected {name}.csv, {name}.parquet "
             f"or a {name}/ folder of them"
         )
-    frame = pd.concat(
-        [read_landing_file(f, entity.column_names, entity.required) for f in files],
-        ignore_index=True,
-    )
-    result = validate(entity, frame)
+    result = read_validated(files, entity)
     if len(result.quarantine):
         excluded[name] = dict(Counter(result.quarantine["reason"]))
     return result.good

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 SCHEMAS = ("raw", "staging", "marts", "ml", "analytics")
+COPY_BATCH_ROWS = 200_000
 
 
 class Warehouse:
@@ -62,14 +63,20 @@ class Warehouse:
         with self.ddl() as conn:
             conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})"))
 
-    def append(self, conn: Connection, table: str, frame: pd.DataFrame) -> int:
-        """Bulk-insert `frame` (columns named as in the table) inside `conn`'s transaction."""
-        if frame.empty:
+    def append(self, conn: Connection, table: str, frame: pd.DataFrame | pa.Table) -> int:
+        """Bulk-insert `frame` (a DataFrame or an Arrow table, columns named as in the
+        table) inside `conn`'s transaction; the number of rows."""
+        rows = frame.num_rows if isinstance(frame, pa.Table) else len(frame)
+        if not rows:
             return 0
-        columns = ", ".join(frame.columns)
+        arrow = (
+            frame
+            if isinstance(frame, pa.Table)
+            else pa.Table.from_pandas(frame, preserve_index=False)
+        )
+        columns = ", ".join(arrow.column_names)
         driver = conn.connection.driver_connection
         if self.dialect == "duckdb":
-            arrow = pa.Table.from_pandas(frame, preserve_index=False)
             driver.register("_append_frame", arrow)
             try:
                 conn.exec_driver_sql(
@@ -77,18 +84,17 @@ class Warehouse:
                 )
             finally:
                 driver.unregister("_append_frame")
-        else:
-            buffer = io.BytesIO()
-            pacsv.write_csv(
-                pa.Table.from_pandas(frame, preserve_index=False),
-                buffer,
-                pacsv.WriteOptions(include_header=False, quoting_style="needed"),
-            )
-            with driver.cursor().copy(
-                f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)"
-            ) as copy:
-                copy.write(buffer.getvalue())
-        return len(frame)
+            return rows
+        # COPY streams the rows as CSV, a batch at a time so that no copy of the whole
+        # table is built in memory.
+        with driver.cursor().copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
+            for batch in arrow.to_batches(max_chunksize=COPY_BATCH_ROWS):
+                buffer = io.BytesIO()
+                pacsv.write_csv(
+                    batch, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed")
+                )
+                copy.write(buffer.getbuffer())
+        return rows
 
     def replace_table(
         self, table: str, columns: Mapping[str, str], chunks: Iterable[pd.DataFrame]

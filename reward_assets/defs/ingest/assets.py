@@ -29,7 +29,9 @@ def _check_spec(entity: Entity) -> dg.AssetCheckSpec:
     )
 
 
-def _result(report: LoadReport, limit: float) -> dg.MaterializeResult:
+def _result(
+    context: dg.AssetExecutionContext, report: LoadReport, limit: float
+) -> dg.MaterializeResult:
     considered = report.rows_loaded + report.rows_quarantined
     share = report.rows_quarantined / considered if considered else 0.0
     metadata = {
@@ -39,9 +41,18 @@ def _result(report: LoadReport, limit: float) -> dg.MaterializeResult:
         "rows_quarantined": report.rows_quarantined,
         "quarantined_by_reason": dict(sorted(report.quarantined.items())),
         "optional_values_nulled": dict(sorted(report.nulled_optional.items())),
+        "files_quarantined": report.files_quarantined,
+        "files_skipped": report.files_skipped,
     }
     if report.rows_other_partitions:
         metadata["rows_for_other_partitions"] = report.rows_other_partitions
+    for name in report.files_skipped:
+        context.log.warning(f"{report.entity}: {name} is not read (not .csv, .csv.gz or .parquet)")
+    for name in report.files_quarantined:
+        context.log.warning(
+            f"{report.entity}: {name} could not be read and is quarantined whole "
+            "(see raw.quarantine for the reason)"
+        )
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
@@ -59,17 +70,22 @@ def snapshot_asset(entity: Entity) -> dg.AssetsDefinition:
     @dg.asset(
         name=entity.name,
         group_name="ingestion",
-        kinds={"python", "pandas"},
+        kinds={"python", "duckdb"},
         check_specs=[_check_spec(entity)],
         description=f"Raw {entity.name} from the landing folder (a full snapshot); "
-        "contract violations go to raw.quarantine with their reason.",
+        "contract violations go to raw.quarantine with their reason. A snapshot that would "
+        "drop more than SNAPSHOT_MAX_SHRINK of the loaded rows fails and changes nothing.",
     )
     def _asset(
-        settings: SettingsResource, landing: LandingResource, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext,
+        settings: SettingsResource,
+        landing: LandingResource,
+        warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
+        config = settings.get()
         with warehouse.open() as wh:
-            report = load_snapshot(wh, entity, landing.path)
-        return _result(report, settings.get().quarantine_max_share)
+            report = load_snapshot(wh, entity, landing.path, config.snapshot_max_shrink)
+        return _result(context, report, config.quarantine_max_share)
 
     return _asset
 
@@ -78,7 +94,7 @@ def event_asset(entity: Entity, deps: list[str]) -> dg.AssetsDefinition:
     @dg.asset(
         name=entity.name,
         group_name="ingestion",
-        kinds={"python", "pandas"},
+        kinds={"python", "duckdb"},
         deps=deps,
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -110,7 +126,7 @@ def event_asset(entity: Entity, deps: list[str]) -> dg.AssetsDefinition:
             f"{entity.name} {start:%Y-%m-%d}..{end:%Y-%m-%d}: {report.rows_loaded} rows loaded, "
             f"{report.rows_quarantined} quarantined from {report.files_read} files"
         )
-        return _result(report, config.quarantine_max_share)
+        return _result(context, report, config.quarantine_max_share)
 
     return _asset
 
