@@ -6,14 +6,16 @@ The compose file's `init` service runs it once, after `dagster instance migrate`
 any long-lived process starts: it creates the warehouse's schemas, and upgrades the
 operational store to the code's schema revision (`alembic upgrade head`, every row kept;
 on an empty database that creates the tables). The services refuse a PostgreSQL store at
-an older revision, so a new version of the code is deployed by running this first. Safe to
-run again: what is there already is left as it is.
+an older revision, so a new version of the code is deployed by running this first. It
+fails first if UNSUBSCRIBE_SECRET is the public default, which the services refuse outside
+the embedded demo. Safe to run again: what is there already is left as it is.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from reward_assets.email.unsubscribe import signing_secret
 from reward_assets.ops import migrate
 from reward_assets.ops.store import OpsStore
 from reward_assets.settings import Settings
@@ -26,6 +28,8 @@ def _shown(url: str) -> str:
 
 def main() -> None:
     settings = Settings()
+    # The services would refuse a public unsubscribe secret one by one: stop here instead.
+    signing_secret(settings)
     warehouse_url = settings.resolved_warehouse_url()
     with open_warehouse(warehouse_url) as warehouse:
         warehouse.ensure_schemas()
