@@ -143,6 +143,14 @@ def test_the_api_refuses_the_public_secret_unless_in_the_embedded_demo(api_env, 
         assert suppressed(customer_id)
 
 
+def test_make_api_says_why_it_does_not_start_on_the_default(api_env, monkeypatch, capsys):
+    from reward_assets.api.serve import main
+
+    monkeypatch.setenv("SMTP_HOST", "mx.example")
+    assert main([]) == 1
+    assert "UNSUBSCRIBE_SECRET is the public default" in capsys.readouterr().err
+
+
 @pytest.mark.postgres
 def test_the_api_server_with_a_postgresql_store_does_not_start_on_the_default(
     world, pg_url, tmp_path

@@ -192,7 +192,11 @@ def test_upgrading_a_postgresql_store_made_before_revisions_keeps_every_row(way,
         done = run_python(["-m", "alembic", "-x", f"url={pg_url}", "upgrade", "head"], {})
     else:
         env = {"OPS_DB_URL": pg_url, "WAREHOUSE_URL": f"duckdb:///{tmp_path / 'w.duckdb'}"}
-        done = run_python(["deploy/init_stores.py"], env)
+        # With the public unsubscribe secret init stops before touching anything.
+        refused = run_python(["deploy/init_stores.py"], {**env, "UNSUBSCRIBE_SECRET": ""})
+        assert refused.returncode == 1 and "UNSUBSCRIBE_SECRET" in refused.stderr
+        assert revision(pg_url) is None
+        done = run_python(["deploy/init_stores.py"], {**env, "UNSUBSCRIBE_SECRET": "a-secret"})
         assert f"revision none -> {migrate.head()}" in done.stdout
     assert done.returncode == 0, done.stderr
 
@@ -239,6 +243,18 @@ def test_an_outdated_postgresql_store_is_refused_until_it_is_upgraded(pg_url):
     outbox = metadata.tables["outbox"]
     with open_ops_store(pg_url) as store, store.begin() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar() == 3
+
+
+def test_the_migrate_command_shows_and_upgrades_the_store_of_ops_db_url(tmp_path):
+    env = {"OPS_DB_URL": f"sqlite:///{tmp_path / 'new' / 'ops.sqlite'}"}
+    before = run_python(["-m", "reward_assets.ops.migrate", "current"], env, cwd=tmp_path)
+    assert (before.returncode, before.stdout.split(":")[1].split("(")[0].strip()) == (
+        1,
+        "revision none",
+    )
+    done = run_python(["-m", "reward_assets.ops.migrate", "upgrade"], env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"revision {migrate.head()} (code: {migrate.head()})" in done.stdout
 
 
 def test_a_store_at_a_revision_the_code_does_not_know_is_refused(empty_url):
