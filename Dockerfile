@@ -12,15 +12,17 @@ RUN useradd --create-home --uid 10001 reward
 
 WORKDIR /app
 
-# The install CI runs (`make install`): a virtual environment, pip upgraded, then the
-# project from pyproject.toml at the versions of constraints.txt, so the image holds the
-# very set of packages the tests ran against. The package is an empty stand-in at this point, so a
-# code change reuses this layer instead of reinstalling every dependency.
+# The install CI runs (`make install`) without the dev extra (pytest, ruff, locust,
+# schemathesis: test and benchmark tools, not the product's): a virtual environment, pip
+# upgraded, then the project from pyproject.toml at the versions of constraints.txt, the
+# lock CI installs from, so every package the image shares with CI is the very version the
+# tests ran against. The package is an empty stand-in at this point, so a code change
+# reuses this layer instead of reinstalling every dependency.
 COPY pyproject.toml README.md constraints.txt ./
 RUN mkdir reward_assets && touch reward_assets/__init__.py \
     && python -m venv /opt/venv \
     && /opt/venv/bin/python -m pip install --no-cache-dir --upgrade pip \
-    && /opt/venv/bin/python -m pip install --no-cache-dir -c constraints.txt -e '.[dev,celery]'
+    && /opt/venv/bin/python -m pip install --no-cache-dir -c constraints.txt -e '.[celery]'
 
 COPY reward_assets ./reward_assets
 COPY dbt_like_sql ./dbt_like_sql

@@ -54,7 +54,11 @@ seed: install ## demo data into $(DATA_DIR)/ (a new data set: fresh embedded sto
 run: seed ## seed, materialise every asset on DuckDB, print a summary
 	$(BIN)/reward-assets run
 
+# The pools' limits are written into the instance before the daemon starts: it applies
+# dagster.yaml's default_limit only from the second time it sees a pool in the queue.
 dev: install ## Dagster UI and daemon on the same local storage as `make run`
+	$(BIN)/dagster instance concurrency set warehouse 1
+	$(BIN)/dagster instance concurrency set llm 1
 	$(BIN)/dg dev
 
 api: install ## the HTTP API on API_HOST:API_PORT (default 127.0.0.1:8000), docs at /docs

@@ -3,17 +3,21 @@
     python deploy/init_stores.py
 
 The compose file's `init` service runs it once, after `dagster instance migrate`, before
-any long-lived process starts: on an empty PostgreSQL database two processes creating the
-same tables at once race (the loser fails on PostgreSQL's catalogue), and the user-code
-server, its runs and the API would all create the operational store's tables on first
-use. Safe to run again: everything it creates is created only when missing.
+any long-lived process starts: it creates the warehouse's schemas, and upgrades the
+operational store to the code's schema revision (`alembic upgrade head`, every row kept;
+on an empty database that creates the tables). The services refuse a PostgreSQL store at
+an older revision, so a new version of the code is deployed by running this first. It
+fails first if UNSUBSCRIBE_SECRET is the public default, which the services refuse outside
+the embedded demo. Safe to run again: what is there already is left as it is.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from reward_assets.ops.store import open_ops_store
+from reward_assets.email.unsubscribe import signing_secret
+from reward_assets.ops import migrate
+from reward_assets.ops.store import OpsStore
 from reward_assets.settings import Settings
 from reward_assets.warehouse.store import SCHEMAS, open_warehouse
 
@@ -24,15 +28,25 @@ def _shown(url: str) -> str:
 
 def main() -> None:
     settings = Settings()
+    # The services would refuse a public unsubscribe secret one by one: stop here instead.
+    signing_secret(settings)
     warehouse_url = settings.resolved_warehouse_url()
     with open_warehouse(warehouse_url) as warehouse:
         warehouse.ensure_schemas()
     print(f"warehouse {_shown(warehouse_url)}: schemas {', '.join(SCHEMAS)}")
 
     ops_url = settings.resolved_ops_db_url()
-    with open_ops_store(ops_url) as store:
+    store = OpsStore(ops_url)
+    try:
+        before = migrate.current(store.engine)
+        after = migrate.upgrade(store.engine)
         tables = sorted(sa.inspect(store.engine).get_table_names())
-    print(f"operational store {_shown(ops_url)}: tables {', '.join(tables)}")
+    finally:
+        store.dispose()
+    print(
+        f"operational store {_shown(ops_url)}: revision {before or 'none'} -> {after}, "
+        f"tables {', '.join(tables)}"
+    )
 
 
 if __name__ == "__main__":

@@ -98,7 +98,15 @@ class Settings(BaseSettings):
         "http://localhost:8000", description="Where the API (unsubscribe link) is reachable."
     )
     unsubscribe_secret: str = Field(
-        "change-me", description="Signs unsubscribe links; set a long random value."
+        "change-me",
+        description="Signs unsubscribe links; set a long random value. The default is "
+        "refused outside the embedded demo (DuckDB, SQLite, no SMTP_HOST).",
+    )
+    unsubscribe_link_days: int = Field(
+        180,
+        ge=30,
+        description="An unsubscribe link works this many days after it was issued or last "
+        "sent (at least 30, as CAN-SPAM asks).",
     )
 
     # The HTTP API (`make api`).

@@ -27,8 +27,12 @@ README_SECTION = "## Deploy with docker compose"
 # Variables of Dagster itself and of the postgres image, besides the project's settings.
 DAGSTER_VARIABLES = {"DAGSTER_HOME", "DAGSTER_PG_URL"}
 POSTGRES_IMAGE_VARIABLES = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PGDATA"}
-# What a developer's .env holds besides .env.example's variables, for the interpolation.
-SECRETS = {"POSTGRES_PASSWORD": "compose-test-password"}
+# What a developer's .env holds besides .env.example's variables, for the interpolation:
+# the secrets .env.example leaves empty, which compose requires.
+SECRETS = {
+    "POSTGRES_PASSWORD": "compose-test-password",
+    "UNSUBSCRIBE_SECRET": "compose-test-unsubscribe-secret-3f9a1c7e",
+}
 
 
 # --- Reading the compose file the way Compose does -----------------------------------------

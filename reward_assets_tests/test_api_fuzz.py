@@ -52,7 +52,9 @@ OPERATIONS = [
 
 def test_the_schema_lists_these_operations(served):
     with TestClient(create_app()) as client:
-        paths = client.get("/openapi.json").json()["paths"]
+        # With API_KEY set, the schema is behind it too.
+        assert client.get("/openapi.json").status_code == 401
+        paths = client.get("/openapi.json", headers={"X-API-Key": API_KEY}).json()["paths"]
     assert sorted((path, m.upper()) for path, ops in paths.items() for m in ops) == OPERATIONS
     limit = next(
         p
@@ -64,7 +66,9 @@ def test_the_schema_lists_these_operations(served):
 
 @pytest.mark.parametrize(("path", "method"), OPERATIONS)
 def test_every_answer_matches_the_schema(served, path, method):
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app())
+    schema = schemathesis.openapi.from_asgi(
+        "/openapi.json", create_app(), headers={"X-API-Key": API_KEY}
+    )
     operation = schema[path][method]
     excluded = [positive_data_acceptance] if path in CROSS_FIELD_RULES else []
     cases = st.one_of(

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import dagster as dg
 import httpx
@@ -17,6 +18,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from reward_assets.api.main import create_app
+from reward_assets.email.unsubscribe import make_token
+from reward_assets.settings import Settings
 from reward_assets.warehouse.snapshots import SERVED_TABLES, snapshot_path
 from reward_assets.warehouse.store import Warehouse
 from reward_assets_tests.api_world import (
@@ -32,6 +35,7 @@ from reward_assets_tests.api_world import (
 # dim_customers and dim_rewards read.
 STAGING = ("staging.stg_customers", "staging.stg_rewards")
 PG_TYPES = {"DOUBLE": "DOUBLE PRECISION", "TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"}
+PRODUCTION_SECRET = "live-test-unsubscribe-secret-5e6f"
 
 
 @pytest.fixture(scope="session")
@@ -177,6 +181,8 @@ def test_postgresql_serves_the_same_answers_while_a_run_swaps_tables(
         "WAREHOUSE_URL": pg_url,
         "DATA_DIR": str(tmp_path / "no-snapshots"),
         "OPS_DB_URL": copy_ops_store(world, tmp_path / "ops.sqlite"),
+        # Not the embedded demo: the default secret would be refused.
+        "UNSUBSCRIBE_SECRET": PRODUCTION_SECRET,
     }
 
     monkeypatch.setenv("DATA_DIR", str(world.data_dir))
@@ -221,43 +227,50 @@ def test_postgresql_serves_the_same_answers_while_a_run_swaps_tables(
     assert after[customers[0]]["dropped"]["reasons"] == {"reward_inactive": 1}
 
 
-def every_endpoint(world: ApiWorld, customers: list[str]) -> list[tuple[str, str, dict | None]]:
-    """One request of each endpoint's kind: (method, path, JSON body)."""
+def every_endpoint(
+    world: ApiWorld, customers: list[str], secret: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """One request of each endpoint's kind: (method, path, what the request sends). The
+    unsubscribe link comes last: it suppresses the first customer."""
     start = world.last_day - dt.timedelta(days=29)
     stages = ("active", "at_risk", "dormant", None)
+    unsubscribe = f"/api/unsubscribe?token={make_token(customers[0], secret)}"
     return [
-        *[("GET", f"/api/customers/{c}/recommended_rewards?limit=3", None) for c in customers],
-        *[("GET", f"/api/customers/{c}", None) for c in customers],
-        ("GET", "/api/rewards?limit=20&available=true", None),
-        ("GET", "/api/rewards?tier=gold&limit=50", None),
-        ("GET", f"/api/analytics/report?start_date={start}&end_date={world.last_day}", None),
-        ("GET", "/health", None),
+        *[("GET", f"/api/customers/{c}/recommended_rewards?limit=3", {}) for c in customers],
+        *[("GET", f"/api/customers/{c}", {}) for c in customers],
+        ("GET", "/api/rewards?limit=20&available=true", {}),
+        ("GET", "/api/rewards?tier=gold&limit=50", {}),
+        ("GET", f"/api/analytics/report?start_date={start}&end_date={world.last_day}", {}),
+        ("GET", "/health", {}),
+        ("GET", "/openapi.json", {}),
         *[
             (
                 "POST",
                 f"/api/customers/{c}/engagement",
-                {"engagement_type": "email", "context": {"journey_stage": stage}},
+                {"json": {"engagement_type": "email", "context": {"journey_stage": stage}}},
             )
             for c, stage in zip(customers, stages * len(customers), strict=False)
         ],
+        ("GET", unsubscribe, {}),
+        ("POST", unsubscribe, {"data": {"List-Unsubscribe": "One-Click"}}),
     ]
 
 
-def fire(url: str, requests: list[tuple[str, str, dict | None]], copies: int = 50):
+def fire(url: str, requests: list[tuple[str, str, dict[str, Any]]], copies: int = 50):
     """Each request `copies` times, all at once from as many threads; (path, status) pairs
     of every answer that is not a success."""
     barrier = threading.Barrier(copies)
 
-    def one(method: str, path: str, body: dict | None) -> list[tuple[str, int]]:
+    def one(method: str, path: str, sent: dict[str, Any]) -> list[tuple[str, int]]:
         with httpx.Client(base_url=url, timeout=60) as client:
             barrier.wait()
-            response = client.request(method, path, json=body)
+            response = client.request(method, path, **sent)
             return [] if response.status_code < 400 else [(path, response.status_code)]
 
     failures = []
     with ThreadPoolExecutor(copies) as pool:
-        for method, path, body in requests:
-            answers = [pool.submit(one, method, path, body) for _ in range(copies)]
+        for method, path, sent in requests:
+            answers = [pool.submit(one, method, path, sent) for _ in range(copies)]
             failures.extend(f for answer in answers for f in answer.result())
     return failures
 
@@ -271,7 +284,7 @@ def test_fifty_parallel_requests_on_every_endpoint_on_snapshots(world, tmp_path)
         "AS_OF": "",
     }
     with serve(env) as url:
-        failures = fire(url, every_endpoint(world, customers))
+        failures = fire(url, every_endpoint(world, customers, Settings().unsubscribe_secret))
     assert failures == []
 
 
@@ -285,10 +298,13 @@ def test_fifty_parallel_requests_on_every_endpoint_on_postgresql(world, pg_url, 
     env = {
         "WAREHOUSE_URL": pg_url,
         "DATA_DIR": str(tmp_path / "no-snapshots"),
-        "OPS_DB_URL": copy_ops_store(world, tmp_path / "ops.sqlite"),
+        # Both stores on PostgreSQL: the operational store's tables are created in the
+        # same database when the API opens it.
+        "OPS_DB_URL": pg_url,
         "MODELS_DIR": str(world.data_dir / "models"),
+        "UNSUBSCRIBE_SECRET": PRODUCTION_SECRET,
         "AS_OF": "",
     }
     with serve(env) as url:
-        failures = fire(url, every_endpoint(world, customers))
+        failures = fire(url, every_endpoint(world, customers, PRODUCTION_SECRET))
     assert failures == []

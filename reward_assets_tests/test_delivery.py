@@ -22,7 +22,7 @@ from reward_assets.email.mailer import (
 )
 from reward_assets.email.outbox import Message, Outbox, set_kill_switch
 from reward_assets.email.suppression import suppress
-from reward_assets.email.unsubscribe import read_token
+from reward_assets.email.unsubscribe import Link, UnsafeSecret, read_token
 from reward_assets.ops.store import open_ops_store, outbox
 from reward_assets.settings import Settings
 from reward_assets_tests.smtp_server import SmtpServer
@@ -121,7 +121,8 @@ def test_sends_each_due_message_once_in_the_expected_format(store, mailer, serve
     assert url.startswith("https://rewards.example/api/unsubscribe?token=")
     # On the wire as a plain <URL> (clients do not decode RFC 2047 words into links).
     assert dict(received.raw_items())["List-Unsubscribe"] == f"<{url}>"
-    assert read_token(url.partition("token=")[2], SECRET) == "c1"
+    # Issued the day it was sent, so the link works the full UNSUBSCRIBE_LINK_DAYS after.
+    assert read_token(url.partition("token=")[2], SECRET) == Link("c1", T0.date())
     assert received["Message-ID"] == message_id_for(due.key, FROM)
     assert message_id_for(due.key, FROM) == message_id_for(due.key, FROM)
     assert message_id_for(due.key, FROM) != message_id_for(later.key, FROM)
@@ -443,7 +444,13 @@ def test_eml_mailer_writes_one_file_per_message(store, tmp_path):
 
 def test_mailers_and_config_from_settings(tmp_path):
     local = Settings(data_dir=tmp_path, smtp_host="")
-    relay = Settings(smtp_host="mx.example", smtp_port=2525, send_max_attempts=3, kill_switch=True)
+    relay = Settings(
+        smtp_host="mx.example",
+        smtp_port=2525,
+        send_max_attempts=3,
+        kill_switch=True,
+        unsubscribe_secret="a-long-random-value",
+    )
 
     assert isinstance(mailer_from_settings(local), EmlMailer)
     assert mailer_from_settings(local).folder == tmp_path / "outbox"
@@ -452,6 +459,21 @@ def test_mailers_and_config_from_settings(tmp_path):
     config = DeliveryConfig.from_settings(relay)
     assert (config.max_attempts, config.kill_switch_env) == (3, True)
     assert config.policy == ContactPolicy.from_settings(relay)
+    assert config.unsubscribe_secret == "a-long-random-value"
+
+
+def test_mail_goes_out_only_with_a_secret_of_its_own(tmp_path):
+    """The default unsubscribe secret is public: with it, anyone can forge the links of a
+    real mailing. Delivery takes it only in the embedded demo (.eml files, embedded stores)."""
+    demo = Settings(data_dir=tmp_path, unsubscribe_secret="change-me")
+    assert DeliveryConfig.from_settings(demo).unsubscribe_secret == "change-me"
+    for unsafe in (
+        {"smtp_host": "mx.example"},
+        {"ops_db_url": "postgresql+psycopg://ops@db.example/ops"},
+        {"warehouse_url": "postgresql+psycopg://wh@db.example/warehouse"},
+    ):
+        with pytest.raises(UnsafeSecret, match="UNSUBSCRIBE_SECRET"):
+            DeliveryConfig.from_settings(Settings(data_dir=tmp_path, **unsafe))
 
 
 @pytest.mark.postgres

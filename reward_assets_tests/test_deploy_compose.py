@@ -16,11 +16,18 @@ import jsonschema
 import pytest
 import sqlalchemy as sa
 
+from reward_assets.email.unsubscribe import (
+    DEFAULT_SECRET,
+    UnsafeSecret,
+    embedded_demo,
+    signing_secret,
+)
 from reward_assets.settings import Settings
 from reward_assets_tests.compose import (
     MissingVariable,
     interpolate,
     interpolated,
+    read_dotenv,
     referenced_variables,
 )
 from reward_assets_tests.deploy_files import (
@@ -214,6 +221,32 @@ def test_store_urls_in_env_point_the_services_at_an_external_postgres():
     without = {k: v for k, v in dotenv_from_example().items() if k != "POSTGRES_PASSWORD"}
     with pytest.raises(MissingVariable, match="POSTGRES_PASSWORD"):
         compose(without)
+
+
+def test_compose_refuses_to_start_until_the_secrets_are_set(monkeypatch):
+    """.env.example copied as it is leaves the database password and the unsubscribe
+    secret empty: compose stops with the reason instead of starting with a known value."""
+    example = read_dotenv(ENV_EXAMPLE)
+    assert example["POSTGRES_PASSWORD"] == "" and example["UNSUBSCRIBE_SECRET"] == ""
+    for secret in ("POSTGRES_PASSWORD", "UNSUBSCRIBE_SECRET"):
+        with pytest.raises(MissingVariable, match=secret):
+            compose(example | {k: v for k, v in SECRETS.items() if k != secret})
+    with pytest.raises(MissingVariable):
+        compose(example)
+
+    # The public default typed into .env passes compose's guard, but not the services:
+    # with PostgreSQL stores and a mail server the product refuses it.
+    services = compose(dotenv_from_example(UNSUBSCRIBE_SECRET=DEFAULT_SECRET))["services"]
+    for key in Settings.model_fields:
+        monkeypatch.delenv(key.upper(), raising=False)
+    for key, value in services["api"]["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    settings = Settings(_env_file=None)
+    assert settings.unsubscribe_secret == DEFAULT_SECRET and not embedded_demo(settings)
+    with pytest.raises(UnsafeSecret):
+        signing_secret(settings)
+    monkeypatch.setenv("UNSUBSCRIBE_SECRET", SECRETS["UNSUBSCRIBE_SECRET"])
+    assert signing_secret(Settings(_env_file=None)) == SECRETS["UNSUBSCRIBE_SECRET"]
 
 
 def test_every_variable_the_compose_file_interpolates_is_documented_in_env_example():

@@ -2,17 +2,23 @@
 
 Every command's executable, module and file against the project and what the Dockerfile
 copies; the workspace against the code server's name and port; the API's command against the
-app the package defines; the Dockerfile's install step against CI's (`make install`); the
+app the package defines; the Dockerfile's install step against CI's (`make install`, less
+the dev tools, every runtime package pinned at CI's version); the
 image's user against the volumes it writes; the build context against .dockerignore.
 """
 
+import functools
 import importlib
+import importlib.metadata
 import re
+import tomllib
 from fnmatch import fnmatch
 from pathlib import PurePosixPath
 
 import yaml
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from reward_assets.warehouse.sql_models import SQL_DIR
 from reward_assets_tests.deploy_files import (
@@ -43,9 +49,13 @@ def test_every_command_runs_code_and_files_that_the_image_holds():
             commands.append(health[1:])
         for command in commands:
             executable = command[0]
-            # The image installs the same pyproject.toml into its venv as CI into .venv.
+            # The image installs the same pyproject.toml into its venv as CI into .venv,
+            # less the dev tools: a command's program comes with a runtime package.
             assert executable == "sh" or (VENV_BIN / executable).exists(), (
                 f"{name}: {executable} is not installed by the project"
+            )
+            assert executable in {"sh", "python", *runtime_scripts()}, (
+                f"{name}: {executable} comes with a dev tool the image does not install"
             )
             for arg in command[1:]:
                 if arg.startswith("/"):
@@ -96,14 +106,80 @@ def test_the_api_command_names_the_app_the_package_defines():
     assert probed.group(1) == option(command, "--port")
 
 
-def test_the_dockerfile_installs_the_project_the_way_ci_does():
+def without_dev_extra(install: list[str]) -> list[str]:
+    return [arg.replace("[dev,", "[") for arg in install]
+
+
+@functools.cache
+def runtime_packages() -> dict[str, str]:
+    """Every distribution the project needs at run time (its dependencies and the celery
+    extra, transitively, markers evaluated) with the version installed here, where CI's
+    install ran."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pending = [
+        (Requirement(r), "")
+        for r in project["dependencies"] + project["optional-dependencies"]["celery"]
+    ]
+    found, seen = {}, set()
+    while pending:
+        requirement, extra = pending.pop()
+        if requirement.marker and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        key = (canonicalize_name(requirement.name), tuple(sorted(requirement.extras)))
+        if key in seen:
+            continue
+        seen.add(key)
+        distribution = importlib.metadata.distribution(requirement.name)
+        found[key[0]] = distribution.version
+        for needed in distribution.requires or []:
+            for asked in sorted(requirement.extras) or [""]:
+                pending.append((Requirement(needed), asked))
+    return found
+
+
+def runtime_scripts() -> set[str]:
+    """The console commands the runtime packages and the project install."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return set(project["scripts"]) | {
+        entry.name
+        for name in runtime_packages()
+        for entry in importlib.metadata.distribution(name).entry_points
+        if entry.group == "console_scripts"
+    }
+
+
+def test_the_dockerfile_installs_the_project_the_way_ci_does_without_the_dev_tools():
     image = read_dockerfile()
     make = makefile_install_commands()
     docker = dockerfile_commands(image)
     make_installs, docker_installs = pip_installs(make), pip_installs(docker)
-    assert make_installs and docker_installs == make_installs
-    # The project itself, from pyproject.toml, at the locked versions.
-    assert ["-c", "constraints.txt", "-e", ".[dev,celery]"] in docker_installs
+    # CI's install, pip and all, with the dev extra (test and benchmark tools) left out.
+    assert make_installs and docker_installs == [without_dev_extra(i) for i in make_installs]
+    assert ["-c", "constraints.txt", "-e", ".[dev,celery]"] in make_installs
+    assert ["-c", "constraints.txt", "-e", ".[celery]"] in docker_installs
+
+    # Both resolve against constraints.txt, which pins every package the image installs
+    # at the version CI installed: what the two share is the same. pip and setuptools come
+    # with the virtual environment itself.
+    pins = {
+        canonicalize_name(name): version
+        for name, version in re.findall(
+            r"^([A-Za-z0-9_.\-]+)==(\S+)", (ROOT / "constraints.txt").read_text(), re.MULTILINE
+        )
+    }
+    runtime = runtime_packages()
+    assert {"dagster", "fastapi", "alembic", "dagster-celery"} <= set(runtime)
+    unpinned = {
+        name: (version, pins.get(name))
+        for name, version in runtime.items()
+        if pins.get(name) != version and name not in {"pip", "setuptools"}
+    }
+    assert unpinned == {}
+    # And the image holds none of the dev tools.
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    tools = {canonicalize_name(Requirement(r).name) for r in dev["dev"]}
+    assert {"pytest", "locust", "schemathesis", "ruff"} <= tools
+    assert tools & set(runtime) <= {"httpx"}  # the Groq client's HTTP library
     assert any(c[1:3] == ["-m", "venv"] for c in make)
     assert any(c[1:3] == ["-m", "venv"] for c in docker)
     # The pip that installs is the virtual environment's, as in the Makefile.

@@ -62,6 +62,8 @@ def world(tmp_path, monkeypatch, run_pipeline):
         "SMTP_HOST": server.host,
         "SMTP_PORT": str(server.port),
         "SMTP_STARTTLS": "false",
+        # Mail goes over SMTP, so the public default secret would be refused.
+        "UNSUBSCRIBE_SECRET": "onboarding-test-secret",
         # Quiet hours are tested on their own; here they would make the outcome depend
         # on the hour the test runs.
         "QUIET_HOURS_START": "0",

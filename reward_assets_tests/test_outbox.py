@@ -1,15 +1,21 @@
 """The outbox, suppressions, the kill switch, unsubscribe tokens and emailctl, on SQLite
 and (marked postgres) on PostgreSQL."""
 
+import base64
+import dataclasses
 import datetime as dt
+import hmac
 import re
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from reward_assets.contact.rules import ContactPolicy
 from reward_assets.email import ctl as emailctl
 from reward_assets.email.outbox import (
     Message,
@@ -19,8 +25,14 @@ from reward_assets.email.outbox import (
     set_kill_switch,
 )
 from reward_assets.email.suppression import suppress, suppressed, sync_from_events
-from reward_assets.email.unsubscribe import make_token, read_token, unsubscribe_url
-from reward_assets.ops.store import open_ops_store, outbox, suppressions
+from reward_assets.email.unsubscribe import (
+    Link,
+    honoured,
+    make_token,
+    read_token,
+    unsubscribe_url,
+)
+from reward_assets.ops.store import open_ops_store, outbox, suppressions, to_db
 
 T0 = dt.datetime(2024, 3, 4, 12, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -132,6 +144,53 @@ def test_other_marketing_sends_counts_only_messages_that_go_out(store):
     assert departed == {"c1": [T0 + DAY]}
 
 
+def test_the_cap_is_counted_again_as_messages_go_in(store):
+    box = Outbox(store)
+    policy = ContactPolicy(frequency_cap=2, frequency_cap_days=7)
+    box.enqueue([message("c1", "rewards_digest", T0 - 2 * DAY)])
+    box.enqueue([message("c1", "welcome", T0 - DAY)])  # exempt, and not counted
+    box.record_skips([Skip("c1", "win_back", "x", "holdout", T0 - DAY, "UTC")])  # not counted
+
+    done = box.enqueue_within_cap(
+        [
+            message("c1", "win_back", T0),
+            message("c1", "reactivation", T0 + DAY),
+            message("c2", "reactivation", T0 + DAY),
+            message("c1", "welcome", T0 + DAY, occurrence="once-more"),
+            message("c1", "rewards_digest", T0 - 2 * DAY),  # its key is taken: left alone
+        ],
+        policy,
+        run_id="run-1",
+    )
+
+    assert done.queued == 3
+    assert done.capped == (f"c1:reactivation:{(T0 + DAY).date()}",)
+    capped = row(store, done.capped[0])
+    assert (capped.status, capped.reason, capped.run_id) == ("skipped", "frequency_cap", "run-1")
+    # A message outside the window is not capped by these.
+    later = box.enqueue_within_cap([message("c1", "reactivation", T0 + 9 * DAY)], policy)
+    assert (later.queued, later.capped) == (1, ())
+
+
+def test_concurrent_planners_never_queue_more_than_the_cap(store):
+    """Each thread has counted nothing yet (its plan saw room) and queues one message for
+    the same customer: under the cap's lock only `frequency_cap` of them go in."""
+    policy = ContactPolicy(frequency_cap=2, frequency_cap_days=7)
+    messages = [message("c1", "rewards_digest", T0 + i * DAY) for i in range(6)]
+    barrier = threading.Barrier(len(messages))
+
+    def queue(one):
+        barrier.wait()
+        return Outbox(store).enqueue_within_cap([one], policy)
+
+    with ThreadPoolExecutor(len(messages)) as pool:
+        results = list(pool.map(queue, messages))
+
+    assert sum(r.queued for r in results) == 2
+    assert sum(len(r.capped) for r in results) == 4
+    assert Outbox(store).status_counts() == {"queued": 2, "skipped": 4}
+
+
 def test_uncertain_rows_and_resolve(store):
     box = Outbox(store)
     box.enqueue([message("c1"), message("c2"), message("c3")])
@@ -227,20 +286,70 @@ def test_suppression_is_idempotent_and_keeps_the_first_reason(store):
 
 
 def test_unsubscribe_tokens():
-    token = make_token("c-42", "secret")
+    day = dt.date(2024, 3, 4)
+    token = make_token("c-42", "secret", day)
 
     assert re.fullmatch(r"[A-Za-z0-9_\-.]+", token)
-    assert read_token(token, "secret") == "c-42"
+    assert read_token(token, "secret") == Link("c-42", day)
     assert read_token(token, "other secret") is None
+    payload, issued, signature = token.split(".")
+    other = make_token("c-43", "secret", day).split(".")[0]
+    assert read_token(f"{other}.{issued}.{signature}", "secret") is None
+    # The date is signed: moving it forward does not extend the link.
+    assert read_token(f"{payload}.{int(issued) + 30}.{signature}", "secret") is None
+    for forged in ("not a token", "@@.@@", f"{payload}.²3.{signature}", f"{payload}..{signature}"):
+        assert read_token(forged, "secret") is None
+    assert read_token(f"{payload}.{'9' * 5000}.{signature}", "secret") is None
     assert (
-        read_token(make_token("c-43", "secret").split(".")[0] + "." + token.split(".")[1], "secret")
-        is None
+        read_token(make_token("c-42", "secret"), "secret").issued == dt.datetime.now(dt.UTC).date()
     )
-    assert read_token("not a token", "secret") is None
-    assert read_token("@@.@@", "secret") is None
     assert unsubscribe_url("https://r.example/", token) == (
         f"https://r.example/api/unsubscribe?token={token}"
     )
+
+
+def undated_token(customer_id: str, secret: str) -> str:
+    """A link as emails carried them before links had a date."""
+    signature = hmac.new(secret.encode(), f"unsubscribe:{customer_id}".encode(), "sha256")
+    encode = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()  # noqa: E731
+    return f"{encode(customer_id.encode())}.{encode(signature.digest())}"
+
+
+def test_a_link_works_for_its_days_after_it_was_issued_or_last_sent(store):
+    now = dt.datetime(2024, 9, 1, 12, tzinfo=dt.UTC)
+    days = 180
+    fresh = make_token("c1", "secret", now.date() - dt.timedelta(days=days))
+    old = make_token("c1", "secret", now.date() - dt.timedelta(days=days + 1))
+    undated = undated_token("c1", "secret")
+    assert read_token(undated, "secret") == Link("c1", None)
+
+    def works(token: str) -> bool:
+        return honoured(store, token, read_token(token, "secret"), days, now)
+
+    assert works(fresh)
+    assert not works(old)
+    assert not works(undated)
+
+    # An email that carried them left 100 days ago (it waited long in the queue, or was
+    # sent before links had a date): they work for the days after that send.
+    sent_at = now - dt.timedelta(days=100)
+    for campaign, token in (("followup_3", old), ("followup_7", undated)):
+        body = f"Bye: {unsubscribe_url('https://r.example', token)}"
+        sent = dataclasses.replace(
+            message("c1", campaign, sent_at, occurrence="once"), text_body=body
+        )
+        Outbox(store).enqueue([sent])
+        with store.begin() as conn:
+            conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.idempotency_key == sent.key)
+                .values(status="sent", sent_at=to_db(sent_at))
+            )
+    assert works(old) and works(undated)
+    # Another customer's link is not vouched for by c1's email, nor is a link c1's email
+    # never carried.
+    assert not works(undated_token("c2", "secret"))
+    assert not honoured(store, undated, Link("c1", None), 99, now)
 
 
 @pytest.fixture

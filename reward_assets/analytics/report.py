@@ -86,6 +86,9 @@ def welch_interval(
 
 
 def check_range(start: dt.date, end: dt.date) -> None:
+    if end >= dt.date.max:
+        # The range is read up to the start of the day after its end, which would not exist.
+        raise ValueError(f"end_date must be before {dt.date.max}")
     if end < start:
         raise ValueError(f"end_date {end} is before start_date {start}")
     days = (end - start).days + 1

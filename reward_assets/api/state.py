@@ -69,9 +69,11 @@ async def known_query_only(request: Request) -> None:
 
 
 async def require_api_key(
-    state: State, key: Annotated[str | None, Security(api_key_header)]
+    request: Request, key: Annotated[str | None, Security(api_key_header)]
 ) -> None:
-    expected = state.settings.api_key
+    # The app's settings, which the server reads when it starts (the schema may be asked
+    # for before, by a tool loading the app in-process).
+    expected = (request.app.state.settings or Settings()).api_key
     if not expected:
         return
     # compare_digest: the time taken must not tell how much of a guess was right.

@@ -3,11 +3,14 @@
 Mail providers POST `List-Unsubscribe=One-Click` to the link; a person who opens it in a
 browser gets a page with a button that sends the same POST, because a GET must never
 unsubscribe (link scanners fetch every URL in a message). The signed token is the only
-credential, so these endpoints never ask for the API key.
+credential, so these endpoints never ask for the API key. A genuine link that has expired
+(UNSUBSCRIBE_LINK_DAYS, `email.unsubscribe.honoured`) gets a page saying so (410) and
+changes nothing.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 from typing import Annotated, Literal
 
@@ -15,9 +18,9 @@ from fastapi import APIRouter, Form, Query
 from fastapi.responses import HTMLResponse
 
 from reward_assets.api.schemas import Error
-from reward_assets.api.state import State
+from reward_assets.api.state import ApiState, State
 from reward_assets.email.suppression import suppress
-from reward_assets.email.unsubscribe import read_token
+from reward_assets.email.unsubscribe import Link, honoured, read_token
 
 router = APIRouter(prefix="/api", tags=["unsubscribe"])
 
@@ -29,6 +32,10 @@ INVALID = (
     "This unsubscribe link is not valid. Please use the link from one of our emails as it "
     "was sent, without changes."
 )
+EXPIRED = (
+    "This unsubscribe link has expired. Please use the link in a recent email from us: "
+    "it unsubscribes you with one click."
+)
 HTML_ONLY = {"content": {"text/html": {}}}
 PAGE_RESPONSES = {
     200: {**HTML_ONLY, "description": "A page saying what happened."},
@@ -36,6 +43,11 @@ PAGE_RESPONSES = {
     404: {
         **HTML_ONLY,
         "description": "The token names no subscription: malformed, or its signature is wrong.",
+    },
+    410: {
+        **HTML_ONLY,
+        "description": "A genuine link that has expired (UNSUBSCRIBE_LINK_DAYS after it was "
+        "issued or last sent); nothing changes.",
     },
 }
 
@@ -49,6 +61,17 @@ def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
     )
 
 
+def _refusal(state: ApiState, token: str) -> tuple[Link | None, HTMLResponse | None]:
+    """The link the token stands for, or the page that says why it does nothing."""
+    link = read_token(token, state.settings.unsubscribe_secret)
+    if link is None:
+        return None, _page("Link not valid", f"<p>{html.escape(INVALID)}</p>", 404)
+    days = state.settings.unsubscribe_link_days
+    if not honoured(state.store, token, link, days, dt.datetime.now(dt.UTC)):
+        return None, _page("Link expired", f"<p>{html.escape(EXPIRED)}</p>", 410)
+    return link, None
+
+
 @router.get(
     "/unsubscribe",
     response_class=HTMLResponse,
@@ -56,8 +79,9 @@ def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
     summary="Confirmation page of the unsubscribe link (changes nothing)",
 )
 def unsubscribe_page(state: State, token: Token):
-    if read_token(token, state.settings.unsubscribe_secret) is None:
-        return _page("Link not valid", f"<p>{html.escape(INVALID)}</p>", 404)
+    _, refused = _refusal(state, token)
+    if refused:
+        return refused
     action = html.escape(f"/api/unsubscribe?token={token}", quote=True)
     return _page(
         "Unsubscribe from our marketing emails?",
@@ -79,10 +103,10 @@ def unsubscribe(
     one_click: Annotated[Literal["One-Click"], Form(alias="List-Unsubscribe")],
 ):
     """Idempotent: a second POST finds the customer suppressed already and changes nothing."""
-    customer_id = read_token(token, state.settings.unsubscribe_secret)
-    if customer_id is None:
-        return _page("Link not valid", f"<p>{html.escape(INVALID)}</p>", 404)
-    suppress(state.store, customer_id, "unsubscribe", "api")
+    link, refused = _refusal(state, token)
+    if refused:
+        return refused
+    suppress(state.store, link.customer_id, "unsubscribe", "api")
     return _page(
         "You are unsubscribed",
         "<p>You will not receive marketing emails from us any more.</p>",

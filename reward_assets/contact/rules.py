@@ -55,6 +55,12 @@ class ContactPolicy:
         another send counts towards their frequency cap."""
         return first - self.cap_span, (last or first) + self.cap_span
 
+    def capped(self, at: dt.datetime, other_sends: Sequence[dt.datetime]) -> bool:
+        """Whether a marketing message at `at` breaks the frequency cap, given the send
+        times of the customer's other marketing messages (see `blocking_reason`)."""
+        start, end = self.cap_window(at)
+        return sum(1 for sent in other_sends if start < sent < end) >= self.frequency_cap
+
 
 @dataclass(frozen=True)
 class Recipient:
@@ -91,11 +97,8 @@ def blocking_reason(
         return SUPPRESSED
     if is_holdout(recipient.customer_id, policy.holdout_share):
         return HOLDOUT
-    if campaign != WELCOME:
-        start, end = policy.cap_window(at)
-        nearby = sum(1 for sent in other_sends if start < sent < end)
-        if nearby >= policy.frequency_cap:
-            return FREQUENCY_CAP
+    if campaign != WELCOME and policy.capped(at, other_sends):
+        return FREQUENCY_CAP
     if in_quiet_hours(at, recipient.timezone, policy.quiet_hours_start, policy.quiet_hours_end):
         return QUIET_HOURS
     return None

@@ -47,7 +47,7 @@ from reward_assets.email.outbox import (
     kill_switch_engaged,
 )
 from reward_assets.email.suppression import suppressed
-from reward_assets.email.unsubscribe import make_token, unsubscribe_url
+from reward_assets.email.unsubscribe import make_token, signing_secret, unsubscribe_url
 from reward_assets.ops.store import OpsStore, outbox, to_db
 
 if TYPE_CHECKING:
@@ -84,7 +84,8 @@ class DeliveryConfig:
             max_attempts=settings.send_max_attempts,
             from_address=settings.email_from,
             public_base_url=settings.public_base_url,
-            unsubscribe_secret=settings.unsubscribe_secret,
+            # Refused when it is the public default and mail may leave the machine.
+            unsubscribe_secret=signing_secret(settings),
             kill_switch_env=settings.kill_switch,
         )
 
@@ -306,7 +307,7 @@ class _Run:
     def send(self, session: MailSession, row) -> None:
         key = row.idempotency_key
         config = self.config
-        token = make_token(row.customer_id, config.unsubscribe_secret)
+        token = make_token(row.customer_id, config.unsubscribe_secret, self.clock().date())
         message_id = message_id_for(key, config.from_address)
         try:
             email = build_email(

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from reward_assets.contact.campaigns import WELCOME, is_campaign
+from reward_assets.contact.rules import FREQUENCY_CAP, ContactPolicy
 from reward_assets.ops.store import (
     OpsStore,
     from_db,
@@ -32,6 +34,9 @@ UNCERTAIN, SKIPPED, CANCELLED = "uncertain", "skipped", "cancelled"
 ACTIVE_STATUSES = (QUEUED, SENDING, SENT, UNCERTAIN)
 RESOLUTIONS = ("sent", "failed", "requeue")
 KILL_SWITCH = "kill_switch"
+# The lock (`OpsStore.locked`) under which a marketing message's cap is counted and it is
+# queued: one name for every planner, so no two count at once.
+CAP_LOCK = "reward_assets.outbox.frequency_cap"
 # Keeps IN lists well below SQLite's and PostgreSQL's bound-parameter limits.
 _CHUNK = 500
 # raw.email_sends: the sent messages as engagement events (`Outbox.sent_events`).
@@ -82,6 +87,39 @@ class Skip:
         return message_key(self.customer_id, self.campaign, self.occurrence)
 
 
+@dataclass(frozen=True)
+class Enqueued:
+    queued: int  # messages added to the outbox
+    capped: tuple[str, ...]  # keys recorded as skipped: they would have broken the cap
+
+
+def _queued_rows(messages: Iterable[Message], run_id: str | None) -> dict[str, dict]:
+    """The outbox row of each message, by key (the first message of a key wins)."""
+    now = stored_now()
+    rows = {}
+    for m in messages:
+        # An unknown campaign would fail the rules at every delivery run.
+        if not is_campaign(m.campaign):
+            raise ValueError(f"unknown campaign {m.campaign!r}")
+        row = _row(m, QUEUED, run_id, now)
+        row.update(
+            reason=None,
+            to_address=m.to_address,
+            subject=m.subject,
+            preheader=m.preheader,
+            text_body=m.text_body,
+            html_body=m.html_body,
+            reward_ids=list(m.reward_ids),
+            content_source=m.content_source,
+        )
+        rows.setdefault(m.key, row)
+    return rows
+
+
+def _skip_row(skip: Skip, run_id: str | None) -> dict:
+    return {**_row(skip, SKIPPED, run_id, stored_now()), "reason": skip.reason}
+
+
 def chunked(values: Iterable[str]) -> Iterator[list[str]]:
     values = list(dict.fromkeys(values))
     for start in range(0, len(values), _CHUNK):
@@ -110,46 +148,83 @@ class Outbox:
 
     def enqueue(self, messages: Iterable[Message], run_id: str | None = None) -> int:
         """Queue the messages whose key is new; existing rows (any status) stay untouched."""
-        now = stored_now()
-        rows = {}
-        for m in messages:
-            # An unknown campaign would fail the rules at every delivery run.
-            if not is_campaign(m.campaign):
-                raise ValueError(f"unknown campaign {m.campaign!r}")
-            row = _row(m, QUEUED, run_id, now)
-            row.update(
-                reason=None,
-                to_address=m.to_address,
-                subject=m.subject,
-                preheader=m.preheader,
-                text_body=m.text_body,
-                html_body=m.html_body,
-                reward_ids=list(m.reward_ids),
-                content_source=m.content_source,
-            )
-            rows.setdefault(m.key, row)
+        rows = _queued_rows(messages, run_id)
         with self.store.begin() as conn:
             return insert_missing(conn, outbox, list(rows.values()))
 
+    def enqueue_within_cap(
+        self, messages: Iterable[Message], policy: ContactPolicy, run_id: str | None = None
+    ) -> Enqueued:
+        """`enqueue`, with the frequency cap counted once more as each message goes in.
+
+        Planners count a customer's other messages before they write the content, so two
+        of them deciding at once (API requests, the cycle) would both see room under the
+        cap. Here the count and the insert happen in one transaction under a lock every
+        such transaction takes, so the cap holds: a message that would break it is
+        recorded as skipped (`frequency_cap`) instead. A key already in the outbox stays
+        as it is, neither queued nor capped.
+        """
+        unique: dict[str, Message] = {}
+        for m in messages:
+            unique.setdefault(m.key, m)
+        rows = _queued_rows(unique.values(), run_id)
+        queued, capped = 0, []
+        for chunk in chunked(unique):
+            marketing = any(unique[key].campaign != WELCOME for key in chunk)
+            # Welcomes are exempt from the cap: they need no lock.
+            with self.store.locked(CAP_LOCK) if marketing else self.store.begin() as conn:
+                taken = self._existing(conn, chunk)
+                fresh = [unique[key] for key in chunk if key not in taken]
+                counted = [m for m in fresh if m.campaign != WELCOME]
+                others = {}
+                if counted:
+                    window = policy.cap_window(
+                        min(m.send_at for m in counted), max(m.send_at for m in counted)
+                    )
+                    others = self._marketing_sends(conn, [m.customer_id for m in counted], *window)
+                refused = []
+                for m in counted:
+                    earlier = others.setdefault(m.customer_id, [])
+                    if policy.capped(m.send_at, earlier):
+                        refused.append(m)
+                    else:
+                        earlier.append(m.send_at)
+                refused_keys = {m.key for m in refused}
+                accepted = [rows[m.key] for m in fresh if m.key not in refused_keys]
+                queued += insert_missing(conn, outbox, accepted)
+                skips = [
+                    Skip(
+                        m.customer_id,
+                        m.campaign,
+                        m.occurrence,
+                        FREQUENCY_CAP,
+                        m.send_at,
+                        m.timezone,
+                    )
+                    for m in refused
+                ]
+                insert_missing(conn, outbox, [_skip_row(skip, run_id) for skip in skips])
+                capped.extend(m.key for m in refused)
+        return Enqueued(queued, tuple(capped))
+
     def record_skips(self, skips: Iterable[Skip], run_id: str | None = None) -> int:
         """Record why a message was not sent; never replaces a message already decided."""
-        now = stored_now()
         rows = {}
-        for s in skips:
-            row = _row(s, SKIPPED, run_id, now)
-            row["reason"] = s.reason
-            rows.setdefault(s.key, row)
+        for skip in skips:
+            rows.setdefault(skip.key, _skip_row(skip, run_id))
         with self.store.begin() as conn:
             return insert_missing(conn, outbox, list(rows.values()))
 
     def existing(self, keys: Iterable[str]) -> set[str]:
-        found: set[str] = set()
         with self.store.begin() as conn:
-            for chunk in chunked(keys):
-                query = sa.select(outbox.c.idempotency_key).where(
-                    outbox.c.idempotency_key.in_(chunk)
-                )
-                found.update(conn.execute(query).scalars())
+            return self._existing(conn, keys)
+
+    @staticmethod
+    def _existing(conn: Connection, keys: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in chunked(keys):
+            query = sa.select(outbox.c.idempotency_key).where(outbox.c.idempotency_key.in_(chunk))
+            found.update(conn.execute(query).scalars())
         return found
 
     def other_marketing_sends(
@@ -166,26 +241,55 @@ class Outbox:
         That is sent_at for a message already sent, else send_at: a message held back (kill
         switch, outage) counts when it actually left.
         """
+        with self.store.begin() as conn:
+            return self._marketing_sends(
+                conn, customer_ids, start, end, statuses=statuses, exclude_keys=exclude_keys
+            )
+
+    @staticmethod
+    def _marketing_sends(
+        conn: Connection,
+        customer_ids: Iterable[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        statuses: Collection[str] = ACTIVE_STATUSES,
+        exclude_keys: Collection[str] = (),
+    ) -> dict[str, list[dt.datetime]]:
         sends: dict[str, list[dt.datetime]] = {}
         at = sa.func.coalesce(outbox.c.sent_at, outbox.c.send_at)
-        with self.store.begin() as conn:
-            for chunk in chunked(customer_ids):
-                query = (
-                    sa.select(outbox.c.customer_id, at)
-                    .where(
-                        outbox.c.customer_id.in_(chunk),
-                        outbox.c.campaign != WELCOME,
-                        outbox.c.status.in_(list(statuses)),
-                        at >= to_db(start),
-                        at < to_db(end),
-                    )
-                    .order_by(outbox.c.customer_id, at)
+        for chunk in chunked(customer_ids):
+            query = (
+                sa.select(outbox.c.customer_id, at)
+                .where(
+                    outbox.c.customer_id.in_(chunk),
+                    outbox.c.campaign != WELCOME,
+                    outbox.c.status.in_(list(statuses)),
+                    at >= to_db(start),
+                    at < to_db(end),
                 )
-                if exclude_keys:
-                    query = query.where(outbox.c.idempotency_key.not_in(list(exclude_keys)))
-                for customer_id, send_at in conn.execute(query):
-                    sends.setdefault(customer_id, []).append(from_db(send_at))
+                .order_by(outbox.c.customer_id, at)
+            )
+            if exclude_keys:
+                query = query.where(outbox.c.idempotency_key.not_in(list(exclude_keys)))
+            for customer_id, send_at in conn.execute(query):
+                sends.setdefault(customer_id, []).append(from_db(send_at))
         return sends
+
+    def sent_carrying(self, customer_id: str, text: str, since: dt.datetime) -> bool:
+        """Whether an email to the customer whose text holds `text` was sent since then."""
+        query = (
+            sa.select(sa.literal(1))
+            .where(
+                outbox.c.customer_id == customer_id,
+                outbox.c.status == SENT,
+                outbox.c.sent_at >= to_db(since),
+                outbox.c.text_body.contains(text, autoescape=True),
+            )
+            .limit(1)
+        )
+        with self.store.begin() as conn:
+            return conn.execute(query).first() is not None
 
     def status_counts(self) -> dict[str, int]:
         query = sa.select(outbox.c.status, sa.func.count()).group_by(outbox.c.status)

@@ -23,7 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from reward_assets.contact.campaigns import STAGE_CAMPAIGNS, WELCOME, occurrence
-from reward_assets.contact.rules import KILL_SWITCH, QUIET_HOURS, ContactPolicy
+from reward_assets.contact.rules import FREQUENCY_CAP, KILL_SWITCH, QUIET_HOURS, ContactPolicy
 from reward_assets.email.outbox import QUEUED, SKIPPED, kill_switch_engaged, message_key
 from reward_assets.engagement.decisions import decide_day, decide_welcomes
 from reward_assets.engagement.messages import OFFERS_PER_EMAIL, write_and_queue
@@ -131,13 +131,15 @@ def engage(
     if not result.queued and not result.skipped:
         # A concurrent request or run decided the same message first.
         return _decided(_outbox_row(store, key), customer_id, campaign, key)
-    if decision.reason:
+    # Capped: a concurrent request or run took the customer's last place under the cap.
+    reason = FREQUENCY_CAP if key in result.capped else decision.reason
+    if reason:
         return Outcome(
             customer_id,
             campaign,
             key,
             queued=False,
-            reason=decision.reason,
+            reason=reason,
             status=SKIPPED,
             send_at=decision.send_at,
         )

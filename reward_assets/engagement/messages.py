@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from reward_assets.contact.campaigns import WELCOME, is_followup
+from reward_assets.contact.rules import FREQUENCY_CAP, ContactPolicy
 from reward_assets.content.templates import EmailRequest, Offer
 from reward_assets.content.writer import ContentConfig, ContentWriter
 from reward_assets.email.outbox import Message, Outbox
-from reward_assets.email.unsubscribe import make_token, unsubscribe_url
+from reward_assets.email.unsubscribe import make_token, signing_secret, unsubscribe_url
 from reward_assets.engagement import followups
 from reward_assets.engagement.decisions import Decision
 from reward_assets.engagement.plan import planned_decisions
@@ -35,9 +36,12 @@ OFFERS_PER_EMAIL = 3
 @dataclass(frozen=True)
 class Queued:
     queued: int  # messages this call added to the outbox
-    skipped: int  # skips this call recorded
+    skipped: int  # skips this call recorded, the capped messages' included
     messages: list[Message]  # written for the decisions to contact, queued or not
     content: dict[str, int]  # the content writer's stats
+    # Keys of written messages recorded as skipped instead: another message took the
+    # customer's last place under the frequency cap while this one was being written.
+    capped: tuple[str, ...] = ()
 
 
 def write_and_queue(
@@ -65,7 +69,7 @@ def write_and_queue(
             offers,
             writer,
             public_base_url=settings.public_base_url,
-            unsubscribe_secret=settings.unsubscribe_secret,
+            unsubscribe_secret=signing_secret(settings),
         )
     welcomed = {d.customer_id for d in contact if d.campaign == WELCOME}
     if welcomed:
@@ -76,12 +80,23 @@ def write_and_queue(
             store, zip(signups.customer_id, signups.signup_at, strict=True), settings.followup_days
         )
     outbox = Outbox(store)
-    queued = outbox.enqueue(messages, run_id=run_id)
+    policy = ContactPolicy.from_settings(settings)
+    enqueued = outbox.enqueue_within_cap(messages, policy, run_id=run_id)
     skipped = outbox.record_skips([d.skip() for d in decisions if d.reason], run_id=run_id)
-    sent_followups = [(d.customer_id, d.campaign, None) for d in contact if is_followup(d.campaign)]
-    if sent_followups:
-        followups.mark(store, sent_followups, followups.QUEUED)
-    return Queued(queued, skipped, messages, writer.stats)
+    capped = set(enqueued.capped)
+    sent = [d for d in contact if is_followup(d.campaign)]
+    if sent:
+        followups.mark(
+            store,
+            [(d.customer_id, d.campaign, None) for d in sent if d.key not in capped],
+            followups.QUEUED,
+        )
+        followups.mark(
+            store,
+            [(d.customer_id, d.campaign, FREQUENCY_CAP) for d in sent if d.key in capped],
+            followups.CANCELLED,
+        )
+    return Queued(enqueued.queued, skipped + len(capped), messages, writer.stats, enqueued.capped)
 
 
 @dataclass(frozen=True)

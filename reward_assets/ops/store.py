@@ -4,6 +4,10 @@ A SQLAlchemy URL: SQLite in WAL mode under DATA_DIR by default (readers never wa
 one writer), PostgreSQL in production. It holds the model registry, the email outbox, the
 suppression list, scheduled follow-ups, the switches operators flip (the kill switch), the
 cache of LLM-written copy and the HTTP API's idempotency keys.
+
+The tables below are the schema at the latest revision of `ops/migrations/`: a change to
+them ships with a new revision (`ops/migrate.py` says how), which brings existing stores
+along when they are opened (SQLite) or upgraded (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+
+from reward_assets.ops import migrate
+from reward_assets.ops.locks import write_locked
 
 metadata = sa.MetaData()
 
@@ -176,12 +183,15 @@ class OpsStore:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
 
-    def create_tables(self) -> None:
-        metadata.create_all(self.engine)
-
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[Connection]:
+        """A transaction no other `locked(name)` transaction overlaps (`locks.write_locked`)."""
+        with write_locked(self.engine, name) as conn:
             yield conn
 
     def dispose(self) -> None:
@@ -190,9 +200,11 @@ class OpsStore:
 
 @contextmanager
 def open_ops_store(url: str) -> Iterator[OpsStore]:
+    """The store at `url`, its schema checked first: an embedded (SQLite) or empty store is
+    brought to the code's revision, an outdated PostgreSQL one refused (`migrate.prepare`)."""
     store = OpsStore(url)
     try:
-        store.create_tables()
+        migrate.prepare(store.engine, metadata.tables)
         yield store
     finally:
         store.dispose()

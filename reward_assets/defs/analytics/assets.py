@@ -4,6 +4,7 @@ import dagster as dg
 
 from reward_assets.analytics.report import DAILY_TABLES, RANGE_TABLES, range_report
 from reward_assets.defs.partitions import daily_partitions
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import resolve_as_of
 
@@ -29,6 +30,7 @@ def report_range(config: ReportConfig, as_of: dt.date, first: dt.date) -> tuple[
 
 
 @dg.asset(
+    pool=WAREHOUSE_POOL,
     group_name=ANALYTICS,
     deps=[table.rpartition(".")[2] for table in DAILY_TABLES + RANGE_TABLES],
     kinds={"html"},

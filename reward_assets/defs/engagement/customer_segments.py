@@ -3,11 +3,13 @@
 import dagster as dg
 
 from reward_assets.defs.engagement import ENGAGEMENT
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import SettingsResource, WarehouseResource
 from reward_assets.engagement.segments import serve_segments
 
 
 @dg.asset(
+    pool=WAREHOUSE_POOL,
     group_name=ENGAGEMENT,
     deps=["churn_scores", "engagement_scores", "dim_customers"],
     kinds={"duckdb"},

@@ -4,12 +4,20 @@ check on the outbox they wait in."""
 import dagster as dg
 
 from reward_assets.defs.engagement import ENGAGEMENT
+from reward_assets.defs.pools import copy_writing_pool
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.email.outbox import Outbox
 from reward_assets.engagement.messages import queue_planned
+from reward_assets.settings import Settings
 
 
-@dg.asset(group_name=ENGAGEMENT, deps=["engagement_plan", "recommendation_sets"], kinds={"sqlite"})
+@dg.asset(
+    # Read when Dagster loads the code: `warehouse` on DuckDB, `llm` elsewhere (defs/pools).
+    pool=copy_writing_pool(Settings()),
+    group_name=ENGAGEMENT,
+    deps=["engagement_plan", "recommendation_sets"],
+    kinds={"sqlite"},
+)
 def engagement_messages(
     context: dg.AssetExecutionContext,
     settings: SettingsResource,

@@ -3,12 +3,14 @@
 import dagster as dg
 
 from reward_assets.defs.engagement import ENGAGEMENT
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.engagement.decisions import reason_counts
 from reward_assets.engagement.plan import plan_day
 
 
 @dg.asset(
+    pool=WAREHOUSE_POOL,
     group_name=ENGAGEMENT,
     deps=[
         "customer_segments",

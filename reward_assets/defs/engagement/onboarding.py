@@ -7,6 +7,7 @@ import datetime as dt
 import dagster as dg
 
 from reward_assets.defs.engagement.delivery import deliver_due_emails
+from reward_assets.defs.pools import copy_writing_pool
 from reward_assets.defs.resources import (
     LandingResource,
     OpsStoreResource,
@@ -16,6 +17,7 @@ from reward_assets.defs.resources import (
 from reward_assets.engagement.decisions import reason_counts
 from reward_assets.engagement.onboarding import onboarding_tick
 from reward_assets.engagement.welcome import welcome_customers
+from reward_assets.settings import Settings
 
 WELCOME_OP = "welcome_new_customers"
 
@@ -24,7 +26,8 @@ class OnboardingConfig(dg.Config):
     customer_ids: list[str]
 
 
-@dg.op(out=dg.Out(int, description="Welcomes queued."))
+# The pool is read when Dagster loads the code: `warehouse` on DuckDB, `llm` elsewhere.
+@dg.op(pool=copy_writing_pool(Settings()), out=dg.Out(int, description="Welcomes queued."))
 def welcome_new_customers(
     context: dg.OpExecutionContext,
     config: OnboardingConfig,

@@ -3,6 +3,7 @@ import datetime as dt
 import dagster as dg
 
 from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import (
     LandingResource,
     SettingsResource,
@@ -68,6 +69,7 @@ def _result(
 
 def snapshot_asset(entity: Entity) -> dg.AssetsDefinition:
     @dg.asset(
+        pool=WAREHOUSE_POOL,
         name=entity.name,
         group_name="ingestion",
         kinds={"python", "duckdb"},
@@ -92,6 +94,7 @@ def snapshot_asset(entity: Entity) -> dg.AssetsDefinition:
 
 def event_asset(entity: Entity, deps: list[str]) -> dg.AssetsDefinition:
     @dg.asset(
+        pool=WAREHOUSE_POOL,
         name=entity.name,
         group_name="ingestion",
         kinds={"python", "duckdb"},

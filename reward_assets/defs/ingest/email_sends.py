@@ -2,11 +2,12 @@
 
 import dagster as dg
 
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, WarehouseResource
 from reward_assets.email.outbox import SENT_EVENT_COLUMNS, Outbox
 
 
-@dg.asset(group_name="ingestion", kinds={"sqlite"})
+@dg.asset(pool=WAREHOUSE_POOL, group_name="ingestion", kinds={"sqlite"})
 def email_sends(warehouse: WarehouseResource, ops: OpsStoreResource):
     """Emails this product sent, as `sent` engagement events, copied from the outbox.
 

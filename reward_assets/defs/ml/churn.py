@@ -14,12 +14,14 @@ from reward_assets.defs.ml.gates import (
     serving,
     table,
 )
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.warehouse.snapshots import replace_served
 
 
 @dg.asset(
+    pool=WAREHOUSE_POOL,
     group_name=ML,
     deps=[*WAREHOUSE_INPUTS, "customer_features", "fct_engagement_events"],
     kinds={"xgboost"},
@@ -63,7 +65,12 @@ def churn_model(settings: SettingsResource, warehouse: WarehouseResource, ops: O
     )
 
 
-@dg.asset(group_name=SCORING, deps=["churn_model", "customer_features"], kinds={"xgboost"})
+@dg.asset(
+    pool=WAREHOUSE_POOL,
+    group_name=SCORING,
+    deps=["churn_model", "customer_features"],
+    kinds={"xgboost"},
+)
 def churn_scores(settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource):
     """Churn probability, risk band and the top three drivers of each customer's score,
     from the latest approved churn model."""

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from reward_assets.defs.ml.gates import SCORING, WAREHOUSE_INPUTS, serving, snapshot
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.recommend.inputs import write_vectors
@@ -10,7 +11,12 @@ from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.taste import TasteModel
 
 
-@dg.asset(group_name=SCORING, deps=["reward_embeddings", *WAREHOUSE_INPUTS], kinds={"numpy"})
+@dg.asset(
+    pool=WAREHOUSE_POOL,
+    group_name=SCORING,
+    deps=["reward_embeddings", *WAREHOUSE_INPUTS],
+    kinds={"numpy"},
+)
 def customer_embeddings(
     settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
 ):

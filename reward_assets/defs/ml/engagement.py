@@ -4,6 +4,7 @@
 import dagster as dg
 
 from reward_assets.defs.ml.gates import ML, SCORING, gate, model_result, register, serving
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.engagement import send_time
 from reward_assets.engagement.model import EngagementModel, engagement_quality, train_engagement
@@ -12,6 +13,7 @@ from reward_assets.warehouse.snapshots import replace_served
 
 
 @dg.asset(
+    pool=WAREHOUSE_POOL,
     group_name=ML,
     deps=["dim_customers", "fct_engagement_events"],
     kinds={"xgboost"},
@@ -49,6 +51,7 @@ def engagement_model(
 
 
 @dg.asset(
+    pool=WAREHOUSE_POOL,
     group_name=SCORING,
     deps=["engagement_model", "fct_engagement_events", "dim_customers"],
     kinds={"xgboost"},
@@ -86,7 +89,7 @@ def send_time_preferences(
     )
 
 
-@dg.asset(group_name=SCORING, deps=["send_time_preferences"], kinds={"sql"})
+@dg.asset(pool=WAREHOUSE_POOL, group_name=SCORING, deps=["send_time_preferences"], kinds={"sql"})
 def engagement_scores(settings: SettingsResource, warehouse: WarehouseResource):
     """Open and click probability per customer at their best send time."""
     with warehouse.open() as wh:

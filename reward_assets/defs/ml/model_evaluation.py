@@ -3,13 +3,14 @@
 import dagster as dg
 
 from reward_assets.defs.ml.gates import ML, WAREHOUSE_INPUTS
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.recommend.evaluate import evaluate
 from reward_assets.recommend.interactions import Interactions
 
 
-@dg.asset(group_name=ML, deps=WAREHOUSE_INPUTS, kinds={"numpy"})
+@dg.asset(pool=WAREHOUSE_POOL, group_name=ML, deps=WAREHOUSE_INPUTS, kinds={"numpy"})
 def model_evaluation(
     context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
 ):

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from reward_assets.defs.ml.gates import SCORING, snapshot
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.recommend.inputs import eligibility_inputs, positions, read_vectors
@@ -12,6 +13,7 @@ from reward_assets.warehouse.snapshots import replace_served
 
 
 @dg.asset(
+    pool=WAREHOUSE_POOL,
     group_name=SCORING,
     deps=["customer_embeddings", "reward_embeddings", "dim_rewards", "fct_redemptions"],
     kinds={"numpy"},

@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from reward_assets.defs.ml.gates import ML, WAREHOUSE_INPUTS, gate, model_result, register, snapshot
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.recommend.inputs import write_vectors
@@ -13,6 +14,7 @@ from reward_assets.recommend.taste import fit_taste_model
 
 
 @dg.asset(
+    pool=WAREHOUSE_POOL,
     group_name=ML,
     deps=WAREHOUSE_INPUTS,
     kinds={"numpy"},

@@ -14,6 +14,7 @@ import pandas as pd
 
 from reward_assets.contact.holdout import holdout_threshold
 from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
+from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.ingest.contract import TIERS
@@ -75,6 +76,7 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
     ranged = model.partitioned and model.group != HISTORY_GROUP
 
     @dg.asset(
+        pool=WAREHOUSE_POOL,
         name=model.name,
         group_name=model.group,
         description=f"{model.description}\n\nSQL: dbt_like_sql/{model.path.name}",
