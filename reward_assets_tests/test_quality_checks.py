@@ -1,7 +1,8 @@
-"""The data-quality checks (GX expectations and SQL integrity checks) on real tables.
+"""The data-quality checks (GX row rules, table rules in SQL) on real tables.
 
 Each test creates the checked table directly with SQL, holding only the columns the
-checks read, and runs `run_checks` with the project's own model definitions.
+checks read, and runs the checks the project's own `<model>.yml` declares on it, in place
+(the table is its own build; `test_write_audit_publish.py` checks builds beside a table).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.quality.checks import run_checks
+from reward_assets.quality.checks import checks_path, load_checks, run_checks
 from reward_assets.warehouse.sql_models import SQL_DIR, load_models
+from reward_assets.warehouse.staging import Staged, Window
 from reward_assets.warehouse.store import Warehouse
 
 MODELS = load_models(SQL_DIR)
@@ -51,7 +53,15 @@ def create(warehouse: Warehouse, table: str, ddl: str, rows: list[tuple]) -> Non
 
 
 def check(warehouse: Warehouse, model: str, params=PARAMS, window=None):
-    return run_checks(warehouse, MODELS[model], params, window)
+    """The model's checks on its table as it stands (a partitioned one over `window`)."""
+    model = MODELS[model]
+    in_place = Staged(
+        model.table,
+        model.table,
+        warehouse.row_count(model.table),
+        Window(model.partition_column, *window) if window else None,
+    )
+    return run_checks(warehouse, load_checks(checks_path(model)), in_place, params)
 
 
 def assert_only_failure(outcomes, name: str, failing_rows: int, checked_rows: int):
@@ -186,23 +196,26 @@ WINDOW = (T(2023, 3, 1), T(2023, 3, 5))  # four days
 PERIOD = {"period_start": T(2023, 3, 2), "as_of_end": T(2023, 3, 4), "as_of": dt.date(2023, 3, 3)}
 
 
-def test_clean_partitioned_window_passes_and_counts_only_window_rows(duckdb_warehouse):
+def test_clean_partitioned_window_passes_row_rules_on_the_window_uniqueness_on_the_table(
+    duckdb_warehouse,
+):
     rows = [
         ("t1", T(2023, 3, 2, 0, 0)),
         ("t2", T(2023, 3, 2, 23, 59, 59)),
         ("t3", T(2023, 3, 3, 12)),
-        ("t9", T(2023, 3, 5, 1)),  # after the window: not checked
+        ("t9", T(2023, 3, 5, 1)),  # after the window: outside the period rule, not unique's
     ]
     create(duckdb_warehouse, "staging.stg_transactions", TRANSACTIONS_DDL, rows)
 
     outcomes = check(duckdb_warehouse, "stg_transactions", PERIOD, WINDOW)
 
+    unique, period = outcomes["transaction_id_unique_not_null"], outcomes["occurred_at_in_period"]
     assert set(outcomes) == {"transaction_id_unique_not_null", "occurred_at_in_period"}
-    for name, outcome in outcomes.items():
-        assert (outcome.passed, outcome.failing_rows, outcome.checked_rows) == (True, 0, 3), name
+    assert (unique.passed, unique.failing_rows, unique.checked_rows) == (True, 0, 4)
+    assert (period.passed, period.failing_rows, period.checked_rows) == (True, 0, 3)
 
 
-def test_partitioned_checks_find_a_same_day_duplicate_and_rows_outside_the_period(
+def test_partitioned_checks_find_duplicates_in_and_beyond_the_window_and_rows_outside_the_period(
     duckdb_warehouse,
 ):
     rows = [
@@ -211,18 +224,32 @@ def test_partitioned_checks_find_a_same_day_duplicate_and_rows_outside_the_perio
         ("t3", T(2023, 3, 3, 8)),
         ("t3", T(2023, 3, 3, 20)),  # duplicate inside one day
         ("t4", T(2023, 3, 4, 12)),  # after as_of_end
-        ("t5", T(2023, 3, 6, 12)),  # outside the window: neither checked nor counted
-        ("t5", T(2023, 3, 6, 13)),
+        ("t2", T(2023, 3, 6, 12)),  # outside the window, the id of a row inside it
     ]
     create(duckdb_warehouse, "staging.stg_transactions", TRANSACTIONS_DDL, rows)
 
     outcomes = check(duckdb_warehouse, "stg_transactions", PERIOD, WINDOW)
 
     unique, period = outcomes["transaction_id_unique_not_null"], outcomes["occurred_at_in_period"]
-    assert (unique.passed, unique.failing_rows, unique.checked_rows) == (False, 2, 5)
-    assert unique.examples == ["t3", "t3"]
+    # Uniqueness reads the whole table; the period rule reads the window's rows only.
+    assert (unique.passed, unique.failing_rows, unique.checked_rows) == (False, 4, 6)
+    assert unique.examples == ["t2", "t2", "t3", "t3"]
     assert (period.passed, period.failing_rows, period.checked_rows) == (False, 2, 5)
     assert sorted(period.examples) == [T(2023, 3, 1, 9), T(2023, 3, 4, 12)]
+
+
+def test_a_duplicate_in_two_batches_of_one_window_is_caught(duckdb_warehouse, monkeypatch):
+    # One day per batch: the pandas batches of the row rules never hold both rows.
+    monkeypatch.setattr("reward_assets.quality.checks.CHECK_BATCH_ROWS", 1)
+    rows = [("t1", T(2023, 3, 1, 9)), ("t2", T(2023, 3, 2, 9)), ("t1", T(2023, 3, 4, 9))]
+    create(duckdb_warehouse, "staging.stg_transactions", TRANSACTIONS_DDL, rows)
+
+    outcomes = check(duckdb_warehouse, "stg_transactions", PARAMS, WINDOW)
+
+    unique, period = outcomes["transaction_id_unique_not_null"], outcomes["occurred_at_in_period"]
+    assert (unique.passed, unique.failing_rows, unique.checked_rows) == (False, 2, 3)
+    assert unique.examples == ["t1", "t1"]
+    assert (period.passed, period.checked_rows) == (True, 3)
 
 
 def test_row_at_the_first_instant_after_as_of_is_outside_the_period(duckdb_warehouse):

@@ -225,7 +225,7 @@ def test_sql_error_at_materialize_names_the_file_and_keeps_the_old_table(
     make_events(duckdb_warehouse, [("e1", D1), ("e2", D2)])
     write_model(models_dir, "events_copy", "SELECT event_id FROM {{ source('raw', 'events') }}")
     models = load_models(models_dir)
-    assert materialize(duckdb_warehouse, models["events_copy"], models, {}) == 2
+    assert materialize(duckdb_warehouse, models["events_copy"], models, {}).rows == 2
 
     path = write_model(
         models_dir, "events_copy", "SELECT no_such_column FROM {{ source('raw', 'events') }}"
@@ -251,9 +251,9 @@ def test_table_model_is_replaced_not_appended(tmp_path, duckdb_warehouse):
     models = load_models(tmp_path / "models")
     model = models["events_copy"]
 
-    assert materialize(duckdb_warehouse, model, models, {}) == 2
+    assert materialize(duckdb_warehouse, model, models, {}).rows == 2
     first = table_rows(duckdb_warehouse, "marts.events_copy")
-    assert materialize(duckdb_warehouse, model, models, {}) == 2
+    assert materialize(duckdb_warehouse, model, models, {}).rows == 2
     assert (
         table_rows(duckdb_warehouse, "marts.events_copy")
         == first
@@ -266,7 +266,7 @@ def test_table_model_is_replaced_not_appended(tmp_path, duckdb_warehouse):
     with duckdb_warehouse.begin() as conn:
         conn.execute(sa.text("DELETE FROM raw.events WHERE event_id = 'e1'"))
         conn.execute(sa.text("INSERT INTO raw.events VALUES ('e3', :t)"), {"t": D3})
-    assert materialize(duckdb_warehouse, model, models, {}) == 2
+    assert materialize(duckdb_warehouse, model, models, {}).rows == 2
     assert [r[0] for r in table_rows(duckdb_warehouse, "marts.events_copy")] == ["e2", "e3"]
     assert not duckdb_warehouse.table_exists("marts.events_copy__next")
 
@@ -337,7 +337,74 @@ def test_partitioned_materialize_returns_the_rows_written(tmp_path, request, bac
     events_model(tmp_path / "models")
     models = load_models(tmp_path / "models")
 
-    assert materialize(warehouse, models["stg_events"], models, window(D2, D3)) == 2
+    assert materialize(warehouse, models["stg_events"], models, window(D2, D3)).rows == 2
+
+
+def test_a_rejected_table_build_leaves_the_table_and_stays_beside_it(tmp_path, warehouse):
+    make_events(warehouse, [("e1", D1), ("e2", D2)])
+    write_model(tmp_path / "models", "events_copy", "SELECT * FROM {{ source('raw', 'events') }}")
+    models = load_models(tmp_path / "models")
+    model = models["events_copy"]
+    assert materialize(warehouse, model, models, {}).published
+    with warehouse.begin() as conn:
+        conn.execute(sa.text("INSERT INTO raw.events VALUES ('e3', :t)"), {"t": D3})
+    seen = []
+
+    def reject(staged) -> bool:
+        # The audit reads the build beside the table, whose readers still see the old rows.
+        seen.append(table_rows(warehouse, staged.staged))
+        assert [r[0] for r in table_rows(warehouse, staged.table)] == ["e1", "e2"]
+        return False
+
+    built = materialize(warehouse, model, models, {}, audit=reject)
+
+    assert (built.published, built.rows) == (False, 3)
+    assert [[r[0] for r in rows] for rows in seen] == [["e1", "e2", "e3"]]
+    assert [r[0] for r in table_rows(warehouse, "marts.events_copy")] == ["e1", "e2"]
+    # Left for inspection, and replaced by the next build, which the audit approves.
+    assert len(table_rows(warehouse, "marts.events_copy__next")) == 3
+    assert materialize(warehouse, model, models, {}, audit=lambda staged: True).published
+    assert [r[0] for r in table_rows(warehouse, "marts.events_copy")] == ["e1", "e2", "e3"]
+    assert not warehouse.table_exists("marts.events_copy__next")
+
+
+def test_a_rejected_window_leaves_every_day_of_the_table(tmp_path, warehouse):
+    make_events(warehouse, [("a1", D1), ("b1", D2), ("c1", D3)])
+    events_model(tmp_path / "models")
+    models = load_models(tmp_path / "models")
+    model = models["stg_events"]
+    for start, end in ((D1, D2), (D2, D3), (D3, D4)):
+        assert materialize(warehouse, model, models, window(start, end)).published
+    with warehouse.begin() as conn:
+        conn.execute(sa.text("DELETE FROM raw.events WHERE event_id = 'b1'"))
+        conn.execute(sa.text("INSERT INTO raw.events VALUES ('b2', :t)"), {"t": D2})
+    published = []
+
+    def whole_table(staged) -> bool:
+        published.append(warehouse.frame(staged.published_rows(warehouse), staged.params))
+        return False
+
+    built = materialize(warehouse, model, models, window(D2, D3), audit=whole_table)
+
+    assert (built.published, built.rows) == (False, 1)
+    # The audit saw the table as the swap would leave it: days 1 and 3 kept, day 2 new.
+    assert sorted(published[0].event_id) == ["a1", "b2", "c1"]
+    assert [r[0] for r in table_rows(warehouse, "staging.stg_events")] == ["a1", "b1", "c1"]
+
+    assert materialize(warehouse, model, models, window(D2, D3)).published
+    assert [r[0] for r in table_rows(warehouse, "staging.stg_events")] == ["a1", "b2", "c1"]
+    assert not warehouse.table_exists("staging.stg_events__next")
+
+
+def test_a_first_window_rejected_publishes_no_table(tmp_path, warehouse):
+    make_events(warehouse, [("a1", D1)])
+    events_model(tmp_path / "models")
+    models = load_models(tmp_path / "models")
+
+    built = materialize(warehouse, models["stg_events"], models, window(D1, D2), lambda s: False)
+
+    assert not built.published
+    assert not warehouse.table_exists("staging.stg_events")
 
 
 def test_values_are_bound_parameters_not_pasted_text(tmp_path, warehouse):
@@ -358,7 +425,7 @@ def test_values_are_bound_parameters_not_pasted_text(tmp_path, warehouse):
 
     written = materialize(
         warehouse, models["named"], models, {"name": "O'Brien", "label": "it's; DROP TABLE x"}
-    )
+    ).rows
 
     assert written == 1
     assert table_rows(warehouse, "marts.named") == [("p1", "O'Brien", "it's; DROP TABLE x")]

@@ -1,5 +1,8 @@
 """The SQL models of `dbt_like_sql/`: parsing, dependency order and materialisation.
 
+A model is built beside its table and swapped in only once its audit approves
+(`staging.py`: write, audit, publish); `BUILDS` says how each `materialized:` kind builds.
+
 A model file is plain SQL with a header of `-- key: value` lines:
 
     -- schema: marts
@@ -21,14 +24,24 @@ for no or an unknown tier) and `{{ lowest_tier() }}` the lowest tier's name.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
+from reward_assets.warehouse.staging import (
+    Audit,
+    Built,
+    Staged,
+    Window,
+    staged_name,
+    write_audit_swap,
+)
 from reward_assets.warehouse.store import Warehouse
 
 _REF = re.compile(r"\{\{\s*ref\(\s*'([a-z_][a-z0-9_]*)'\s*\)\s*\}\}")
@@ -78,8 +91,8 @@ def parse_model(path: Path) -> SqlModel:
         lines.pop(0)
     body = "\n".join(lines).strip().rstrip(";")
     materialized = header.get("materialized", "table")
-    if materialized not in ("table", "partitioned"):
-        raise SqlModelError(f"{path}: materialized must be 'table' or 'partitioned'")
+    if materialized not in BUILDS:
+        raise SqlModelError(f"{path}: materialized must be one of {', '.join(map(repr, BUILDS))}")
     if materialized == "partitioned" and not header.get("partition_column"):
         raise SqlModelError(f"{path}: a partitioned model needs a partition_column")
     if not body:
@@ -120,55 +133,61 @@ def render(model: SqlModel, models: Mapping[str, SqlModel]) -> str:
     return _LOWEST_TIER.sub(f"({_TIERS})[1]", sql)
 
 
+def _stage_table(conn: Connection, model: SqlModel, sql: str, params: Mapping[str, Any]) -> Staged:
+    staged = staged_name(model.table)
+    conn.execute(sa.text(f"CREATE TABLE {staged} AS {sql}"), params)
+    rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {staged}")).scalar()
+    return Staged(model.table, staged, int(rows))
+
+
+def _stage_window(conn: Connection, model: SqlModel, sql: str, params: Mapping[str, Any]) -> Staged:
+    # The outer filter keeps even a careless model from writing outside its window.
+    window = Window(model.partition_column, params["partition_start"], params["partition_end"])
+    staged = staged_name(model.table)
+    conn.execute(
+        sa.text(f"CREATE TABLE {staged} AS SELECT * FROM ({sql}) q WHERE {window.inside('q')}"),
+        {**params, **window.params},
+    )
+    # Counted, not taken from rowcount: DuckDB's driver reports -1 for CREATE ... AS.
+    rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {staged}")).scalar()
+    return Staged(model.table, staged, int(rows), window)
+
+
+# How each `materialized:` kind builds beside its table. A build writes every row the
+# table will hold (or, with a Window, every row of its window) into `<table>__next`; the
+# audit and the swap in `staging.py` are the same for every kind.
+BUILDS: dict[str, Callable[[Connection, SqlModel, str, Mapping[str, Any]], Staged]] = {
+    "table": _stage_table,
+    "partitioned": _stage_window,
+}
+
+
+def stage(
+    warehouse: Warehouse, model: SqlModel, models: Mapping[str, SqlModel], params: Mapping[str, Any]
+) -> Staged:
+    """Build `model` into `<table>__next`, in one transaction; readers still see the table."""
+    sql = render(model, models)
+    try:
+        with warehouse.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {model.schema}"))
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged_name(model.table)}"))
+            return BUILDS[model.materialized](conn, model, sql, params)
+    except sa.exc.DBAPIError as error:
+        raise SqlModelError(f"{model.path}: {error.orig}") from error
+
+
 def materialize(
     warehouse: Warehouse,
     model: SqlModel,
     models: Mapping[str, SqlModel],
     params: Mapping[str, Any],
-) -> int:
-    """Build `model` in one transaction; returns the rows written.
-
-    A table model is rebuilt beside the old one and swapped in. A partitioned model
-    deletes its window and inserts it again; the outer filter keeps even a careless
-    model from writing outside the window.
-    """
-    sql = render(model, models)
+    audit: Audit | None = None,
+) -> Built:
+    """Write, audit, publish `model`: build it beside its table, and swap it in (the
+    whole table, or a partitioned model's window) only if `audit` approves the build."""
+    build = partial(stage, warehouse, model, models, params)
     try:
-        with warehouse.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {model.schema}"))
-            if model.partitioned:
-                column = model.partition_column
-                window = f"WHERE q.{column} >= :partition_start AND q.{column} < :partition_end"
-                conn.execute(
-                    sa.text(
-                        f"CREATE TABLE IF NOT EXISTS {model.table} AS "
-                        f"SELECT * FROM ({sql}) q WHERE 1 = 0"
-                    ),
-                    params,
-                )
-                conn.execute(
-                    sa.text(
-                        f"DELETE FROM {model.table} "
-                        f"WHERE {column} >= :partition_start AND {column} < :partition_end"
-                    ),
-                    params,
-                )
-                conn.execute(
-                    sa.text(f"INSERT INTO {model.table} SELECT * FROM ({sql}) q {window}"),
-                    params,
-                )
-                # Counted, not taken from rowcount: DuckDB's driver reports -1 for INSERTs.
-                return int(
-                    conn.execute(
-                        sa.text(f"SELECT COUNT(*) FROM {model.table} q {window}"), params
-                    ).scalar()
-                )
-            staged = f"{model.table}__next"
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged}"))
-            conn.execute(sa.text(f"CREATE TABLE {staged} AS {sql}"), params)
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS {model.table}"))
-            conn.execute(sa.text(f"ALTER TABLE {staged} RENAME TO {model.name}"))
-            return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {model.table}")).scalar())
+        return write_audit_swap(warehouse, model.table, build, audit)
     except sa.exc.DBAPIError as error:
         raise SqlModelError(f"{model.path}: {error.orig}") from error
 

@@ -1,12 +1,13 @@
 """The factory of SQL model assets: one asset per `.sql` file of dbt_like_sql/, with the
-checks its `.yml` declares and code references to both files.
+checks its `.yml` declares and code references to both files. Each run builds the model
+beside its table, checks the build, and swaps it in and publishes it only if no blocking
+check fails (`quality/publish.py`).
 
 Each group's module (`defs/warehouse/models.py`, `defs/analytics/models.py`,
 `defs/ml/history.py`) builds the assets of its own models with it.
 """
 
 import datetime as dt
-import json
 from functools import cache
 
 import dagster as dg
@@ -16,12 +17,13 @@ from reward_assets.contact.holdout import holdout_threshold
 from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import SettingsResource, WarehouseResource
+from reward_assets.defs.warehouse.audits import check_results, check_specs
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.ingest.contract import TIERS
 from reward_assets.privacy import mask_record
-from reward_assets.quality.checks import checks_path, load_checks, run_checks
-from reward_assets.warehouse.snapshots import SERVED_TABLES, publish
-from reward_assets.warehouse.sql_models import SQL_DIR, SqlModel, load_models, materialize
+from reward_assets.quality.checks import checks_path, load_checks
+from reward_assets.quality.publish import build_model
+from reward_assets.warehouse.sql_models import SQL_DIR, SqlModel, load_models
 
 PREVIEW_ROWS = 5
 # Partitioned models of this group record what was scored on a day: one day per run, and
@@ -72,7 +74,7 @@ def sql_model_assets(*groups: str) -> list[dg.AssetsDefinition]:
 
 
 def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDefinition:
-    checks = load_checks(model)
+    checks = load_checks(checks_path(model))
     ranged = model.partitioned and model.group != HISTORY_GROUP
 
     @dg.asset(
@@ -85,12 +87,7 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
         partitions_def=daily_partitions if model.partitioned else None,
         backfill_policy=dg.BackfillPolicy.single_run() if ranged else None,
         tags=DAILY_TAG if ranged and model.group != ANALYTICS_GROUP else None,
-        check_specs=[
-            dg.AssetCheckSpec(
-                c.name, asset=model.name, description=c.description, blocking=c.blocking
-            )
-            for c in checks
-        ],
+        check_specs=check_specs(model.name, checks),
         metadata={
             "table": model.table,
             "materialized": model.materialized,
@@ -105,36 +102,27 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
         config = settings.get()
         with warehouse.open() as wh:
             params = model_params(wh, config)
-            window = None
             if model.partitioned:
-                window = window_of(context)
-                params |= {"partition_start": window[0], "partition_end": window[1]}
-            written = materialize(wh, model, models, params)
+                start, end = window_of(context)
+                params |= {"partition_start": start, "partition_end": end}
+            audited = build_model(wh, model, models, params, config.data_dir)
             metadata = {
                 "as_of": params["as_of"].isoformat(),
-                "dagster/row_count": wh.row_count(model.table),
+                **audited.metadata(),
             }
+            if wh.table_exists(model.table):
+                metadata["dagster/row_count"] = wh.row_count(model.table)
+                if not model.partitioned:
+                    metadata["preview"] = _preview(wh, model)
             if model.partitioned:
-                metadata["rows_in_window"] = written
-            else:
-                metadata["preview"] = _preview(wh, model)
-            if model.table in SERVED_TABLES:
-                publish(wh, model.table, config.data_dir)
-            outcomes = run_checks(wh, model, params, window)
-        yield dg.MaterializeResult(metadata=metadata)
-        for check in checks:
-            outcome = outcomes[check.name]
-            yield dg.AssetCheckResult(
-                check_name=check.name,
-                passed=outcome.passed,
-                severity=dg.AssetCheckSeverity.ERROR
-                if check.blocking
-                else dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "failing_rows": outcome.failing_rows,
-                    "checked_rows": outcome.checked_rows,
-                    "examples": json.dumps(outcome.examples, default=str),
-                },
+                metadata["rows_in_window"] = audited.rows
+        if not audited.published:
+            context.log.warning(
+                f"{model.table} kept its previous version: blocking checks failed "
+                f"({', '.join(audited.blocked_by)}); the rejected build is in "
+                f"{audited.built.staged.staged}"
             )
+        yield dg.MaterializeResult(metadata=metadata)
+        yield from check_results(audited)
 
     return _asset

@@ -1,0 +1,178 @@
+"""Write, audit, publish: every served table is built beside the one readers see, checked,
+and only then swapped in.
+
+A build goes to `<table>__next`. An audit (the table's checks, supplied by the caller)
+reads it there; only if the audit approves is it swapped in, in one transaction, so a
+reader sees the previous table or the new one, never half of either. A rejected build is
+left in `<table>__next` for inspection (the checks report a few masked examples; the
+table holds every offending row) until the next build of the table replaces it.
+
+A build replaces the whole table, or one window of it (`Window`: a partitioned model's
+days). A window's audit sees the table as it would read after the swap: the rows outside
+the window that stay, plus the new window, so a rule over the whole table (unique ids)
+holds across windows too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from reward_assets.warehouse.store import Warehouse
+
+STAGED_SUFFIX = "__next"
+
+
+def staged_name(table: str) -> str:
+    return f"{table}{STAGED_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The slice `start <= column < end` that a partitioned build replaces."""
+
+    column: str
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def params(self) -> dict[str, dt.datetime]:
+        return {"window_start": self.start, "window_end": self.end}
+
+    def inside(self, alias: str = "") -> str:
+        column = f"{alias}.{self.column}" if alias else self.column
+        return f"{column} >= :window_start AND {column} < :window_end"
+
+    def outside(self) -> str:
+        # NULL is outside every window: a DELETE of the window keeps those rows.
+        return f"({self.column} IS NULL OR NOT ({self.inside()}))"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A build of `table` in `staged`, not yet visible to readers."""
+
+    table: str
+    staged: str
+    rows: int
+    window: Window | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.window.params if self.window else {}
+
+    def build_rows(self) -> str:
+        """SQL selecting the build's own rows (what a row-level check reads)."""
+        where = f" WHERE {self.window.inside()}" if self.window else ""
+        return f"SELECT * FROM {self.staged}{where}"
+
+    def published_rows(self, warehouse: Warehouse) -> str:
+        """SQL selecting the table as it will read once this build is swapped in."""
+        if self.staged == self.table:  # checked in place: the table is what it is
+            return f"SELECT * FROM {self.table}"
+        if not self.window or not warehouse.table_exists(self.table):
+            return self.build_rows()
+        return (
+            f"SELECT * FROM {self.table} WHERE {self.window.outside()} "
+            f"UNION ALL {self.build_rows()}"
+        )
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a write-audit-publish did: the build, and whether it now serves."""
+
+    staged: Staged
+    published: bool
+
+    @property
+    def rows(self) -> int:
+        return self.staged.rows
+
+
+Audit = Callable[[Staged], bool]
+
+
+@contextmanager
+def build_lock(warehouse: Warehouse, table: str) -> Iterator[None]:
+    """One build of `table` at a time, from stage to swap.
+
+    On PostgreSQL two runs may build the same table at once (a schedule and a backfill
+    of other days): without the lock one would swap in the other's `__next`, or two
+    windows would each pass a whole-table check the pair breaks. DuckDB admits one
+    writing process, so there is nothing to wait for.
+    """
+    if warehouse.dialect != "postgresql":
+        yield
+        return
+    key = {"key": f"reward_assets.build:{table}"}
+    with warehouse.engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_lock(hashtext(:key))"), key)
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
+            conn.commit()
+
+
+def write_audit_swap(
+    warehouse: Warehouse, table: str, build: Callable[[], Staged], audit: Audit | None
+) -> Built:
+    """Stage with `build`, ask `audit`, and swap the build in only if it approves."""
+    with build_lock(warehouse, table):
+        staged = build()
+        approved = audit is None or audit(staged)
+        if approved:
+            swap(warehouse, staged)
+    return Built(staged, approved)
+
+
+def swap(warehouse: Warehouse, staged: Staged) -> None:
+    """Put an approved build in place of the table (or of its window), in one transaction."""
+    name = staged.table.rpartition(".")[2]
+    with warehouse.begin() as conn:
+        whole = staged.window is None or not _rows_outside(conn, staged)
+        if whole:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged.table}"))
+            conn.execute(sa.text(f"ALTER TABLE {staged.staged} RENAME TO {name}"))
+            return
+        window = staged.window
+        conn.execute(sa.text(f"DELETE FROM {staged.table} WHERE {window.inside()}"), window.params)
+        conn.execute(sa.text(f"INSERT INTO {staged.table} SELECT * FROM {staged.staged}"))
+        conn.execute(sa.text(f"DROP TABLE {staged.staged}"))
+
+
+def _rows_outside(conn: Connection, staged: Staged) -> bool:
+    """Whether the table keeps rows outside the build's window (else a rename will do)."""
+    schema, _, name = staged.table.rpartition(".")
+    if not sa.inspect(conn).has_table(name, schema=schema or None):
+        return False
+    found = conn.execute(
+        sa.text(f"SELECT 1 FROM {staged.table} WHERE {staged.window.outside()} LIMIT 1"),
+        staged.window.params,
+    ).first()
+    return found is not None
+
+
+def stage_frames(
+    warehouse: Warehouse,
+    table: str,
+    columns: Mapping[str, str],
+    chunks: Iterable[pd.DataFrame],
+) -> Staged:
+    """Write `chunks` (columns: name -> SQL type) to a fresh build of `table`."""
+    staged = staged_name(table)
+    ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+    with warehouse.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged}"))
+        conn.execute(sa.text(f"CREATE TABLE {staged} ({ddl})"))
+        rows = sum(warehouse.append(conn, staged, chunk[list(columns)]) for chunk in chunks)
+    return Staged(table, staged, rows)
