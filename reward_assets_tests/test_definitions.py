@@ -79,6 +79,12 @@ CHECK_NAMES = {
     "churn_model": {"churn_auc_meets_bar"},
     "engagement_model": {"engagement_auc_meets_bar"},
     "engagement_messages": {"no_uncertain_emails"},
+    # The served tables Python assets write: dbt_like_sql/<table>.yml.
+    "churn_scores": {"customer_id_unique_not_null", "churn_probability_in_unit_interval"},
+    "engagement_scores": {"customer_id_unique_not_null", "probabilities_in_unit_interval"},
+    "send_time_preferences": {"customer_id_unique_not_null", "best_local_hour_is_an_hour"},
+    "recommendation_sets": {"rank_unique_per_customer"},
+    "customer_segments": {"customer_id_unique_not_null"},
 }
 NON_BLOCKING = {(asset, QUARANTINE) for asset in INGESTION - {"email_sends"}} | {
     ("dim_customers", "signup_at_not_after_as_of"),

@@ -22,8 +22,8 @@ import pandas as pd
 
 from reward_assets.contact.campaigns import CAMPAIGN_BY_SEGMENT
 from reward_assets.ingest.clock import resolve_as_of
+from reward_assets.quality.publish import Audited, replace_served
 from reward_assets.settings import Settings
-from reward_assets.warehouse.snapshots import replace_served
 from reward_assets.warehouse.store import Warehouse
 
 LIFECYCLE_STAGES = ("new", "active", "at_risk", "dormant")
@@ -108,13 +108,13 @@ def _contact_hash(customer_ids: pd.Series) -> np.ndarray:
 @dataclass(frozen=True)
 class ServedSegments:
     as_of: dt.date
-    rows: int
+    audited: Audited  # the build, its checks, and whether it was published
     counts: pd.DataFrame  # per segment: customers, contact_today
 
 
 def serve_segments(warehouse: Warehouse, settings: Settings) -> ServedSegments:
     """Segment every customer of the warehouse as of AS_OF from the churn and engagement
-    scores, and replace and publish the served segments table."""
+    scores, and replace and publish the served segments table if its checks pass."""
     as_of = resolve_as_of(warehouse, settings.as_of)
     segments = segment_customers(
         warehouse.frame("SELECT customer_id, signup_at FROM marts.dim_customers"),
@@ -125,8 +125,10 @@ def serve_segments(warehouse: Warehouse, settings: Settings) -> ServedSegments:
         as_of,
     )
     segments["as_of"] = as_of
-    rows = replace_served(warehouse, SEGMENTS_TABLE, SEGMENT_COLUMNS, [segments], settings.data_dir)
+    audited = replace_served(
+        warehouse, SEGMENTS_TABLE, SEGMENT_COLUMNS, [segments], settings.data_dir
+    )
     counts = segments.groupby("segment").agg(
         customers=("customer_id", "size"), contact_today=("contact_today", "sum")
     )
-    return ServedSegments(as_of, rows, counts.reset_index())
+    return ServedSegments(as_of, audited, counts.reset_index())

@@ -2,19 +2,18 @@
 
 DuckDB lets one process write its file and blocks every other process while it does, so
 on the DuckDB default no long-lived process (the API) opens the warehouse. Instead, each
-asset that writes a served table publishes a copy as Parquet: written beside the old
-file, then renamed over it, so a reader sees either the old or the new snapshot, never
-half of one. The reader is an in-memory DuckDB whose views carry the warehouse's table
-names, so one SQL text runs on the snapshots and, on PostgreSQL, on the warehouse itself.
+asset that writes a served table publishes a copy as Parquet once the table's checks
+have approved it (`quality/publish.py`): written beside the old file, then renamed over
+it, so a reader sees either the old or the new snapshot, never half of one. The reader
+is an in-memory DuckDB whose views carry the warehouse's table names, so one SQL text
+runs on the snapshots and, on PostgreSQL, on the warehouse itself.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import pandas as pd
 import sqlalchemy as sa
 
 from reward_assets.warehouse.store import SCHEMAS, Warehouse
@@ -71,20 +70,6 @@ def publish(warehouse: Warehouse, table: str, data_dir: Path) -> Path | None:
         )
     os.replace(staged, path)
     return path
-
-
-def replace_served(
-    warehouse: Warehouse,
-    table: str,
-    columns: Mapping[str, str],
-    chunks: Iterable[pd.DataFrame],
-    data_dir: Path,
-) -> int:
-    """Rebuild served `table` (Warehouse.replace_table) and publish its snapshot, in one
-    call so that no writer of a served table forgets the second half."""
-    rows = warehouse.replace_table(table, columns, chunks)
-    publish(warehouse, table, data_dir)
-    return rows
 
 
 def open_reader(warehouse_url: str, data_dir: Path) -> Warehouse:

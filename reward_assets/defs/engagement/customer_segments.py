@@ -5,7 +5,8 @@ import dagster as dg
 from reward_assets.defs.engagement import ENGAGEMENT
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import SettingsResource, WarehouseResource
-from reward_assets.engagement.segments import serve_segments
+from reward_assets.defs.warehouse.audits import check_results, served_check_specs
+from reward_assets.engagement.segments import SEGMENTS_TABLE, serve_segments
 
 
 @dg.asset(
@@ -13,6 +14,7 @@ from reward_assets.engagement.segments import serve_segments
     group_name=ENGAGEMENT,
     deps=["churn_scores", "engagement_scores", "dim_customers"],
     kinds={"duckdb"},
+    check_specs=served_check_specs(SEGMENTS_TABLE),
 )
 def customer_segments(settings: SettingsResource, warehouse: WarehouseResource):
     """Engagement analysis: each customer's segment (new, active, at risk, dormant) from
@@ -22,7 +24,9 @@ def customer_segments(settings: SettingsResource, warehouse: WarehouseResource):
     return dg.MaterializeResult(
         metadata={
             "as_of": served.as_of.isoformat(),
-            "dagster/row_count": served.rows,
+            "dagster/row_count": served.audited.rows,
+            **served.audited.metadata(),
             "segments": dg.MetadataValue.md(served.counts.to_markdown(index=False)),
-        }
+        },
+        check_results=check_results(served.audited),
     )

@@ -16,8 +16,9 @@ from reward_assets.defs.ml.gates import (
 )
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
+from reward_assets.defs.warehouse.audits import check_results, served_check_specs
 from reward_assets.ingest.clock import resolve_as_of
-from reward_assets.warehouse.snapshots import replace_served
+from reward_assets.quality.publish import replace_served
 
 
 @dg.asset(
@@ -70,6 +71,7 @@ def churn_model(settings: SettingsResource, warehouse: WarehouseResource, ops: O
     group_name=SCORING,
     deps=["churn_model", "customer_features"],
     kinds={"xgboost"},
+    check_specs=served_check_specs("ml.churn_scores"),
 )
 def churn_scores(settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource):
     """Churn probability, risk band and the top three drivers of each customer's score,
@@ -82,14 +84,16 @@ def churn_scores(settings: SettingsResource, warehouse: WarehouseResource, ops: 
         scores = model.score(wh.frame("SELECT * FROM marts.customer_features"))
         scores["as_of"] = as_of
         scores["model_version"] = record.version
-        rows = replace_served(wh, "ml.churn_scores", SCORE_COLUMNS, [scores], config.data_dir)
+        served = replace_served(wh, "ml.churn_scores", SCORE_COLUMNS, [scores], config.data_dir)
     bands = scores.risk_band.value_counts()
     return dg.MaterializeResult(
         metadata={
             "as_of": as_of.isoformat(),
             "model_version": record.version,
-            "dagster/row_count": rows,
+            "dagster/row_count": served.rows,
+            **served.metadata(),
             "mean_probability": float(scores.churn_probability.mean()),
             **{f"band_{band}": int(count) for band, count in bands.items()},
-        }
+        },
+        check_results=check_results(served),
     )

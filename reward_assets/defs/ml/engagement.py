@@ -6,10 +6,11 @@ import dagster as dg
 from reward_assets.defs.ml.gates import ML, SCORING, gate, model_result, register, serving
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
+from reward_assets.defs.warehouse.audits import check_results, served_check_specs
 from reward_assets.engagement import send_time
 from reward_assets.engagement.model import EngagementModel, engagement_quality, train_engagement
 from reward_assets.ingest.clock import resolve_as_of
-from reward_assets.warehouse.snapshots import replace_served
+from reward_assets.quality.publish import replace_served
 
 
 @dg.asset(
@@ -55,6 +56,7 @@ def engagement_model(
     group_name=SCORING,
     deps=["engagement_model", "fct_engagement_events", "dim_customers"],
     kinds={"xgboost"},
+    check_specs=served_check_specs("ml.send_time_preferences"),
 )
 def send_time_preferences(
     settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
@@ -75,7 +77,7 @@ def send_time_preferences(
         )
         prefs["as_of"] = as_of
         prefs["model_version"] = record.version
-        rows = replace_served(
+        served = replace_served(
             wh, "ml.send_time_preferences", send_time.SEND_TIME_COLUMNS, [prefs], config.data_dir
         )
     sources = prefs.source.value_counts()
@@ -83,13 +85,21 @@ def send_time_preferences(
         metadata={
             "as_of": as_of.isoformat(),
             "model_version": record.version,
-            "dagster/row_count": rows,
+            "dagster/row_count": served.rows,
+            **served.metadata(),
             **{f"source_{source}": int(count) for source, count in sources.items()},
-        }
+        },
+        check_results=check_results(served),
     )
 
 
-@dg.asset(pool=WAREHOUSE_POOL, group_name=SCORING, deps=["send_time_preferences"], kinds={"sql"})
+@dg.asset(
+    pool=WAREHOUSE_POOL,
+    group_name=SCORING,
+    deps=["send_time_preferences"],
+    kinds={"sql"},
+    check_specs=served_check_specs("ml.engagement_scores"),
+)
 def engagement_scores(settings: SettingsResource, warehouse: WarehouseResource):
     """Open and click probability per customer at their best send time."""
     with warehouse.open() as wh:
@@ -97,12 +107,14 @@ def engagement_scores(settings: SettingsResource, warehouse: WarehouseResource):
         scores = send_time.engagement_scores(prefs).merge(
             prefs[["customer_id", "as_of", "model_version"]], on="customer_id"
         )
-        rows = replace_served(
+        served = replace_served(
             wh, "ml.engagement_scores", send_time.SCORE_COLUMNS, [scores], settings.get().data_dir
         )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": rows,
+            "dagster/row_count": served.rows,
+            **served.metadata(),
             "mean_open_probability": float(scores.open_probability.mean()),
-        }
+        },
+        check_results=check_results(served),
     )

@@ -5,11 +5,12 @@ import dagster as dg
 from reward_assets.defs.ml.gates import SCORING, snapshot
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
+from reward_assets.defs.warehouse.audits import check_results, served_check_specs
 from reward_assets.ingest.clock import resolve_as_of
+from reward_assets.quality.publish import replace_served
 from reward_assets.recommend.inputs import eligibility_inputs, positions, read_vectors
 from reward_assets.recommend.sets import COLUMNS, SetRules, build_sets
 from reward_assets.recommend.taste import TasteModel
-from reward_assets.warehouse.snapshots import replace_served
 
 
 @dg.asset(
@@ -17,6 +18,7 @@ from reward_assets.warehouse.snapshots import replace_served
     group_name=SCORING,
     deps=["customer_embeddings", "reward_embeddings", "dim_rewards", "fct_redemptions"],
     kinds={"numpy"},
+    check_specs=served_check_specs("ml.recommendation_sets"),
 )
 def recommendation_sets(
     context: dg.AssetExecutionContext,
@@ -51,7 +53,8 @@ def recommendation_sets(
             model_version=version,
             as_of=as_of,
         )
-        rows = replace_served(wh, "ml.recommendation_sets", COLUMNS, chunks, config.data_dir)
+        served = replace_served(wh, "ml.recommendation_sets", COLUMNS, chunks, config.data_dir)
+        rows = served.rows
         summary = wh.frame(
             "SELECT COUNT(DISTINCT customer_id) AS customers, "
             "AVG(CAST(is_exploration AS INTEGER)) AS exploration_share, "
@@ -64,8 +67,10 @@ def recommendation_sets(
             "as_of": as_of.isoformat(),
             "model_version": version,
             "dagster/row_count": rows,
+            **served.metadata(),
             "customers": int(summary.customers),
             "exploration_share": float(summary.exploration_share or 0),
             "almost_there_share": float(summary.almost_there_share or 0),
-        }
+        },
+        check_results=check_results(served),
     )

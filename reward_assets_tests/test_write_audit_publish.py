@@ -1,0 +1,293 @@
+"""Write, audit, publish: a served table is built beside the one readers see, checked, and
+only then swapped in and published. A failed blocking check leaves the previous good
+version serving, through the API, on DuckDB (the snapshots) and on PostgreSQL (the
+tables), and the next good run publishes."""
+
+from __future__ import annotations
+
+import dagster as dg
+import httpx
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from reward_assets.quality.publish import build_model, replace_served
+from reward_assets.warehouse.snapshots import SERVED_TABLES, snapshot_path
+from reward_assets.warehouse.sql_models import SQL_DIR, load_models
+from reward_assets.warehouse.store import Warehouse
+from reward_assets_tests.api_world import (
+    ApiWorld,
+    copy_ops_store,
+    copy_world,
+    serve,
+    shared_world,
+)
+from reward_assets_tests.test_api_live import STAGING, copy_tables, sample_customers
+
+DIMS = ("marts.dim_customers", "marts.dim_rewards")
+# The dims, and a model that reads dim_customers: skipped while its blocking check fails.
+SELECTION = ("dim_customers", "dim_rewards", "fct_transactions")
+NEW_BALANCE = 123_457
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse(request) -> Warehouse:
+    return request.getfixturevalue(
+        "duckdb_warehouse" if request.param == "duckdb" else "pg_warehouse"
+    )
+
+
+# --- the tables Python assets write ------------------------------------------------------
+
+SCORE_COLUMNS = {"customer_id": "VARCHAR", "churn_probability": "DOUBLE PRECISION"}
+
+
+def scores(*rows: tuple[str | None, float]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+
+
+def test_a_python_table_with_a_duplicate_split_across_chunks_is_not_published(warehouse, tmp_path):
+    data_dir = tmp_path / "data"
+    good = replace_served(
+        warehouse, "ml.churn_scores", SCORE_COLUMNS, [scores(("c1", 0.2), ("c2", 0.7))], data_dir
+    )
+    assert (good.published, good.rows, good.blocked_by) == (True, 2, [])
+    snapshot = snapshot_path(data_dir, "ml.churn_scores")
+    published = snapshot.stat().st_mtime_ns if warehouse.dialect == "duckdb" else None
+
+    # Two chunks, as the scoring assets write them: the duplicate is in neither alone.
+    chunks = [scores(("c1", 0.3), ("c3", 0.1)), scores(("c3", 0.4), (None, 0.5))]
+    bad = replace_served(warehouse, "ml.churn_scores", SCORE_COLUMNS, chunks, data_dir)
+
+    assert (bad.published, bad.rows, bad.blocked_by) == (
+        False,
+        4,
+        ["customer_id_unique_not_null"],
+    )
+    unique = bad.outcomes["customer_id_unique_not_null"]
+    assert (unique.failing_rows, unique.checked_rows, unique.examples) == (3, 4, [None, "c3", "c3"])
+    assert bad.outcomes["churn_probability_in_unit_interval"].passed
+    assert bad.metadata() == {
+        "published": False,
+        "check_seconds": bad.metadata()["check_seconds"],
+        "blocked_by": "customer_id_unique_not_null",
+        "rejected_build": "ml.churn_scores__next",
+    }
+    assert warehouse.frame("SELECT * FROM ml.churn_scores ORDER BY 1").values.tolist() == [
+        ["c1", 0.2],
+        ["c2", 0.7],
+    ]
+    if published is not None:
+        assert snapshot.stat().st_mtime_ns == published
+        assert sorted(pd.read_parquet(snapshot).customer_id) == ["c1", "c2"]
+    assert warehouse.row_count("ml.churn_scores__next") == 4
+
+
+def test_a_failing_warning_check_still_publishes(duckdb_warehouse, tmp_path):
+    with duckdb_warehouse.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE marts.dim_rewards (reward_id VARCHAR, category TEXT)"))
+        conn.execute(sa.text("INSERT INTO marts.dim_rewards VALUES ('w1', 'dining')"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE staging.stg_redemptions AS SELECT * FROM (VALUES "
+                "('r1', 'c1', 'w1', TIMESTAMP '2023-03-02', 5), "
+                "('r2', 'c1', 'w9', TIMESTAMP '2023-03-02', 5)) "
+                "v(redemption_id, customer_id, reward_id, redeemed_at, points_spent)"
+            )
+        )
+        conn.execute(sa.text("CREATE TABLE marts.dim_customers (customer_id VARCHAR)"))
+        conn.execute(sa.text("INSERT INTO marts.dim_customers VALUES ('c1')"))
+    models = load_models(SQL_DIR)
+
+    audited = build_model(
+        duckdb_warehouse, models["fct_redemptions"], models, {}, tmp_path / "data"
+    )
+
+    # reward_id_in_dim_rewards warns (a retired reward keeps its history): not blocking.
+    assert audited.outcomes["reward_id_in_dim_rewards"].failing_rows == 1
+    assert (audited.published, audited.blocked_by) == (True, [])
+    assert duckdb_warehouse.row_count("marts.fct_redemptions") == 2
+    assert snapshot_path(tmp_path / "data", "marts.fct_redemptions").exists()
+
+
+# --- the API through a failed run and a good one ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    return shared_world(tmp_path_factory)
+
+
+def run(world: ApiWorld, monkeypatch) -> tuple[bool, list[str], set[str]]:
+    """One run of SELECTION on the world's stores: (success, failed checks, assets
+    materialised)."""
+    from reward_assets.definitions import defs
+    from reward_assets.pipeline import materialize_all
+
+    for variable in ("AS_OF", "HOLDOUT_SHARE", "PARTITIONS_START_DATE", "OPS_DB_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("DATA_DIR", str(world.data_dir))
+    monkeypatch.setenv("WAREHOUSE_URL", world.warehouse_url)
+    with dg.DagsterInstance.ephemeral() as instance:
+        summary = materialize_all(
+            defs(), instance, world.config.start_date, world.last_day, list(SELECTION)
+        )
+        done = {k for k in SELECTION if instance.get_latest_materialization_event(dg.AssetKey(k))}
+    return summary.success, sorted(summary.failed_checks), done
+
+
+def plant_duplicates(warehouse: Warehouse, customer_id: str, reward_id: str) -> None:
+    """A second row for the customer and for the reward in staging, and a change the
+    dims would serve if they were published: a new balance, the reward withdrawn."""
+    with warehouse.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE staging.stg_customers SET points_balance = :b WHERE customer_id = :c"),
+            {"b": NEW_BALANCE, "c": customer_id},
+        )
+        conn.execute(
+            sa.text("UPDATE staging.stg_rewards SET active = FALSE WHERE reward_id = :r"),
+            {"r": reward_id},
+        )
+    for table, column, key in (
+        ("staging.stg_customers", "customer_id", customer_id),
+        ("staging.stg_rewards", "reward_id", reward_id),
+    ):
+        row = warehouse.frame(f"SELECT * FROM {table} WHERE {column} = :k", {"k": key})
+        with warehouse.begin() as conn:
+            warehouse.append(conn, table, row)
+
+
+def remove_duplicates(warehouse: Warehouse, customer_id: str, reward_id: str) -> None:
+    for table, column, key in (
+        ("staging.stg_customers", "customer_id", customer_id),
+        ("staging.stg_rewards", "reward_id", reward_id),
+    ):
+        rows = warehouse.frame(f"SELECT * FROM {table} WHERE {column} = :k", {"k": key})
+        assert len(rows) == 2
+        with warehouse.begin() as conn:
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE {column} = :k"), {"k": key})
+            warehouse.append(conn, table, rows.iloc[:1])
+
+
+def answers(url: str, customer_id: str, reward_id: str) -> dict[str, dict]:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        return {
+            path: client.get(path).json()
+            for path in (
+                f"/api/customers/{customer_id}",
+                f"/api/customers/{customer_id}/recommended_rewards?limit=10",
+                f"/api/rewards/{reward_id}",
+            )
+        }
+
+
+def first_recommended(world: ApiWorld, customer_id: str) -> str:
+    sets = pd.read_parquet(world.snapshots / "ml.recommendation_sets.parquet")
+    return sets[sets.customer_id == customer_id].sort_values("rank").reward_id.iloc[0]
+
+
+def assert_rejected_then_published(
+    picked: ApiWorld, target: ApiWorld, url: str, monkeypatch
+) -> None:
+    """Plant duplicate ids in the dims' staging rows of `target`, run, and check the API
+    at `url` (serving `target`) before, after the failed run and after a good one.
+    `picked` holds the snapshots and ops store the customer and reward are picked from."""
+    customer_id = sample_customers(picked, 1)[0]
+    reward_id = first_recommended(picked, customer_id)
+    warehouse = Warehouse(target.warehouse_url)
+    before = answers(url, customer_id, reward_id)
+    assert before[f"/api/rewards/{reward_id}"]["active"] is True
+    versions = {t: table_version(target, warehouse, t) for t in DIMS}
+    rows = {t: warehouse.row_count(t) for t in DIMS}
+    plant_duplicates(warehouse, customer_id, reward_id)
+
+    warehouse.dispose()  # no connection of the test's open while the run writes DuckDB
+    success, failed, done = run(target, monkeypatch)
+
+    assert not success
+    assert failed == [
+        "dim_customers:customer_id_unique_not_null",
+        "dim_rewards:reward_id_unique_not_null",
+    ]
+    assert done == {"dim_customers", "dim_rewards"}  # fct_transactions: skipped
+    assert answers(url, customer_id, reward_id) == before
+    assert {t: warehouse.row_count(t) for t in DIMS} == rows
+    # Neither swapped nor published: the very snapshot files (DuckDB), tables (PostgreSQL).
+    assert {t: table_version(target, warehouse, t) for t in DIMS} == versions
+    # The rejected builds wait beside the tables, every offending row in them.
+    duplicated = warehouse.scalar(
+        "SELECT COUNT(*) FROM marts.dim_customers__next WHERE customer_id = :c",
+        {"c": customer_id},
+    )
+    assert duplicated == 2
+
+    remove_duplicates(warehouse, customer_id, reward_id)
+    warehouse.dispose()
+    success, failed, done = run(target, monkeypatch)
+
+    assert (success, failed, done) == (True, [], set(SELECTION))
+    after = answers(url, customer_id, reward_id)
+    assert after[f"/api/customers/{customer_id}"]["points_balance"] == NEW_BALANCE
+    assert after[f"/api/rewards/{reward_id}"]["active"] is False
+    recommended = after[f"/api/customers/{customer_id}/recommended_rewards?limit=10"]
+    assert reward_id not in [item["reward"]["reward_id"] for item in recommended["items"]]
+    assert all(table_version(target, warehouse, t) != versions[t] for t in DIMS)
+    assert not warehouse.table_exists("marts.dim_customers__next")
+    warehouse.dispose()
+
+
+def table_version(world: ApiWorld, warehouse: Warehouse, table: str):
+    """What changes when a served table is published: its snapshot file on DuckDB, the
+    table itself (its OID) on PostgreSQL."""
+    if world.warehouse_url.startswith("duckdb"):
+        stat = snapshot_path(world.data_dir, table).stat()
+        return stat.st_ino, stat.st_mtime_ns
+    return warehouse.scalar("SELECT to_regclass(:t)::oid::bigint", {"t": table})
+
+
+def test_duckdb_serves_the_last_good_dims_until_a_good_run(world, tmp_path, monkeypatch):
+    copy = copy_world(world, tmp_path)
+    env = {"DATA_DIR": str(copy.data_dir), "WAREHOUSE_URL": copy.warehouse_url}
+    with serve(env) as url:
+        assert_rejected_then_published(copy, copy, url, monkeypatch)
+
+
+@pytest.mark.postgres
+def test_postgresql_serves_the_last_good_dims_until_a_good_run(
+    world, pg_url, tmp_path, monkeypatch
+):
+    source, warehouse = Warehouse(world.warehouse_url), Warehouse(pg_url)
+    copy_tables(source, warehouse, [*SERVED_TABLES, *STAGING, "staging.stg_transactions"])
+    source.dispose()
+    warehouse.dispose()
+    on_pg = ApiWorld(tmp_path / "no-snapshots", pg_url, world.config)
+    env = {
+        "WAREHOUSE_URL": pg_url,
+        "DATA_DIR": str(on_pg.data_dir),
+        "OPS_DB_URL": copy_ops_store(world, tmp_path / "ops.sqlite"),
+    }
+    with serve(env) as url:
+        assert_rejected_then_published(world, on_pg, url, monkeypatch)
+
+
+def test_every_served_table_a_python_asset_writes_has_blocking_checks_on_its_asset():
+    from reward_assets.definitions import defs
+    from reward_assets.quality.checks import load_checks, table_checks_path
+
+    definitions = defs()
+    sql_models = {p.stem for p in SQL_DIR.glob("*.sql")}
+    python_written = [t for t in SERVED_TABLES if t.rpartition(".")[2] not in sql_models]
+    assert sorted(python_written) == [
+        "ml.churn_scores",
+        "ml.customer_segments",
+        "ml.engagement_scores",
+        "ml.recommendation_sets",
+        "ml.send_time_preferences",
+    ]
+    for table in python_written:
+        declared = load_checks(table_checks_path(table))
+        asset = definitions.resolve_assets_def(table.rpartition(".")[2])
+        specs = {spec.name: spec for spec in asset.check_specs}
+        assert declared and set(specs) == {c.name for c in declared}, table
+        assert all(specs[c.name].blocking == c.blocking for c in declared), table
+        assert any(c.blocking for c in declared), table
