@@ -333,3 +333,50 @@ def test_feature_table_mixes_gx_and_sql_checks(duckdb_warehouse):
     unique, look_ahead = outcomes["customer_id_unique_not_null"], outcomes["no_look_ahead"]
     assert (unique.passed, unique.failing_rows, unique.checked_rows) == (False, 2, 4)
     assert (look_ahead.passed, look_ahead.failing_rows, look_ahead.checked_rows) == (False, 2, 4)
+
+
+# --- declarations and errors -------------------------------------------------------------
+
+
+def write_model_with_checks(folder, checks_yaml: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "things.sql").write_text("SELECT 1 AS id\n")
+    (folder / "things.yml").write_text(checks_yaml)
+    return load_models(folder)
+
+
+def test_a_check_whose_sql_fails_names_its_file_and_publishes_nothing(tmp_path, warehouse):
+    from reward_assets.quality.publish import build_model
+    from reward_assets.warehouse.sql_models import SqlModelError
+
+    models = write_model_with_checks(
+        tmp_path / "models",
+        "checks:\n  - name: broken\n    kind: violations\n"
+        "    sql: SELECT no_such_column FROM {table}\n",
+    )
+
+    with pytest.raises(SqlModelError) as raised:
+        build_model(warehouse, models["things"], models, {}, tmp_path / "data")
+    assert str(tmp_path / "models" / "things.yml") in str(raised.value)
+    assert "no_such_column" in str(raised.value)
+    assert not warehouse.table_exists("marts.things")
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [
+        "checks:\n  - name: x\n    kind: violations\n",
+        "checks:\n  - name: x\n    kind: unique_not_null\n",
+        "checks:\n  - name: x\n    kind: at_least\n    column: n\n    min: 0\n    sql: SELECT 1\n",
+        "checks:\n  - kind: unique_not_null\n    column: id\n",
+        "checks:\n  - name: x\n    kind: unique\n    column: id\n",
+    ],
+    ids=["violations-without-sql", "kind-without-column", "sql-on-a-row-rule", "no-name", "kind"],
+)
+def test_a_malformed_declaration_is_refused_naming_the_file(tmp_path, declaration):
+    from reward_assets.warehouse.sql_models import SqlModelError
+
+    models = write_model_with_checks(tmp_path / "models", declaration)
+
+    with pytest.raises(SqlModelError, match="things.yml"):
+        load_checks(checks_path(models["things"]))
