@@ -22,7 +22,12 @@ from reward_assets_tests.api_world import (
     serve,
     shared_world,
 )
-from reward_assets_tests.test_api_live import STAGING, copy_tables, sample_customers
+from reward_assets_tests.test_api_live import (
+    PRODUCTION_SECRET,
+    STAGING,
+    copy_tables,
+    sample_customers,
+)
 
 DIMS = ("marts.dim_customers", "marts.dim_rewards")
 # The dims, and a model that reads dim_customers: skipped while its blocking check fails.
@@ -265,6 +270,8 @@ def test_postgresql_serves_the_last_good_dims_until_a_good_run(
         "WAREHOUSE_URL": pg_url,
         "DATA_DIR": str(on_pg.data_dir),
         "OPS_DB_URL": copy_ops_store(world, tmp_path / "ops.sqlite"),
+        # Outside the embedded demo the API refuses the public default secret.
+        "UNSUBSCRIBE_SECRET": PRODUCTION_SECRET,
     }
     with serve(env) as url:
         assert_rejected_then_published(world, on_pg, url, monkeypatch)
