@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from reward_assets.api.main import create_app
 from reward_assets.email.unsubscribe import make_token
@@ -84,7 +84,13 @@ def test_every_answer_matches_the_schema(served, path, method):
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
     def answers_by_the_schema(case):
-        case.call_and_validate(headers={"X-API-Key": API_KEY}, excluded_checks=excluded)
+        # Every call carries the key, so a negative case whose mutations include dropping it
+        # is partly repaired on the way out (an unknown query parameter beside it, which
+        # FastAPI ignores, is then a valid request): it is held to every check but the
+        # rejection of negative data. The key itself is enforced in test_api.py.
+        dropped_key = "X-API-Key" not in (case.headers or {})
+        checks = excluded + ([negative_data_rejection] if dropped_key else [])
+        case.call_and_validate(headers={"X-API-Key": API_KEY}, excluded_checks=checks)
 
     answers_by_the_schema()
 
