@@ -139,6 +139,13 @@ def charts(metadata: dict) -> dict[str, str]:
     }
 
 
+def dismiss_welcome(url: str) -> None:
+    """Mark the UI's first-visit "Join the Dagster community" dialog as seen on this
+    instance (what its Skip button does), so it does not cover the screenshots."""
+    answer = httpx.post(f"{url}/graphql", json={"query": "mutation { setNuxSeen }"}, timeout=30)
+    answer.raise_for_status()
+
+
 def screenshot(browser: str, url: str, path: Path) -> None:
     """The page as headless Chromium renders it, after its scripts have run."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         for title, text in pictures.items():
             print(f"\n{CHARTS_ASSET} — {title}\n{text}")
         if not args.no_browser:
+            dismiss_welcome(url)
             for asset in (SCHEMA_ASSET, CHARTS_ASSET):
                 path = args.out / f"{asset}.png"
                 screenshot(args.browser, f"{url}/assets/{asset}", path)

@@ -47,7 +47,9 @@ def group_schedules(settings: Settings) -> dict[str, str]:
 
 
 def fail_window(group: str, settings: Settings) -> dt.timedelta:
-    return cron_period(group_schedules(settings)[group]) + GRACE
+    # A served table in a group without a schedule of its own follows the daily refresh.
+    crons = group_schedules(settings)
+    return cron_period(crons.get(group, crons[MARTS])) + GRACE
 
 
 def with_freshness(spec: dg.AssetSpec, settings: Settings) -> dg.AssetSpec:
