@@ -114,6 +114,46 @@ def test_a_bad_range_is_refused_with_the_reason(duckdb_warehouse, start, end, me
         range_report(duckdb_warehouse, dt.date.fromisoformat(start), dt.date.fromisoformat(end))
 
 
+def test_the_ui_charts_of_a_whole_year_stay_under_the_inline_limit():
+    from reward_assets.analytics.charts import POINTS, ui_charts
+
+    rng = np.random.default_rng(3)
+    days = [(dt.date(2023, 1, 1) + dt.timedelta(days=n)).isoformat() for n in range(366)]
+    report = {
+        "email_funnel": {"totals": {"sent": 9000, "delivered": 8800, "opened": 0, "clicked": 0}},
+        "revenue": {
+            "daily": [
+                {"day": d, "currency": c, "net_revenue": str(rng.uniform(-5e3, 9e6))}
+                for d in days
+                for c in ("EUR", "GBP", "USD")
+            ]
+        },
+        "customers": {
+            "daily": [{"day": d, "active_customers": int(rng.integers(9e5))} for d in days]
+        },
+        "redemptions": {"daily": [{"day": d, "redemptions": int(rng.integers(9e4))} for d in days]},
+        "uplift": {
+            "daily": [
+                {"day": d, "uplift": None if n % 9 else rng.normal()} for n, d in enumerate(days)
+            ],
+            "uplift": 0.01,
+            "ci_low": -0.2,
+            "ci_high": 0.3,
+        },
+    }
+    charts = ui_charts(report)
+    assert len(charts) == 7  # the funnel, three currencies, customers, redemptions, uplift
+    assert all(len(chart) < 1000 for chart in charts.values())
+    line = charts["chart: redemptions per day"]
+    points = line.split("points='")[1].split("'")[0].split(",")
+    assert 2 * 16 <= len(points) <= 2 * max(POINTS)  # a year averaged into a few dozen
+    assert (
+        "whole range 0.0100 (95% CI -0.2000 to 0.3000)"
+        in charts["chart: uplift per day (contacted minus holdout)"]
+    )
+    assert "| clicked | `` | 0 |" in charts["chart: email funnel"]
+
+
 # --- the Dagster assets on a scored warehouse -------------------------------------------
 
 
