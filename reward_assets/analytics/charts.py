@@ -161,8 +161,12 @@ def line_chart(title: str, values: list[float | None], points: int, zero: bool =
     def y(value: float) -> int:
         return round(SVG_HEIGHT - 3 - (value - low) / span * (SVG_HEIGHT - 6))
 
-    line = ",".join(f"{round(i * step)},{y(v)}" for i, v in enumerate(values) if v is not None)
-    body = f"<polyline fill='none' stroke='#4c72b0' stroke-width='2' points='{line}'/>"
+    drawn = [(round(i * step), y(v)) for i, v in enumerate(values) if v is not None]
+    if len(drawn) == 1:  # one day: a dot, since a line of one point draws nothing
+        body = f"<circle cx='{max(drawn[0][0], 3)}' cy='{drawn[0][1]}' r='3' fill='#4c72b0'/>"
+    else:
+        line = ",".join(f"{x},{y_}" for x, y_ in drawn)
+        body = f"<polyline fill='none' stroke='#4c72b0' stroke-width='2' points='{line}'/>"
     if zero and low < 0 < high:
         body += f"<line x1='0' x2='{SVG_WIDTH}' y1='{y(0)}' y2='{y(0)}' stroke='#999'/>"
     return f"![{title}]({_svg_uri(body)})\n\nfrom {_fmt(low)} to {_fmt(high)} per day"
