@@ -27,6 +27,8 @@ def _script():
 
 
 ui = _script()
+# A SQL mart and a served table a Python asset writes.
+SCHEMA_ASSETS = {"dim_customers": "marts.dim_customers", "churn_scores": "ml.churn_scores"}
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +37,11 @@ def ui_url(scored, tmp_path_factory):
     copy of the scored warehouse (the report's day: its as-of day)."""
     from reward_assets.definitions import defs
 
-    _, source, _ = scored
+    _, source, data_dir = scored
     root = tmp_path_factory.mktemp("ui")
     source.dispose()
     shutil.copy(source.url.removeprefix("duckdb:///"), root / "warehouse.duckdb")
+    shutil.copytree(data_dir, root / "data")  # the model registry churn_scores reads
     url = f"duckdb:///{root / 'warehouse.duckdb'}"
     home = root / "dagster_home"
     home.mkdir()
@@ -51,29 +54,30 @@ def ui_url(scored, tmp_path_factory):
         warehouse.dispose()
         loaded = defs()
         with dg.DagsterInstance.local_temp(str(home)) as instance:
-            mart = loaded.resolve_implicit_global_asset_job_def().execute_in_process(
-                instance=instance, asset_selection=[dg.AssetKey("dim_customers")]
+            tables = loaded.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey(k) for k in SCHEMA_ASSETS]
             )
             report = loaded.resolve_job_def("analytics_job").execute_in_process(
                 instance=instance, partition_key=day
             )
-        assert mart.success and report.success
+        assert tables.success and report.success
         with ui.webserver(home, ui.free_port()) as base:
             yield base, url
 
 
-def test_dim_customers_shows_its_column_schema_in_the_ui(ui_url):
+def test_tables_show_their_column_schema_in_the_ui(ui_url):
     base, url = ui_url
-    metadata = ui.latest_metadata(base, "dim_customers")
     warehouse = Warehouse(url)
     try:
-        columns = warehouse.columns("marts.dim_customers")
+        for asset, table in SCHEMA_ASSETS.items():
+            metadata = ui.latest_metadata(base, asset)
+            assert ui.column_schema(metadata) == warehouse.columns(table), asset
+            assert metadata["entries"]["dagster/table_name"]["text"] == f"warehouse.{table}"
+            assert "duckdb" in metadata["kinds"], asset
+        dim = dict(warehouse.columns("marts.dim_customers"))
     finally:
         warehouse.dispose()
-    assert ui.column_schema(metadata) == columns
-    assert ("is_holdout", "BOOLEAN") in columns
-    assert metadata["entries"]["dagster/table_name"]["text"] == "warehouse.marts.dim_customers"
-    assert {"sql", "duckdb"} <= set(metadata["kinds"])
+    assert dim["is_holdout"] == "BOOLEAN" and list(dim)[0] == "customer_id"
 
 
 def test_analytics_report_shows_its_charts_inline_in_the_ui(ui_url):
