@@ -1,16 +1,32 @@
 """The code location: everything under `defs/`, loaded when Dagster asks for it, each
-asset with a reference to the code that defines it (the UI opens it from the asset)."""
+asset with a reference to the code that defines it (the UI opens it from the asset), the
+kinds of the stores configured and the freshness policy of its schedule."""
 
 from pathlib import Path
 
 import dagster as dg
 
+from reward_assets.defs.freshness import with_freshness
+from reward_assets.defs.resources import store_kinds
+from reward_assets.settings import Settings
+
 
 @dg.definitions
 def defs() -> dg.Definitions:
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    settings = Settings()
+    kinds = store_kinds(settings)
+
+    def attributes(spec: dg.AssetSpec) -> dg.AssetSpec:
+        spec = spec.replace_attributes(kinds={kinds.get(k, k) for k in spec.kinds})
+        return with_freshness(spec, settings)
+
+    assets = [
+        a.map_asset_specs(attributes) if isinstance(a, dg.AssetsDefinition) else a
+        for a in loaded.assets or []
+    ]
     return dg.Definitions(
-        assets=dg.with_source_code_references(list(loaded.assets or [])),
+        assets=dg.with_source_code_references(assets),
         asset_checks=loaded.asset_checks,
         jobs=loaded.jobs,
         schedules=loaded.schedules,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 PERSONAL_COLUMNS = frozenset({"email", "first_name", "last_name"})
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 def mask_email(value: str) -> str:
@@ -31,3 +33,8 @@ def mask_record(record: dict[str, object]) -> dict[str, object]:
 def mask_fields(values: Iterable[object]) -> list[object]:
     """A row whose fields cannot be matched to columns (a misread line): every text masked."""
     return [mask_text(v) if isinstance(v, str) else v for v in values]
+
+
+def mask_emails_in(text: str) -> str:
+    """Free text (an error message) with every email address in it masked."""
+    return _EMAIL.sub(lambda found: mask_email(found.group()), text)

@@ -109,6 +109,22 @@ class Settings(BaseSettings):
         "sent (at least 30, as CAN-SPAM asks).",
     )
 
+    # Operator alerts (`alerts.py`): failed runs and tables past their freshness policy.
+    alert_email_to: str = Field(
+        "",
+        description="Operator addresses (comma-separated) alerts are mailed to, through the "
+        "same mailer as the emails (SMTP_HOST, else .eml files); empty: no alert email.",
+    )
+    alert_webhook_url: str = Field(
+        "",
+        description='When set, each alert is also POSTed here as JSON {"text": ...} '
+        "(a chat channel's incoming webhook).",
+    )
+    alert_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of the webhook POST.")
+    dagster_ui_url: str = Field(
+        "http://localhost:3000", description="Where the Dagster UI is; alerts link to it."
+    )
+
     # The HTTP API (`make api`).
     api_host: str = Field("127.0.0.1", description="Interface the API listens on.")
     api_port: int = Field(8000, ge=1, le=65535)
@@ -124,6 +140,9 @@ class Settings(BaseSettings):
 
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    def alert_recipients(self) -> list[str]:
+        return [a.strip() for a in self.alert_email_to.split(",") if a.strip()]
 
     def resolved_outbox_dir(self) -> Path:
         return self.outbox_dir or self.data_dir / "outbox"

@@ -3,7 +3,6 @@
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -113,6 +112,46 @@ def test_the_report_needs_the_analytics_tables(duckdb_warehouse):
 def test_a_bad_range_is_refused_with_the_reason(duckdb_warehouse, start, end, message):
     with pytest.raises(ValueError, match=message):
         range_report(duckdb_warehouse, dt.date.fromisoformat(start), dt.date.fromisoformat(end))
+
+
+def test_the_ui_charts_of_a_whole_year_stay_under_the_inline_limit():
+    from reward_assets.analytics.charts import POINTS, ui_charts
+
+    rng = np.random.default_rng(3)
+    days = [(dt.date(2023, 1, 1) + dt.timedelta(days=n)).isoformat() for n in range(366)]
+    report = {
+        "email_funnel": {"totals": {"sent": 9000, "delivered": 8800, "opened": 0, "clicked": 0}},
+        "revenue": {
+            "daily": [
+                {"day": d, "currency": c, "net_revenue": str(rng.uniform(-5e3, 9e6))}
+                for d in days
+                for c in ("EUR", "GBP", "USD")
+            ]
+        },
+        "customers": {
+            "daily": [{"day": d, "active_customers": int(rng.integers(9e5))} for d in days]
+        },
+        "redemptions": {"daily": [{"day": d, "redemptions": int(rng.integers(9e4))} for d in days]},
+        "uplift": {
+            "daily": [
+                {"day": d, "uplift": None if n % 9 else rng.normal()} for n, d in enumerate(days)
+            ],
+            "uplift": 0.01,
+            "ci_low": -0.2,
+            "ci_high": 0.3,
+        },
+    }
+    charts = ui_charts(report)
+    assert len(charts) == 7  # the funnel, three currencies, customers, redemptions, uplift
+    assert all(len(chart) < 1000 for chart in charts.values())
+    line = charts["chart: redemptions per day"]
+    points = line.split("points='")[1].split("'")[0].split(",")
+    assert 2 * 16 <= len(points) <= 2 * max(POINTS)  # a year averaged into a few dozen
+    assert (
+        "whole range 0.0100 (95% CI -0.2000 to 0.3000)"
+        in charts["chart: uplift per day (contacted minus holdout)"]
+    )
+    assert "| clicked | `` | 0 |" in charts["chart: email funnel"]
 
 
 # --- the Dagster assets on a scored warehouse -------------------------------------------
@@ -251,8 +290,23 @@ def test_the_report_shows_charts_in_the_ui_and_writes_a_standalone_page(backfill
 
     assert metadata["start_date"].value == days[0].isoformat()
     assert metadata["end_date"].value == days[-1].isoformat()
-    markdown = metadata["report"].value
-    assert len(re.findall(r"!\[[^\]]+\]\(data:image/png;base64,", markdown)) == 3
+    charts = {k: v.value for k, v in metadata.items() if k.startswith("chart: ")}
+    assert {
+        "chart: email funnel",
+        "chart: active customers per day",
+        "chart: redemptions per day",
+        "chart: uplift per day (contacted minus holdout)",
+    } <= set(charts)
+    assert any(name.startswith("chart: net revenue per day (") for name in charts)
+    # Under the UI's inline limit: shown on the asset without "Show Markdown".
+    assert all(0 < len(chart) < 1000 for chart in charts.values()), charts
+    assert f"| sent | `{'█' * 24}` |" in charts["chart: email funnel"]
+    line = charts["chart: redemptions per day"]
+    assert line.startswith("![redemptions per day](data:image/svg+xml,%3Csvg")
+    assert "%3Cpolyline" in line and line.endswith(" per day")
+    stored = sum(len(repr(entry.value)) for entry in metadata.values())
+    assert stored < 20_000, stored  # the images stay in the HTML page, not the event log
+    assert "base64" not in metadata["report"].value
     page = Path(metadata["html"].value)
     assert page.parent == ranged.data_dir / "reports"
     text = page.read_text()

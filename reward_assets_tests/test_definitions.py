@@ -386,7 +386,12 @@ def test_dg_list_defs_json_lists_the_assets_checks_schedule_and_job(dg_runs):
         "delivery_schedule",
         "analytics_schedule",
     }
-    assert {s["name"] for s in listed["sensors"]} == {"score_after_refresh", "new_customer_sensor"}
+    assert {s["name"] for s in listed["sensors"]} == {
+        "score_after_refresh",
+        "new_customer_sensor",
+        "run_failure_alert_sensor",
+        "freshness_alert_sensor",
+    }
     assert {j["name"] for j in listed["jobs"]} == {
         "daily_refresh_job",
         "daily_scoring_job",

@@ -30,6 +30,8 @@ from reward_assets.ops.store import OpsStore, metadata, open_ops_store
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE_REVISIONS = Path(__file__).with_name("ops_store_before_revisions")
+# Tables of later revisions: a store made before revisions has none to fill or keep.
+ADDED_BY_REVISIONS = {"sent_alerts"}
 NOW = dt.datetime(2024, 5, 1, 12, 30)
 
 
@@ -129,7 +131,7 @@ def fill_every_table(url: str) -> None:
             for i in range(3)
         ],
     }
-    assert set(rows) == set(metadata.tables)
+    assert set(rows) == set(metadata.tables) - ADDED_BY_REVISIONS
     store = OpsStore(url)
     with store.begin() as conn:
         for name, table_rows in rows.items():
@@ -143,6 +145,7 @@ def every_row(url: str) -> dict[str, list[tuple]]:
         found = {
             name: sorted(tuple(row) for row in conn.execute(sa.select(table)))
             for name, table in metadata.tables.items()
+            if name not in ADDED_BY_REVISIONS
         }
     store.dispose()
     return found

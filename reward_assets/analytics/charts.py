@@ -107,11 +107,125 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def markdown(report: dict, pictures: dict[str, bytes]) -> str:
-    """The report as Markdown with the charts inline, as the Dagster UI shows metadata."""
-    parts = [f"**{report['start_date']} to {report['end_date']}**", _summary_markdown(report)]
-    parts += [f"### {title}\n\n![{title}]({data_uri(png)})" for title, png in pictures.items()]
-    return "\n\n".join(parts)
+def markdown(report: dict) -> str:
+    """The report's summary table as Markdown (the pictures are in the HTML page and, as
+    small charts for the UI, in `ui_charts`)."""
+    return f"**{report['start_date']} to {report['end_date']}**\n\n{_summary_markdown(report)}"
+
+
+# The Dagster UI shows a Markdown entry inline only under 1,000 characters; longer ones
+# hide behind "Show Markdown". The UI's charts are small SVG line charts (a data URI the
+# UI's Markdown renders as an image) and text bars, each entry under that limit whatever
+# the range's length: a long range is averaged into at most POINTS points.
+INLINE_MARKDOWN_LIMIT = 1000
+POINTS = (48, 32, 16)  # tried in turn until the entry fits
+SVG_WIDTH, SVG_HEIGHT = 300, 60
+BAR_WIDTH = 24
+_URI_ESCAPES = (("%", "%25"), (" ", "%20"), ("#", "%23"), ("<", "%3C"), (">", "%3E"))
+
+
+def bucketed(values: list[float | None], width: int) -> list[float | None]:
+    """`values` averaged into `width` buckets when there are more; None where a bucket
+    has no value."""
+    if len(values) <= width:
+        return values
+    size = len(values) / width
+    buckets = [values[int(i * size) : int((i + 1) * size)] for i in range(width)]
+    return [
+        sum(known) / len(known) if (known := [v for v in b if v is not None]) else None
+        for b in buckets
+    ]
+
+
+def _svg_uri(body: str) -> str:
+    svg = (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{SVG_WIDTH}' height='{SVG_HEIGHT}'>"
+        f"{body}</svg>"
+    )
+    for raw, escaped in _URI_ESCAPES:
+        svg = svg.replace(raw, escaped)
+    return "data:image/svg+xml," + svg
+
+
+def line_chart(title: str, values: list[float | None], points: int, zero: bool = False) -> str:
+    """A Markdown image of `values` as a line (and the zero line when `zero` and the
+    values cross it), with their range as a caption."""
+    values = bucketed(values, points)
+    known = [v for v in values if v is not None]
+    if not known:
+        return f"{title}: no data in this range"
+    low, high = min(known), max(known)
+    span = (high - low) or 1.0
+    step = SVG_WIDTH / max(len(values) - 1, 1)
+
+    def y(value: float) -> int:
+        return round(SVG_HEIGHT - 3 - (value - low) / span * (SVG_HEIGHT - 6))
+
+    drawn = [(round(i * step), y(v)) for i, v in enumerate(values) if v is not None]
+    if len(drawn) == 1:  # one day: a dot, since a line of one point draws nothing
+        body = f"<circle cx='{max(drawn[0][0], 3)}' cy='{drawn[0][1]}' r='3' fill='#4c72b0'/>"
+    else:
+        line = ",".join(f"{x},{y_}" for x, y_ in drawn)
+        body = f"<polyline fill='none' stroke='#4c72b0' stroke-width='2' points='{line}'/>"
+    if zero and low < 0 < high:
+        body += f"<line x1='0' x2='{SVG_WIDTH}' y1='{y(0)}' y2='{y(0)}' stroke='#999'/>"
+    return f"![{title}]({_svg_uri(body)})\n\nfrom {_fmt(low)} to {_fmt(high)} per day"
+
+
+def _bar(value: float, largest: float) -> str:
+    return "█" * round(value / largest * BAR_WIDTH) if largest else ""
+
+
+def funnel_text_chart(report: dict) -> str:
+    totals = report["email_funnel"]["totals"]
+    steps = ["sent", "delivered", "opened", "clicked"]
+    largest = max(totals[s] for s in steps)
+    rows = [f"| {s} | `{_bar(totals[s], largest)}` | {totals[s]:,} |" for s in steps]
+    return "\n".join(["| step | | messages |", "|---|---|---:|", *rows])
+
+
+def _daily_series(report: dict) -> dict[str, tuple[list[float | None], bool]]:
+    """Each daily line the UI charts: its values and whether zero matters to it."""
+    series: dict[str, tuple[list[float | None], bool]] = {}
+    revenue = pd.DataFrame(report["revenue"]["daily"])
+    if not revenue.empty:
+        for currency, money in revenue.groupby("currency"):
+            by_day = money.groupby("day").net_revenue.sum()
+            series[f"net revenue per day ({currency})"] = ([float(v) for v in by_day], True)
+    series["active customers per day"] = (
+        [r["active_customers"] for r in report["customers"]["daily"]],
+        False,
+    )
+    series["redemptions per day"] = (
+        [r["redemptions"] for r in report["redemptions"]["daily"]],
+        False,
+    )
+    series["uplift per day (contacted minus holdout)"] = (
+        [d["uplift"] for d in report["uplift"]["daily"]],
+        True,
+    )
+    return series
+
+
+def ui_charts(report: dict) -> dict[str, str]:
+    """The charts for the Dagster UI, one Markdown entry each: text bars of the funnel and
+    an SVG line per daily series, each under the UI's inline limit, so a reader sees them
+    on the asset without a click and a materialisation stores well under 10 kB of them."""
+    uplift = report["uplift"]
+    pictures = {"email funnel": funnel_text_chart(report)}
+    for title, (values, zero) in _daily_series(report).items():
+        for points in POINTS:
+            pictures[title] = line_chart(title, values, points, zero)
+            if len(pictures[title]) < INLINE_MARKDOWN_LIMIT - 200:
+                break
+    pictures["uplift per day (contacted minus holdout)"] += (
+        f"; whole range {_fmt(uplift['uplift'])} "
+        f"(95% CI {_fmt(uplift['ci_low'])} to {_fmt(uplift['ci_high'])})"
+    )
+    for name, text in pictures.items():
+        if len(text) >= INLINE_MARKDOWN_LIMIT:
+            raise ValueError(f"chart {name} is {len(text)} characters, over the inline limit")
+    return {f"chart: {name}": text for name, text in pictures.items()}
 
 
 def _fmt(value, percent: bool = False) -> str:

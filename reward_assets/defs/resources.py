@@ -69,6 +69,19 @@ class OpsStoreResource(dg.ConfigurableResource):
             yield ModelRegistry(store, root)
 
 
+def store_kinds(settings: Settings) -> dict[str, str]:
+    """The kind each asset declares for the default stores (duckdb, sqlite) -> the kind of
+    the store configured, so the UI shows `postgres` on a PostgreSQL deployment."""
+
+    def kind(url: str, default: str) -> str:
+        return "postgres" if url.startswith("postgresql") else default
+
+    return {
+        "duckdb": kind(settings.resolved_warehouse_url(), "duckdb"),
+        "sqlite": kind(settings.resolved_ops_db_url(), "sqlite"),
+    }
+
+
 def executor(settings: Settings) -> dg.ExecutorDefinition:
     # DuckDB admits one writing process: every step of a run stays in the run's process.
     on_duckdb = settings.resolved_warehouse_url().startswith("duckdb")

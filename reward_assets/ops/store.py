@@ -3,7 +3,7 @@
 A SQLAlchemy URL: SQLite in WAL mode under DATA_DIR by default (readers never wait for the
 one writer), PostgreSQL in production. It holds the model registry, the email outbox, the
 suppression list, scheduled follow-ups, the switches operators flip (the kill switch), the
-cache of LLM-written copy and the HTTP API's idempotency keys.
+cache of LLM-written copy, the HTTP API's idempotency keys and the operator alerts sent.
 
 The tables below are the schema at the latest revision of `ops/migrations/`: a change to
 them ships with a new revision (`ops/migrate.py` says how), which brings existing stores
@@ -134,6 +134,24 @@ api_idempotency = sa.Table(
     sa.Column("response", sa.JSON),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("completed_at", sa.DateTime),
+)
+
+# Operator alerts, one row per alert and channel (`alerts.py`). The sender inserts the row
+# (status `sending`) before it sends, so a sensor that ticks again sends nothing twice;
+# a failed send leaves it `pending` for the next tick to retry, a delivered one is `sent`.
+sent_alerts = sa.Table(
+    "sent_alerts",
+    metadata,
+    sa.Column("alert_key", sa.String(300), primary_key=True),  # e.g. run_failure:<run id>
+    sa.Column("channel", sa.String(16), primary_key=True),  # email | webhook
+    sa.Column("kind", sa.String(32), nullable=False),  # run_failure | freshness
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # sending | pending | sent
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
 )
 
 

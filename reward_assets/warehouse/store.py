@@ -171,6 +171,20 @@ class Warehouse:
     def row_count(self, table: str) -> int:
         return int(self.scalar(f"SELECT COUNT(*) FROM {table}"))
 
+    def columns(self, table: str) -> list[tuple[str, str]]:
+        """(name, SQL type) of each column of `table`, in table order, as the engine
+        reports them (so the UI shows what the warehouse holds, not what was declared)."""
+        schema, _, name = table.rpartition(".")
+        return [
+            (column["name"], str(column["type"]))
+            for column in sa.inspect(self.engine).get_columns(name, schema=schema or None)
+        ]
+
+    def qualified_name(self, table: str) -> str:
+        """`database.schema.table` as the engine names it: the DuckDB file's catalog or the
+        PostgreSQL database."""
+        return f"{self.scalar('SELECT current_database()')}.{table}"
+
 
 @contextmanager
 def open_warehouse(url: str) -> Iterator[Warehouse]:

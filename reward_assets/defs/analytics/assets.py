@@ -44,10 +44,11 @@ def analytics_report(
     warehouse: WarehouseResource,
 ):
     """The morning report over a range of days: funnel, redemptions, revenue, customers,
-    churn-risk mix, recommendation acceptance and uplift, with charts shown here and a
-    standalone HTML file under DATA_DIR/reports/."""
+    churn-risk mix, recommendation acceptance and uplift, with small charts shown here
+    (an entry each, under a kilobyte) and the full charts in a standalone HTML file under
+    DATA_DIR/reports/."""
     # Imported here: matplotlib costs every load of the definitions a third of a second.
-    from reward_assets.analytics.charts import charts, markdown, write_report
+    from reward_assets.analytics.charts import charts, markdown, ui_charts, write_report
 
     project = settings.get()
     with warehouse.open() as wh:
@@ -64,7 +65,8 @@ def analytics_report(
             "start_date": start.isoformat(),
             "end_date": end.isoformat(),
             "days_with_data": report["days_with_data"],
-            "report": dg.MetadataValue.md(markdown(report, pictures)),
+            **{name: dg.MetadataValue.md(text) for name, text in ui_charts(report).items()},
+            "report": dg.MetadataValue.md(markdown(report)),
             "html": dg.MetadataValue.path(str(path)),
             "emails_sent": report["email_funnel"]["totals"]["sent"],
             "redemptions": report["redemptions"]["redemptions"],

@@ -6,6 +6,7 @@ from reward_assets.defs.engagement import ENGAGEMENT
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import SettingsResource, WarehouseResource
 from reward_assets.defs.warehouse.audits import check_results, served_check_specs
+from reward_assets.defs.warehouse.table_metadata import table_metadata
 from reward_assets.engagement.segments import SEGMENTS_TABLE, serve_segments
 
 
@@ -21,11 +22,13 @@ def customer_segments(settings: SettingsResource, warehouse: WarehouseResource):
     churn and engagement scores, the campaign it calls for, and whether today is their day."""
     with warehouse.open() as wh:
         served = serve_segments(wh, settings.get())
+        tables = table_metadata(wh, served.audited.table)
     return dg.MaterializeResult(
         metadata={
             "as_of": served.as_of.isoformat(),
             "dagster/row_count": served.audited.rows,
             **served.audited.metadata(),
+            **tables,
             "segments": dg.MetadataValue.md(served.counts.to_markdown(index=False)),
         },
         check_results=check_results(served.audited),

@@ -9,6 +9,7 @@ from reward_assets.defs.resources import (
     SettingsResource,
     WarehouseResource,
 )
+from reward_assets.defs.warehouse.table_metadata import table_metadata
 from reward_assets.ingest.contract import (
     CUSTOMERS,
     ENGAGEMENT_EVENTS,
@@ -31,7 +32,7 @@ def _check_spec(entity: Entity) -> dg.AssetCheckSpec:
 
 
 def _result(
-    context: dg.AssetExecutionContext, report: LoadReport, limit: float
+    context: dg.AssetExecutionContext, report: LoadReport, limit: float, tables: dict
 ) -> dg.MaterializeResult:
     considered = report.rows_loaded + report.rows_quarantined
     share = report.rows_quarantined / considered if considered else 0.0
@@ -44,6 +45,7 @@ def _result(
         "optional_values_nulled": dict(sorted(report.nulled_optional.items())),
         "files_quarantined": report.files_quarantined,
         "files_skipped": report.files_skipped,
+        **tables,
     }
     if report.rows_other_partitions:
         metadata["rows_for_other_partitions"] = report.rows_other_partitions
@@ -87,7 +89,8 @@ def snapshot_asset(entity: Entity) -> dg.AssetsDefinition:
         config = settings.get()
         with warehouse.open() as wh:
             report = load_snapshot(wh, entity, landing.path, config.snapshot_max_shrink)
-        return _result(context, report, config.quarantine_max_share)
+            tables = table_metadata(wh, entity.table)
+        return _result(context, report, config.quarantine_max_share, tables)
 
     return _asset
 
@@ -125,11 +128,12 @@ def event_asset(entity: Entity, deps: list[str]) -> dg.AssetsDefinition:
                 known_rewards = set(wh.frame("SELECT reward_id FROM raw.rewards")["reward_id"])
             first_day = dt.datetime.combine(config.partitions_start_date, dt.time())
             report = load_window(wh, entity, landing.path, start, end, known_rewards, first_day)
+            tables = table_metadata(wh, entity.table)
         context.log.info(
             f"{entity.name} {start:%Y-%m-%d}..{end:%Y-%m-%d}: {report.rows_loaded} rows loaded, "
             f"{report.rows_quarantined} quarantined from {report.files_read} files"
         )
-        return _result(context, report, config.quarantine_max_share)
+        return _result(context, report, config.quarantine_max_share, tables)
 
     return _asset
 

@@ -17,6 +17,7 @@ from reward_assets.defs.ml.gates import (
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.defs.warehouse.audits import check_results, served_check_specs
+from reward_assets.defs.warehouse.table_metadata import table_metadata
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.quality.publish import replace_served
 
@@ -70,7 +71,7 @@ def churn_model(settings: SettingsResource, warehouse: WarehouseResource, ops: O
     pool=WAREHOUSE_POOL,
     group_name=SCORING,
     deps=["churn_model", "customer_features"],
-    kinds={"xgboost"},
+    kinds={"xgboost", "duckdb"},
     check_specs=served_check_specs("ml.churn_scores"),
 )
 def churn_scores(settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource):
@@ -85,6 +86,7 @@ def churn_scores(settings: SettingsResource, warehouse: WarehouseResource, ops: 
         scores["as_of"] = as_of
         scores["model_version"] = record.version
         served = replace_served(wh, "ml.churn_scores", SCORE_COLUMNS, [scores], config.data_dir)
+        tables = table_metadata(wh, served.table)
     bands = scores.risk_band.value_counts()
     return dg.MaterializeResult(
         metadata={
@@ -92,6 +94,7 @@ def churn_scores(settings: SettingsResource, warehouse: WarehouseResource, ops: 
             "model_version": record.version,
             "dagster/row_count": served.rows,
             **served.metadata(),
+            **tables,
             "mean_probability": float(scores.churn_probability.mean()),
             **{f"band_{band}": int(count) for band, count in bands.items()},
         },

@@ -7,6 +7,7 @@ from reward_assets.defs.ml.gates import ML, SCORING, gate, model_result, registe
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.defs.warehouse.audits import check_results, served_check_specs
+from reward_assets.defs.warehouse.table_metadata import table_metadata
 from reward_assets.engagement import send_time
 from reward_assets.engagement.model import EngagementModel, engagement_quality, train_engagement
 from reward_assets.ingest.clock import resolve_as_of
@@ -55,7 +56,7 @@ def engagement_model(
     pool=WAREHOUSE_POOL,
     group_name=SCORING,
     deps=["engagement_model", "fct_engagement_events", "dim_customers"],
-    kinds={"xgboost"},
+    kinds={"xgboost", "duckdb"},
     check_specs=served_check_specs("ml.send_time_preferences"),
 )
 def send_time_preferences(
@@ -80,6 +81,7 @@ def send_time_preferences(
         served = replace_served(
             wh, "ml.send_time_preferences", send_time.SEND_TIME_COLUMNS, [prefs], config.data_dir
         )
+        tables = table_metadata(wh, served.table)
     sources = prefs.source.value_counts()
     return dg.MaterializeResult(
         metadata={
@@ -87,6 +89,7 @@ def send_time_preferences(
             "model_version": record.version,
             "dagster/row_count": served.rows,
             **served.metadata(),
+            **tables,
             **{f"source_{source}": int(count) for source, count in sources.items()},
         },
         check_results=check_results(served),
@@ -97,7 +100,7 @@ def send_time_preferences(
     pool=WAREHOUSE_POOL,
     group_name=SCORING,
     deps=["send_time_preferences"],
-    kinds={"sql"},
+    kinds={"sql", "duckdb"},
     check_specs=served_check_specs("ml.engagement_scores"),
 )
 def engagement_scores(settings: SettingsResource, warehouse: WarehouseResource):
@@ -110,10 +113,12 @@ def engagement_scores(settings: SettingsResource, warehouse: WarehouseResource):
         served = replace_served(
             wh, "ml.engagement_scores", send_time.SCORE_COLUMNS, [scores], settings.get().data_dir
         )
+        tables = table_metadata(wh, served.table)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": served.rows,
             **served.metadata(),
+            **tables,
             "mean_open_probability": float(scores.open_probability.mean()),
         },
         check_results=check_results(served),

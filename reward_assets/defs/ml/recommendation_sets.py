@@ -6,6 +6,7 @@ from reward_assets.defs.ml.gates import SCORING, snapshot
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.defs.warehouse.audits import check_results, served_check_specs
+from reward_assets.defs.warehouse.table_metadata import table_metadata
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.quality.publish import replace_served
 from reward_assets.recommend.inputs import eligibility_inputs, positions, read_vectors
@@ -17,7 +18,7 @@ from reward_assets.recommend.taste import TasteModel
     pool=WAREHOUSE_POOL,
     group_name=SCORING,
     deps=["customer_embeddings", "reward_embeddings", "dim_rewards", "fct_redemptions"],
-    kinds={"numpy"},
+    kinds={"numpy", "duckdb"},
     check_specs=served_check_specs("ml.recommendation_sets"),
 )
 def recommendation_sets(
@@ -55,6 +56,7 @@ def recommendation_sets(
         )
         served = replace_served(wh, "ml.recommendation_sets", COLUMNS, chunks, config.data_dir)
         rows = served.rows
+        tables = table_metadata(wh, served.table)
         summary = wh.frame(
             "SELECT COUNT(DISTINCT customer_id) AS customers, "
             "AVG(CAST(is_exploration AS INTEGER)) AS exploration_share, "
@@ -68,6 +70,7 @@ def recommendation_sets(
             "model_version": version,
             "dagster/row_count": rows,
             **served.metadata(),
+            **tables,
             "customers": int(summary.customers),
             "exploration_share": float(summary.exploration_share or 0),
             "almost_there_share": float(summary.almost_there_share or 0),

@@ -18,6 +18,7 @@ from reward_assets.defs.partitions import DAILY_TAG, daily_partitions, window_of
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import SettingsResource, WarehouseResource
 from reward_assets.defs.warehouse.audits import check_results, check_specs
+from reward_assets.defs.warehouse.table_metadata import table_metadata
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.ingest.contract import TIERS
 from reward_assets.privacy import mask_record
@@ -83,7 +84,7 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
         group_name=model.group,
         description=f"{model.description}\n\nSQL: dbt_like_sql/{model.path.name}",
         deps=[*model.refs, *(entity for _, entity in model.sources)],
-        kinds={"sql"},
+        kinds={"sql", "duckdb"},
         partitions_def=daily_partitions if model.partitioned else None,
         backfill_policy=dg.BackfillPolicy.single_run() if ranged else None,
         tags=DAILY_TAG if ranged and model.group != ANALYTICS_GROUP else None,
@@ -110,6 +111,7 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
                 "as_of": params["as_of"].isoformat(),
                 **audited.metadata(),
             }
+            metadata |= table_metadata(wh, model.table)
             if wh.table_exists(model.table):
                 metadata["dagster/row_count"] = wh.row_count(model.table)
                 if not model.partitioned:
