@@ -18,8 +18,8 @@ import pandas as pd
 from reward_assets.ingest.contract import LOWEST_TIER, TIER_RANKS
 from reward_assets.ml.registry import ModelRegistry, NoServingModel
 from reward_assets.recommend.eligibility import affordable, required_rank, tier_allowed
+from reward_assets.recommend.served import ServedModel
 from reward_assets.recommend.sets import COLUMNS, SetRules, build_sets
-from reward_assets.recommend.taste import TasteModel
 
 POPULARITY_VERSION = "popularity"
 
@@ -45,7 +45,7 @@ def cold_start_sets(
     rewards: pd.DataFrame,
     rules: SetRules,
     as_of: dt.date,
-    model: TasteModel | None,
+    model: ServedModel | None,
     model_version: str | None,
 ) -> pd.DataFrame:
     """Recommendation rows (COLUMNS) for `customers` (see `matching_customers`).
@@ -99,9 +99,9 @@ def first_offers(
 
 
 @lru_cache(maxsize=2)
-def _taste_model(path: Path) -> TasteModel:
+def _taste_model(path: Path) -> ServedModel:
     """Loaded once per version (each version has its own folder), not once per request."""
-    return TasteModel.load(path)
+    return ServedModel.load(path)
 
 
 def _popular(

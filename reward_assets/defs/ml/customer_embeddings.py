@@ -8,7 +8,7 @@ from reward_assets.defs.resources import OpsStoreResource, SettingsResource, War
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.recommend.inputs import write_vectors
 from reward_assets.recommend.interactions import Interactions
-from reward_assets.recommend.taste import TasteModel
+from reward_assets.recommend.served import ServedModel
 
 
 @dg.asset(
@@ -20,11 +20,12 @@ from reward_assets.recommend.taste import TasteModel
 def customer_embeddings(
     settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
 ):
-    """Every customer's vector at AS_OF in the taste model's space; customers without
-    history get one from their sign-up preferences and tier. Published as a Parquet
+    """Every customer's vector at AS_OF in the taste model's space (scaled by the served
+    ranker's taste weight); customers without history get one from their sign-up
+    preferences and tier. Published as a Parquet
     snapshot for readers that must not open the warehouse."""
     record = serving(ops, "taste_model")
-    model = TasteModel.load(record.artefact_path)
+    model = ServedModel.load(record.artefact_path)
     config = settings.get()
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)

@@ -8,9 +8,14 @@ from reward_assets.defs.resources import OpsStoreResource, SettingsResource, War
 from reward_assets.defs.warehouse.audits import check_results, served_check_specs
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.quality.publish import replace_served
-from reward_assets.recommend.inputs import eligibility_inputs, positions, read_vectors
+from reward_assets.recommend.inputs import (
+    eligibility_inputs,
+    positions,
+    read_vectors,
+    redemption_pairs,
+)
+from reward_assets.recommend.served import ServedModel, redemption_history
 from reward_assets.recommend.sets import COLUMNS, SetRules, build_sets
-from reward_assets.recommend.taste import TasteModel
 
 
 @dg.asset(
@@ -35,12 +40,18 @@ def recommendation_sets(
     version = str(meta.model_version.iloc[0])
     # The model the customer vectors came from, even if a newer one was approved since.
     with ops.registry() as registry:
-        model = TasteModel.load(registry.get("taste_model", version).artefact_path)
+        model = ServedModel.load(registry.get("taste_model", version).artefact_path)
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)
         customers, rewards, recent, last_redeemed = eligibility_inputs(wh, as_of, rules.recent_days)
         position = positions(customers.customer_id, meta.customer_id)
         customers = customers[position >= 0].reset_index(drop=True)
+        item_weights = model.item_weights_for(rewards)
+        history = None
+        if item_weights is not None:
+            history = redemption_history(
+                customers, rewards["reward_id"], redemption_pairs(wh, as_of)
+            )
         chunks = build_sets(
             customers,
             vectors[position[position >= 0]],
@@ -52,6 +63,8 @@ def recommendation_sets(
             rules,
             model_version=version,
             as_of=as_of,
+            item_weights=item_weights,
+            history=history,
         )
         served = replace_served(wh, "ml.recommendation_sets", COLUMNS, chunks, config.data_dir)
         rows = served.rows
@@ -66,6 +79,7 @@ def recommendation_sets(
         metadata={
             "as_of": as_of.isoformat(),
             "model_version": version,
+            "served": model.choice,
             "dagster/row_count": rows,
             **served.metadata(),
             "customers": int(summary.customers),

@@ -1,16 +1,24 @@
-"""The taste model's training: `reward_embeddings` (group `ml`)."""
+"""The served ranker's training: `reward_embeddings` (group `ml`)."""
 
 import dagster as dg
 import pandas as pd
 
-from reward_assets.defs.ml.gates import ML, WAREHOUSE_INPUTS, gate, model_result, register, snapshot
+from reward_assets.defs.ml.gates import (
+    ML,
+    WAREHOUSE_INPUTS,
+    gate,
+    model_result,
+    register,
+    snapshot,
+    table,
+)
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.recommend.inputs import write_vectors
 from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.protocol import ranking_quality
-from reward_assets.recommend.taste import fit_taste_model
+from reward_assets.recommend.served import fit_served_model, validation_table
 
 
 @dg.asset(
@@ -22,22 +30,24 @@ from reward_assets.recommend.taste import fit_taste_model
         gate(
             "reward_embeddings",
             "ranking_beats_popularity",
-            "Validation nDCG@10 of the taste model is at least 1.2x popularity's; "
-            "a rejected version is never served.",
+            "Validation nDCG@10 of the served ranker (taste, EASE or their blend, chosen "
+            "on validation) is not below popularity's; a rejected version is never served.",
         )
     ],
 )
 def reward_embeddings(
     settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
 ):
-    """The taste model: reward vectors in the space shared with customers, learned from
-    redemptions, purchase categories and reward content. A reward's score for a customer
-    is the dot product of their vectors."""
+    """The served ranker: the taste model's reward vectors in the space shared with
+    customers (learned from redemptions, purchase categories and reward content), with
+    EASE's item-item weights when validation chooses EASE or a blend. A reward's score for
+    a customer is the dot product of their vectors plus the customer's redemptions times
+    the item-item weights."""
     config = settings.get()
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)
         data = Interactions.from_warehouse(wh, as_of)
-    model, validation = fit_taste_model(data)
+    model, validation = fit_served_model(data)
     failures = ranking_quality(validation)
     record = register(
         ops,
@@ -46,7 +56,7 @@ def reward_embeddings(
         model.save,
         validation,
         list(model.blocks),
-        model.params,
+        {"served": model.choice, **model.params, "taste": model.taste.params},
         as_of,
         failures,
     )
@@ -63,5 +73,12 @@ def reward_embeddings(
         "ranking_beats_popularity",
         record,
         failures,
-        {"as_of": as_of.isoformat(), "rewards": len(model.reward_ids)},
+        {
+            "as_of": as_of.isoformat(),
+            "rewards": len(model.reward_ids),
+            "served": model.choice,
+            "served_validation_ndcg@10": validation["served_model"]["ndcg@10"],
+            "popularity_validation_ndcg@10": validation["popularity"]["ndcg@10"],
+            "candidates": table(validation_table(validation)),
+        },
     )
