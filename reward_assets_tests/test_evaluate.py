@@ -416,10 +416,11 @@ def test_ranking_quality_rejects_a_served_model_below_popularity(world):
     popularity = validation["popularity"]["ndcg@10"]
     worse = {**validation, "served_model": {"ndcg@10": popularity - 0.01}}
     reasons = ranking_quality(worse)
-    assert len(reasons) == 1 and "below popularity's" in reasons[0]
-    assert ranking_quality({**validation, "customers": 0}) == [
-        "no customers with held-out redemptions to validate on"
-    ]
+    assert len(reasons) == 1 and "below 1x popularity's" in reasons[0]
+    # The optional stricter bar (RANKING_MIN_LIFT) is a multiple of popularity's.
+    lift = validation["lift_over_popularity"]
+    assert ranking_quality(validation, min_lift=lift * 0.99) == []
+    assert ranking_quality(validation, min_lift=lift * 1.01)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -131,21 +131,20 @@ def top_k(scores: np.ndarray, k: int, excluded: sp.csr_matrix | None = None) -> 
     return np.argsort(-np.asarray(scores), axis=1, kind="stable")[:, :k]
 
 
-def ranking_quality(validation_metrics: dict) -> list[str]:
+def ranking_quality(validation_metrics: dict, min_lift: float = 1.0) -> list[str]:
     """Reasons the served ranker may not rank for customers (empty list: it may).
 
     The bar is the baseline, not a number tuned to one data set: the served model's
-    validation nDCG@k must not be below popularity's on the same split.
+    validation nDCG@k must be at least `min_lift` times popularity's on the same split
+    (by default, not below it).
     """
     key = f"ndcg@{validation_metrics['k']}"
-    if validation_metrics["customers"] == 0:
-        return ["no customers with held-out redemptions to validate on"]
     model = validation_metrics["served_model"][key]
     popularity = validation_metrics["popularity"][key]
-    if not model >= popularity:
+    if not model >= min_lift * popularity:
         return [
             f"served model ({validation_metrics['served']}) validation {key} {model:.4f} is "
-            f"below popularity's {popularity:.4f}"
+            f"below {min_lift:g}x popularity's {popularity:.4f}"
         ]
     return []
 

@@ -38,6 +38,12 @@ EASE_L2 = (10.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 100000.0)
 # Taste scores are sums of log-probabilities (units), EASE's are regression weights (tenths):
 # the grid spans both ends so that either side can dominate.
 BLEND_WEIGHTS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+# Fewer validation customers than this and a ranker's validation nDCG says nothing.
+MIN_VALIDATION_CUSTOMERS = 20
+
+
+class NotTrainable(ValueError):
+    """Too few redemptions to train or validate a ranker: the fallback serves."""
 
 
 def _silent(_: str) -> None:
@@ -225,10 +231,17 @@ def fit_served_model(
 ) -> tuple[ServedModel, dict]:
     """Choose the served ranker on a random validation split of `data`, then fit it on all.
 
+    Raises NotTrainable when too few customers have held-out redemptions to validate on.
+
     The validation metrics hold every candidate's and popularity's scores on the same
     split (see `ranking_quality`).
     """
     holdout = HoldOut.split(data, "random", seed, max_customers)
+    if holdout.customers.size < MIN_VALIDATION_CUSTOMERS:
+        raise NotTrainable(
+            f"{len(data.redemptions):,} redemptions leave {holdout.customers.size} customers "
+            f"to validate on, fewer than the {MIN_VALIDATION_CUSTOMERS} a ranker needs"
+        )
     choice, params, candidates = choose_served(holdout, k, seed, log)
     popularity = holdout.evaluate(Popularity().fit(holdout.train), k)
     model = build_served(data, choice, params)

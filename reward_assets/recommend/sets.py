@@ -62,7 +62,11 @@ COLUMNS = {
     "is_almost_there": "BOOLEAN",
     "is_exploration": "BOOLEAN",
     "model_version": "VARCHAR",
+    # "model" when the served ranker scored the row, else the fallback's source
+    # (recommend.fallback).
+    "source": "VARCHAR",
 }
+MODEL_SOURCE = "model"
 # The blocks that can explain a regular item; a tie goes to the earlier one.
 REASON_BLOCKS = ("latent", "segment", "taste")
 LATENT, SEGMENT = REASON_BLOCKS.index("latent"), REASON_BLOCKS.index("segment")
@@ -190,6 +194,7 @@ def build_sets(
     chunk_size: int = 50_000,
     item_weights: np.ndarray | None = None,
     history: sp.csr_matrix | None = None,
+    source: str = MODEL_SOURCE,
 ) -> Iterator[pd.DataFrame]:
     """One frame (COLUMNS) per chunk of `chunk_size` customers, in the order of `customers`.
 
@@ -200,7 +205,7 @@ def build_sets(
     """
     catalog = RewardCatalog.build(rewards, reward_vectors, blocks, item_weights)
     history = _in_catalog_order(history, catalog, rewards)
-    context = (catalog, recent, last_redeemed, rules, model_version, as_of, seed)
+    context = (catalog, recent, last_redeemed, rules, (model_version, source), as_of, seed)
     yield from _sets(customers, customer_vectors, history, *context, chunk_size)
 
 
@@ -244,7 +249,7 @@ def recommend_one(
             (np.ones(columns.size, np.float32), columns, [0, columns.size]),
             shape=(1, catalog.size),
         )
-    context = (catalog, recent, last_redeemed, rules, model_version, as_of, seed)
+    context = (catalog, recent, last_redeemed, rules, (model_version, MODEL_SOURCE), as_of, seed)
     return next(_sets(customers, vector, history, *context, 1))
 
 
@@ -320,11 +325,13 @@ def _sets(
     recent: pd.DataFrame,
     last_redeemed: pd.DataFrame,
     rules: SetRules,
-    model_version: str,
+    labels: tuple[str, str],
     as_of: dt.date,
     seed: int,
     chunk_size: int,
 ) -> Iterator[pd.DataFrame]:
+    """`labels`: the rows' model_version and source."""
+    model_version, source = labels
     people = _Customers.build(customers)
 
     def row_of(ids: pd.Series) -> np.ndarray:
@@ -362,9 +369,10 @@ def _sets(
             "as_of": np.full(n, as_of, dtype=object),
             **sets,
             "model_version": np.full(n, model_version, dtype=object),
+            "source": np.full(n, source, dtype=object),
         }
         # Typed here, not inferred: an empty chunk would infer object columns.
-        for name in ("reason", "model_version"):
+        for name in ("reason", "model_version", "source"):
             frame[name] = pd.array(frame[name], dtype="str")
         yield pd.DataFrame({name: frame[name] for name in COLUMNS}, copy=False)
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from reward_assets.defs.ml.gates import SCORING, WAREHOUSE_INPUTS, serving, snapshot
+from reward_assets.defs.ml.gates import SCORING, WAREHOUSE_INPUTS, serving_or_none, snapshot
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import resolve_as_of
@@ -22,9 +22,14 @@ def customer_embeddings(
 ):
     """Every customer's vector at AS_OF in the taste model's space (scaled by the served
     ranker's taste weight); customers without history get one from their sign-up
-    preferences and tier. Published as a Parquet
-    snapshot for readers that must not open the warehouse."""
-    record = serving(ops, "taste_model")
+    preferences and tier. Published as a Parquet snapshot for readers that must not open
+    the warehouse. Before any ranker is approved there is nothing to embed in: the
+    recommendation sets use the ranking fallback."""
+    record = serving_or_none(ops, "taste_model")
+    if record is None:
+        return dg.MaterializeResult(
+            metadata={"model_version": "fallback", "reason": "no approved ranker", "customers": 0}
+        )
     model = ServedModel.load(record.artefact_path)
     config = settings.get()
     with warehouse.open() as wh:
