@@ -215,11 +215,9 @@ def _in_catalog_order(
     """History columns (in `rewards` order) moved to the catalogue's; None without weights."""
     if history is None or catalog.item_weights is None:
         return None
-    history = sp.csr_matrix(history)
-    columns = catalog.item_columns(rewards)[history.indices]
-    return sp.csr_matrix(
-        (history.data, columns, history.indptr), shape=(history.shape[0], catalog.size)
-    )
+    # Sorted columns sum in one order, as the one-customer path does.
+    order = np.argsort(catalog.item_columns(rewards))
+    return sp.csr_matrix(history)[:, order].sorted_indices()
 
 
 def recommend_one(
