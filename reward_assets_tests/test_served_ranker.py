@@ -83,7 +83,7 @@ def test_the_served_test_score_is_as_good_as_the_best_single_candidate(pairs):
 
 
 def test_saved_model_scores_like_the_fitted_one(pairs, tmp_path):
-    model = build_served(pairs, "blend", {"taste": {}, "l2": 10.0, "item_weight": 3.0})
+    model = build_served(pairs, "blend", {"taste": {}, "l2": 3.0, "item_weight": 3.0})
     model.save(tmp_path / "model")
     loaded = ServedModel.load(tmp_path / "model")
     assert (loaded.choice, loaded.params, loaded.fingerprint) == (
@@ -99,7 +99,7 @@ def test_saved_model_scores_like_the_fitted_one(pairs, tmp_path):
 
 
 def test_new_customers_get_the_taste_cold_start_whatever_is_served(pairs):
-    ease = build_served(pairs, "ease", {"taste": {}, "l2": 10.0})
+    ease = build_served(pairs, "ease", {"taste": {}, "l2": 3.0})
     newcomer = pd.DataFrame(
         {"customer_id": ["new"], "tier": ["gold"], "preferred_categories": ["home"]}
     )
@@ -120,7 +120,7 @@ def eligible_rewards(data: Interactions) -> pd.DataFrame:
 
 
 def test_the_one_customer_path_adds_the_item_item_term_as_the_batch(taste_world):
-    model = build_served(taste_world, "blend", {"taste": {}, "l2": 10.0, "item_weight": 3.0})
+    model = build_served(taste_world, "blend", {"taste": {}, "l2": 3.0, "item_weight": 3.0})
     rewards = eligible_rewards(taste_world)
     customers = taste_world.customers.assign(tier_rank=1, points_balance=10_000)
     history = redemption_history(customers, rewards["reward_id"], taste_world.redemptions)

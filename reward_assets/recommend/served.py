@@ -34,7 +34,9 @@ from reward_assets.recommend.rankers import Ease, Popularity
 from reward_assets.recommend.taste import Log, TasteModel, tune_taste_model
 
 CANDIDATES = ("taste", "ease", "blend")
-EASE_L2 = (10.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 100000.0)
+# EASE's l2 relative to the mean redemptions per reward (the mean diagonal of X'X), so a
+# value chosen on the validation split's smaller training part carries over to all data.
+EASE_L2 = (0.3, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 300.0)
 # Taste scores are sums of log-probabilities (units), EASE's are regression weights (tenths):
 # the grid spans both ends so that either side can dominate.
 BLEND_WEIGHTS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
@@ -58,7 +60,7 @@ class ServedModel:
             raise ValueError(f"choice must be one of {CANDIDATES}, not {choice!r}")
         self.taste = taste
         self.choice = choice
-        self.params = {"l2": float(params.get("l2", 100.0))}
+        self.params = {"l2": float(params.get("l2", 10.0))}
         if choice == "blend":
             self.params["item_weight"] = float(params["item_weight"])
         self.item_weights: np.ndarray | None = None
@@ -81,11 +83,11 @@ class ServedModel:
         return self.taste.blocks
 
     def fit(self, data: Interactions, item_weights: np.ndarray | None = None) -> Self:
-        """Fit the item-item weights (or take `item_weights`, EASE's at the same l2, fitted
+        """Fit the item-item weights (or take `item_weights`, `ease_weights` at the same l2
         on `data`); the taste model is fitted on `data` already."""
         if self.item_weight > 0:
             if item_weights is None:
-                item_weights = Ease(self.params["l2"]).fit(data).weights
+                item_weights = ease_weights(data, self.params["l2"])
             self.item_weights = item_weights
         self._matrix = data.redemption_matrix
         return self
@@ -165,6 +167,12 @@ class ServedModel:
         return model
 
 
+def ease_weights(data: Interactions, l2: float) -> np.ndarray:
+    """EASE's B on `data` with l2 times the mean redemptions per reward."""
+    per_reward = data.redemption_matrix.nnz / max(data.n_rewards, 1)
+    return Ease(l2 * max(per_reward, 1.0)).fit(data).weights
+
+
 def redemption_history(
     customers: pd.DataFrame, reward_ids: pd.Series, redemptions: pd.DataFrame
 ) -> sp.csr_matrix:
@@ -190,15 +198,20 @@ def choose_served(
     taste_params, taste_metrics = tune_taste_model(holdout, k, seed, log)
     taste = TasteModel(**taste_params).fit(holdout.train)
 
-    weights = {l2: Ease(l2).fit(holdout.train).weights for l2 in EASE_L2}
-
-    def trial(choice: str, **params) -> tuple[dict, dict]:
-        model = ServedModel(taste, choice, **params).fit(holdout.train, weights[params["l2"]])
+    def trial(choice: str, weights: np.ndarray, **params) -> tuple[dict, dict]:
+        model = ServedModel(taste, choice, **params).fit(holdout.train, weights)
         return params, holdout.evaluate(model, k)
 
-    ease = [trial("ease", l2=l2) for l2 in EASE_L2]
-    ease_params, ease_metrics = max(ease, key=lambda result: _or_worst(result[1][key]))
-    blend = [trial("blend", l2=ease_params["l2"], item_weight=w) for w in BLEND_WEIGHTS]
+    # One B matrix at a time: only the best is kept for the blend.
+    best_weights, ease_params, ease_metrics = None, {}, {key: np.nan}
+    for l2 in EASE_L2:
+        weights = ease_weights(holdout.train, l2)
+        params, metrics = trial("ease", weights, l2=l2)
+        if best_weights is None or _or_worst(metrics[key]) > _or_worst(ease_metrics[key]):
+            best_weights, ease_params, ease_metrics = weights, params, metrics
+    blend = [
+        trial("blend", best_weights, l2=ease_params["l2"], item_weight=w) for w in BLEND_WEIGHTS
+    ]
     blend_params, blend_metrics = max(blend, key=lambda result: _or_worst(result[1][key]))
     candidates = {
         "taste": {"params": {}, "metrics": taste_metrics},
