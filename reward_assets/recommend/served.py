@@ -36,10 +36,10 @@ from reward_assets.recommend.taste import Log, TasteModel, tune_taste_model
 CANDIDATES = ("taste", "ease", "blend")
 # EASE's l2 relative to the mean redemptions per reward (the mean diagonal of X'X), so a
 # value chosen on the validation split's smaller training part carries over to all data.
-EASE_L2 = (0.3, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 300.0)
+EASE_L2 = (1.0, 3.0, 5.0, 10.0, 20.0, 50.0, 200.0)
 # Taste scores are sums of log-probabilities (units), EASE's are regression weights (tenths):
 # the grid spans both ends so that either side can dominate.
-BLEND_WEIGHTS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+BLEND_WEIGHTS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 # Fewer validation customers than this and a ranker's validation nDCG says nothing.
 MIN_VALIDATION_CUSTOMERS = 20
 
