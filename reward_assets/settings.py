@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     churn_horizon_days: int = Field(60, ge=1, description="Churn = no purchase in this many days.")
     recommendations_k: int = Field(10, ge=1, le=100)
     exploration_share: float = Field(0.1, ge=0, le=1)
+    ranking_min_lift: float = Field(
+        1.0,
+        ge=0,
+        description="Validation nDCG@10 the served ranker needs, as a multiple of popularity's.",
+    )
     quiet_hours_start: int = Field(21, ge=0, le=23, description="Local hour quiet hours begin.")
     quiet_hours_end: int = Field(8, ge=0, le=23, description="Local hour quiet hours end.")
     retrain_cron: str = Field("0 4 * * 1", description="When the models retrain (UTC cron).")

@@ -83,13 +83,19 @@ CHECK_NAMES = {
     "churn_scores": {"customer_id_unique_not_null", "churn_probability_in_unit_interval"},
     "engagement_scores": {"customer_id_unique_not_null", "probabilities_in_unit_interval"},
     "send_time_preferences": {"customer_id_unique_not_null", "best_local_hour_is_an_hour"},
-    "recommendation_sets": {"rank_unique_per_customer"},
+    "recommendation_sets": {
+        "rank_unique_per_customer",
+        "source_matches_model_version",
+        "served_by_a_ranker",
+    },
     "customer_segments": {"customer_id_unique_not_null"},
 }
 NON_BLOCKING = {(asset, QUARANTINE) for asset in INGESTION - {"email_sends"}} | {
     ("dim_customers", "signup_at_not_after_as_of"),
     ("fct_redemptions", "reward_id_in_dim_rewards"),
     ("engagement_messages", "no_uncertain_emails"),
+    # WARN when the ranking fallback built the sets: they are still served.
+    ("recommendation_sets", "served_by_a_ranker"),
 }
 
 

@@ -14,7 +14,8 @@ from reward_assets.recommend.evaluate import evaluate, main
 from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.protocol import HoldOut, ranking_quality, split_rows, top_k
 from reward_assets.recommend.rankers import Ease, ItemKNN, Popularity, RandomRanker
-from reward_assets.recommend.taste import TasteModel, fit_taste_model
+from reward_assets.recommend.served import fit_served_model
+from reward_assets.recommend.taste import TasteModel
 from reward_assets_tests.landing_builders import customer, write_rows
 
 CATEGORIES = ("dining", "home", "travel", "wellness")
@@ -398,16 +399,28 @@ def test_reward_vectors_of_a_catalog_with_new_rewards(world, tmp_path):
     assert TasteModel(latent_weight=2.0).fit(world).fingerprint != model.fingerprint
 
 
-def test_ranking_quality_passes_on_signal_and_fails_on_shuffled_rewards(world):
-    _, validation = fit_taste_model(world, seed=1)
+def test_ranking_quality_passes_on_signal_and_reports_no_lift_on_shuffled_rewards(world):
+    _, validation = fit_served_model(world, seed=1)
     assert ranking_quality(validation) == []
+    assert validation["lift_over_popularity"] > 1.2
     shuffled = world.redemptions.assign(
         reward_id=np.random.default_rng(0).permutation(world.redemptions["reward_id"].to_numpy())
     )
     garbage = Interactions(world.customers, world.rewards, shuffled, world.category_purchases)
-    _, validation = fit_taste_model(garbage, seed=1)
-    reasons = ranking_quality(validation)
-    assert len(reasons) == 1 and "below 1.2x popularity" in reasons[0]
+    _, validation = fit_served_model(garbage, seed=1)
+    assert validation["lift_over_popularity"] < 1.1
+
+
+def test_ranking_quality_rejects_a_served_model_below_popularity(world):
+    _, validation = fit_served_model(world, seed=1)
+    popularity = validation["popularity"]["ndcg@10"]
+    worse = {**validation, "served_model": {"ndcg@10": popularity - 0.01}}
+    reasons = ranking_quality(worse)
+    assert len(reasons) == 1 and "below 1x popularity's" in reasons[0]
+    # The optional stricter bar (RANKING_MIN_LIFT) is a multiple of popularity's.
+    lift = validation["lift_over_popularity"]
+    assert ranking_quality(validation, min_lift=lift * 0.99) == []
+    assert ranking_quality(validation, min_lift=lift * 1.01)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -18,7 +18,8 @@ import pytest
 from reward_assets.recommend.evaluate import Report, evaluate
 from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.protocol import HoldOut, ranking_quality, top_k
-from reward_assets.recommend.taste import TasteModel, fit_taste_model
+from reward_assets.recommend.served import fit_served_model
+from reward_assets.recommend.taste import TasteModel
 from reward_assets.seed.catalogue import reward_weights
 from reward_assets.seed.model import CATEGORIES, Model
 
@@ -91,6 +92,10 @@ def test_taste_model_beats_popularity_and_the_other_candidates(outcome):
     others = {name: value for name, value in ndcg.items() if name != "taste_model"}
     assert ndcg["taste_model"] > max(others.values())
     assert outcome.report.validation_winner == "taste_model"
+    # The served ranker is chosen on validation; on the generator's data taste leads it.
+    served = outcome.report.served
+    assert served.name in {"taste", "blend"}
+    assert served.test[f"ndcg@{K}"] >= ndcg["taste_model"] - 0.005
 
 
 def test_top_rewards_fall_in_the_true_favourite_categories(outcome):
@@ -110,13 +115,14 @@ def test_top_rewards_fall_in_the_true_favourite_categories(outcome):
     assert model_share >= 2 * chance
 
 
-def test_validation_check_passes_on_the_data_and_fails_on_shuffled_rewards(outcome):
+def test_validation_check_passes_on_the_data_and_shuffled_rewards_lose_the_lift(outcome):
     data = outcome.data
-    _, validation = fit_taste_model(data, seed=42)
+    _, validation = fit_served_model(data, seed=42)
     assert ranking_quality(validation) == []
+    assert validation["lift_over_popularity"] >= 1.2
     shuffled = data.redemptions.assign(
         reward_id=np.random.default_rng(0).permutation(data.redemptions["reward_id"].to_numpy())
     )
     garbage = Interactions(data.customers, data.rewards, shuffled, data.category_purchases)
-    _, validation = fit_taste_model(garbage, seed=42)
-    assert ranking_quality(validation)
+    _, validation = fit_served_model(garbage, seed=42)
+    assert validation["lift_over_popularity"] < 1.1

@@ -1,11 +1,14 @@
 """Speed of the recommendation sets: the chunked batch path against one customer at a time.
 
     python scripts/bench_recommendations.py [--customers 1000000] [--rewards 1000]
+                                            [--item-item] [--history 4]
 
 Synthetic customers and rewards with the taste model's block layout (taste, segment,
 latent; d = 50). Prints the batch time and peak RSS, the one-customer latency (as an API
 serves a request, the reward catalogue prepared once) and the ratio of N one-customer
-calls to the batch, then the same as one JSON line.
+calls to the batch, then the same as one JSON line. `--item-item` adds the served ranker's
+item-item term (a dense R x R weight matrix times each customer's redemption row, with
+`--history` redemptions per customer), as when validation serves EASE or the blend.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 import numpy as np
 import pandas as pd
 import psutil
+import scipy.sparse as sp
 
 from reward_assets.ingest import contract
 from reward_assets.recommend.sets import (
@@ -130,12 +134,28 @@ def main() -> int:
     parser.add_argument("--chunk-size", type=int, default=50_000)
     parser.add_argument("--one-customer-calls", type=int, default=300)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--item-item", action="store_true", help="add the item-item term")
+    parser.add_argument("--history", type=int, default=4, help="redemptions per customer")
     args = parser.parse_args()
 
     customers, vectors, rewards, reward_vectors, blocks, recent, last_redeemed = synthetic(
         args.customers, args.rewards, args.seed
     )
     rules, as_of, version = SetRules(), dt.date(2024, 1, 1), "bench"
+    weights = history = None
+    if args.item_item:
+        rng = np.random.default_rng(args.seed + 1)
+        weights = rng.normal(0, 0.05, (args.rewards, args.rewards)).astype(np.float32)
+        columns = rng.integers(args.rewards, size=args.customers * args.history)
+        history = sp.csr_matrix(
+            (
+                np.ones(columns.size, np.float32),
+                columns,
+                np.arange(0, columns.size + 1, args.history),
+            ),
+            shape=(args.customers, args.rewards),
+        )
+        history.sum_duplicates()
     baseline = psutil.Process().memory_info().rss
     sampler = PeakRss()
     sampler.start()
@@ -155,6 +175,8 @@ def main() -> int:
             as_of,
             args.seed,
             args.chunk_size,
+            item_weights=weights,
+            history=history,
         )
     )
     batch_seconds = time.perf_counter() - started
@@ -162,7 +184,8 @@ def main() -> int:
     peak = sampler.stop()
 
     # An API looks the customer's rows up in its stores: that is outside the timing.
-    catalog = RewardCatalog.build(rewards, reward_vectors, blocks)
+    catalog = RewardCatalog.build(rewards, reward_vectors, blocks, weights)
+    item_columns = catalog.item_columns(rewards)
     calls = min(args.one_customer_calls, args.customers)
     picked = np.random.default_rng(args.seed).choice(args.customers, calls, replace=False)
     latencies = []
@@ -170,9 +193,18 @@ def main() -> int:
         customer = customers.iloc[i]
         own_recent = recent[recent["customer_id"] == customer["customer_id"]]
         own_latest = last_redeemed[last_redeemed["customer_id"] == customer["customer_id"]]
+        redeemed = None if history is None else item_columns[history[i].indices]
         started = time.perf_counter()
         recommend_one(
-            customer.to_dict(), vectors[i], catalog, own_recent, own_latest, rules, version, as_of
+            customer.to_dict(),
+            vectors[i],
+            catalog,
+            own_recent,
+            own_latest,
+            rules,
+            version,
+            as_of,
+            redeemed_columns=redeemed,
         )
         latencies.append(time.perf_counter() - started)
     per_customer_ms = 1000 * float(np.mean(latencies))
@@ -181,6 +213,7 @@ def main() -> int:
         "customers": args.customers,
         "rewards": args.rewards,
         "dims": reward_vectors.shape[1],
+        "item_item": args.item_item,
         "chunk_size": args.chunk_size,
         "rows": rows,
         "batch_seconds": round(batch_seconds, 2),

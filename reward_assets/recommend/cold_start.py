@@ -2,8 +2,8 @@
 
 New customers have no history, so their vector comes from their sign-up preferences and
 tier (the taste model's cold start) and the set follows the same eligibility rules as the
-daily `recommendation_sets`. Before any taste model is approved, the most redeemed
-eligible rewards stand in.
+daily `recommendation_sets`. Before any ranker is approved, the ranking fallback
+(`recommend.fallback`, global popularity for customers without purchases) stands in.
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ import datetime as dt
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from reward_assets.ingest.contract import LOWEST_TIER, TIER_RANKS
 from reward_assets.ml.registry import ModelRegistry, NoServingModel
-from reward_assets.recommend.eligibility import affordable, required_rank, tier_allowed
+from reward_assets.recommend.fallback import fallback_ranker, fallback_sets
+from reward_assets.recommend.served import ServedModel
 from reward_assets.recommend.sets import COLUMNS, SetRules, build_sets
-from reward_assets.recommend.taste import TasteModel
-
-POPULARITY_VERSION = "popularity"
 
 
 def matching_customers(customers: pd.DataFrame) -> pd.DataFrame:
@@ -45,7 +42,7 @@ def cold_start_sets(
     rewards: pd.DataFrame,
     rules: SetRules,
     as_of: dt.date,
-    model: TasteModel | None,
+    model: ServedModel | None,
     model_version: str | None,
 ) -> pd.DataFrame:
     """Recommendation rows (COLUMNS) for `customers` (see `matching_customers`).
@@ -56,20 +53,23 @@ def cold_start_sets(
     no_history = pd.DataFrame(columns=["customer_id", "reward_id"])
     last_redeemed = pd.DataFrame(columns=["customer_id", "category", "reward_name"])
     if model is None:
-        return _popular(customers, rewards, rules, as_of)
-    vectors = model.customer_vectors(customers, no_history)
-    chunks = build_sets(
-        customers,
-        vectors,
-        rewards,
-        model.reward_vectors(rewards),
-        model.blocks,
-        no_history,
-        last_redeemed,
-        rules,
-        model_version=model_version or "",
-        as_of=as_of,
-    )
+        fallback = fallback_ranker(customers, rewards)
+        chunks = fallback_sets(
+            customers, fallback, rewards, no_history, last_redeemed, rules, as_of
+        )
+    else:
+        chunks = build_sets(
+            customers,
+            model.customer_vectors(customers, no_history),
+            rewards,
+            model.reward_vectors(rewards),
+            model.blocks,
+            no_history,
+            last_redeemed,
+            rules,
+            model_version=model_version or "",
+            as_of=as_of,
+        )
     # No customers (all decided already, say by the API) gives no chunks, not an error.
     frames = list(chunks)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
@@ -82,7 +82,7 @@ def first_offers(
     as_of: dt.date,
     registry: ModelRegistry,
 ) -> tuple[pd.DataFrame, str | None]:
-    """New customers' first rewards from the serving taste model (popularity before one is
+    """New customers' first rewards from the serving ranker (the fallback before one is
     approved), with the catalogue columns an email needs, and the model version used.
 
     The onboarding job and the API's welcome both match this way, so they agree.
@@ -99,34 +99,6 @@ def first_offers(
 
 
 @lru_cache(maxsize=2)
-def _taste_model(path: Path) -> TasteModel:
+def _taste_model(path: Path) -> ServedModel:
     """Loaded once per version (each version has its own folder), not once per request."""
-    return TasteModel.load(path)
-
-
-def _popular(
-    customers: pd.DataFrame, rewards: pd.DataFrame, rules: SetRules, as_of: dt.date
-) -> pd.DataFrame:
-    popular = rewards.sort_values(["redemptions", "reward_id"], ascending=[False, True])
-    required, cost = required_rank(popular), popular["points_cost"].to_numpy()
-    rows = []
-    for customer in customers.itertuples(index=False):
-        allowed = popular[
-            tier_allowed(customer.tier_rank, required) & affordable(cost, customer.points_balance)
-        ].head(rules.k)
-        rows.append(
-            pd.DataFrame(
-                {
-                    "as_of": as_of,
-                    "customer_id": customer.customer_id,
-                    "rank": np.arange(1, len(allowed) + 1),
-                    "reward_id": allowed["reward_id"].to_numpy(),
-                    "score": allowed["redemptions"].to_numpy(float),
-                    "reason": "popular with members",
-                    "is_almost_there": False,
-                    "is_exploration": False,
-                    "model_version": POPULARITY_VERSION,
-                }
-            )
-        )
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(COLUMNS))
+    return ServedModel.load(path)

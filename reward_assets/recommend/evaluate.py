@@ -26,7 +26,8 @@ from reward_assets.ingest.landing import ContractError
 from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.protocol import HoldOut
 from reward_assets.recommend.rankers import Ease, ItemKNN, Popularity, RandomRanker, Ranker
-from reward_assets.recommend.taste import Log, TasteModel, tune_taste_model
+from reward_assets.recommend.served import build_served, choose_served
+from reward_assets.recommend.taste import Log, TasteModel
 
 VALIDATION_CUSTOMERS = 20_000
 Grid = dict[str, tuple]
@@ -59,6 +60,14 @@ class CandidateResult:
 
 
 @dataclass
+class ServedResult:
+    name: str  # taste, ease or blend (recommend.served)
+    params: dict
+    validation: dict[str, dict]  # every served candidate's params and validation metrics
+    test: dict[str, float]
+
+
+@dataclass
 class Report:
     k: int
     split: str
@@ -76,14 +85,15 @@ class Report:
     excluded: dict[str, dict[str, int]]
     candidates: dict[str, CandidateResult]
     validation_winner: str
+    served: ServedResult  # what the product would serve, chosen without the test part
     seconds: float
 
     def headline(self) -> dict[str, float]:
-        """The taste model's test metrics, and its nDCG@k over popularity's."""
-        taste = self.candidates["taste_model"].test
+        """The served model's test metrics, and its nDCG@k over popularity's."""
+        served = self.served.test
         popularity = self.candidates["popularity"].test[f"ndcg@{self.k}"]
-        lift = taste[f"ndcg@{self.k}"] / popularity if popularity > 0 else math.nan
-        return {**taste, f"ndcg@{self.k}_over_popularity": lift}
+        lift = served[f"ndcg@{self.k}"] / popularity if popularity > 0 else math.nan
+        return {**served, f"ndcg@{self.k}_over_popularity": lift}
 
     @property
     def sampled(self) -> bool:
@@ -127,6 +137,12 @@ class Report:
             )
             + ".",
             f"- Validation winner: **{self.validation_winner}**; took {self.seconds:.1f}s.",
+            f"- Served: **{self.served.name}** (chosen on validation among "
+            + ", ".join(
+                f"{name} {_number(c['metrics'][f'ndcg@{k}'])}"
+                for name, c in self.served.validation.items()
+            )
+            + f"); test nDCG@{k} {_number(self.served.test[f'ndcg@{k}'])}.",
             "",
             f"| candidate | parameters | validation nDCG@{k} | "
             + " | ".join(f"{HEADERS[c]}@{k}" for c in COLUMNS)
@@ -201,10 +217,14 @@ def evaluate(
         log(f"{name}: test ndcg@{k} {result[f'ndcg@{k}']:.4f} ({params or 'no parameters'})")
 
     clock = time.perf_counter()
-    params, scores = tune_taste_model(validation, k, seed, log)
+    choice, served_params, served_candidates = choose_served(validation, k, seed, log)
+    params, scores = served_params["taste"], served_candidates["taste"]["metrics"]
     result = final.evaluate(TasteModel(**params).fit(final.train), k)
     candidates["taste_model"] = CandidateResult(params, scores, result, time.perf_counter() - clock)
     log(f"taste_model: test ndcg@{k} {result[f'ndcg@{k}']:.4f}")
+    served_test = final.evaluate(build_served(final.train, choice, served_params), k)
+    served = ServedResult(choice, served_params, served_candidates, served_test)
+    log(f"served ({choice}): test ndcg@{k} {served_test[f'ndcg@{k}']:.4f}")
 
     return Report(
         k=k,
@@ -225,6 +245,7 @@ def evaluate(
         validation_winner=max(
             candidates, key=lambda name: _or_worst(candidates[name].validation[f"ndcg@{k}"])
         ),
+        served=served,
         seconds=time.perf_counter() - started,
     )
 

@@ -54,6 +54,15 @@ def reward_catalog(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
     )
 
 
+def redemption_pairs(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
+    """Every (customer_id, reward_id) redeemed before the end of `as_of`."""
+    return warehouse.frame(
+        "SELECT DISTINCT customer_id, reward_id FROM marts.fct_redemptions "
+        "WHERE redeemed_at < :as_of_end",
+        as_of_params(as_of),
+    )
+
+
 def eligibility_inputs(
     warehouse: Warehouse, as_of: dt.date, recent_days: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:

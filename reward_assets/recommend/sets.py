@@ -1,6 +1,8 @@
 """Recommendation sets: each customer's top-k eligible rewards at AS_OF, with a reason each.
 
-Scores come from the taste model as dot products of customer and reward vectors. A set is
+Scores come from the served ranker (`recommend.served`): the dot product of customer and
+reward vectors, plus, when it has item-item weights, the customer's redemption row times
+those weights, computed a chunk at a time like the dot products. A set is
 built in four steps, vectorised over a chunk of customers at a time; memory holds a few
 chunk x rewards boolean masks and chunk x category score blocks, never a matrix of the
 whole population:
@@ -27,12 +29,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
+from functools import cached_property
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
+from reward_assets.recommend.arrays import best, hash_ids, mix, running_sum, seen_before
 from reward_assets.recommend.eligibility import (
     ALMOST_THERE_RATIO,
     LOWEST_RANK,
@@ -57,7 +62,11 @@ COLUMNS = {
     "is_almost_there": "BOOLEAN",
     "is_exploration": "BOOLEAN",
     "model_version": "VARCHAR",
+    # "model" when the served ranker scored the row, else the fallback's source
+    # (recommend.fallback).
+    "source": "VARCHAR",
 }
+MODEL_SOURCE = "model"
 # The blocks that can explain a regular item; a tie goes to the earlier one.
 REASON_BLOCKS = ("latent", "segment", "taste")
 LATENT, SEGMENT = REASON_BLOCKS.index("latent"), REASON_BLOCKS.index("segment")
@@ -118,11 +127,18 @@ class RewardCatalog:
     sorted_cost: np.ndarray
     cost_prefix_vectors: np.ndarray
     cost_prefix_counts: np.ndarray
+    # (R, R) item-item weights, redeemed reward x scored reward in catalogue order, or None.
+    item_weights: np.ndarray | None = None
 
     @classmethod
     def build(
-        cls, rewards: pd.DataFrame, reward_vectors: np.ndarray, blocks: Mapping[str, slice]
+        cls,
+        rewards: pd.DataFrame,
+        reward_vectors: np.ndarray,
+        blocks: Mapping[str, slice],
+        item_weights: np.ndarray | None = None,
     ) -> RewardCatalog:
+        """`item_weights` rows and columns are in the order of `rewards`."""
         order = np.argsort(rewards["category"].to_numpy(str), kind="stable")
         frame = rewards.iloc[order].reset_index(drop=True)
         codes, categories = pd.factorize(frame["category"], sort=True)
@@ -143,13 +159,20 @@ class RewardCatalog:
             redemptions=frame["redemptions"].fillna(0).to_numpy(np.int64),
             vectors=vectors,
             blocks=dict(blocks),
-            hash=_hash_ids(frame["reward_id"]),
+            hash=hash_ids(frame["reward_id"]),
             interest_reason=("matches your interest in " + label).to_numpy(object),
             new_reason=("new in " + label).to_numpy(object),
             sorted_cost=cost[by_cost],
-            cost_prefix_vectors=_running_sum(allowed[:, :, None] * vectors[by_cost].astype(float)),
-            cost_prefix_counts=_running_sum(allowed.astype(np.int64)),
+            cost_prefix_vectors=running_sum(allowed[:, :, None] * vectors[by_cost].astype(float)),
+            cost_prefix_counts=running_sum(allowed.astype(np.int64)),
+            item_weights=None
+            if item_weights is None
+            else np.ascontiguousarray(np.asarray(item_weights, np.float32)[np.ix_(order, order)]),
         )
+
+    def item_columns(self, rewards: pd.DataFrame) -> np.ndarray:
+        """The catalogue column of each row of `rewards` (the frame it was built from)."""
+        return self.reward_id.get_indexer(rewards["reward_id"])
 
     @property
     def size(self) -> int:
@@ -169,6 +192,9 @@ def build_sets(
     as_of: dt.date,
     seed: int = 42,
     chunk_size: int = 50_000,
+    item_weights: np.ndarray | None = None,
+    history: sp.csr_matrix | None = None,
+    source: str = MODEL_SOURCE,
 ) -> Iterator[pd.DataFrame]:
     """One frame (COLUMNS) per chunk of `chunk_size` customers, in the order of `customers`.
 
@@ -177,9 +203,21 @@ def build_sets(
     reward_id) redeemed in the last `rules.recent_days`; last_redeemed: customer_id,
     category, reward_name of the customer's latest redemption in that category.
     """
-    catalog = RewardCatalog.build(rewards, reward_vectors, blocks)
-    context = (catalog, recent, last_redeemed, rules, model_version, as_of, seed)
-    yield from _sets(customers, customer_vectors, *context, chunk_size)
+    catalog = RewardCatalog.build(rewards, reward_vectors, blocks, item_weights)
+    history = _in_catalog_order(history, catalog, rewards)
+    context = (catalog, recent, last_redeemed, rules, (model_version, source), as_of, seed)
+    yield from _sets(customers, customer_vectors, history, *context, chunk_size)
+
+
+def _in_catalog_order(
+    history: sp.csr_matrix | None, catalog: RewardCatalog, rewards: pd.DataFrame
+) -> sp.csr_matrix | None:
+    """History columns (in `rewards` order) moved to the catalogue's; None without weights."""
+    if history is None or catalog.item_weights is None:
+        return None
+    # Sorted columns sum in one order, as the one-customer path does.
+    order = np.argsort(catalog.item_columns(rewards))
+    return sp.csr_matrix(history)[:, order].sorted_indices()
 
 
 def recommend_one(
@@ -192,16 +230,25 @@ def recommend_one(
     model_version: str,
     as_of: dt.date,
     seed: int = 42,
+    redeemed_columns: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One customer's set, as an API serves it: the batch code run on a chunk of one.
 
     `catalog` is built once (RewardCatalog.build); `recent` and `last_redeemed` may hold
-    only this customer's rows.
+    only this customer's rows; `redeemed_columns` are the catalogue columns of every reward
+    the customer redeemed (`RewardCatalog.item_columns`), for the item-item term.
     """
     customers = pd.DataFrame([dict(customer_row)])
     vector = np.asarray(customer_vector).reshape(1, -1)
-    context = (catalog, recent, last_redeemed, rules, model_version, as_of, seed)
-    return next(_sets(customers, vector, *context, 1))
+    history = None
+    if catalog.item_weights is not None and redeemed_columns is not None:
+        columns = np.unique(np.asarray(redeemed_columns, np.int64))
+        history = sp.csr_matrix(
+            (np.ones(columns.size, np.float32), columns, [0, columns.size]),
+            shape=(1, catalog.size),
+        )
+    context = (catalog, recent, last_redeemed, rules, (model_version, MODEL_SOURCE), as_of, seed)
+    return next(_sets(customers, vector, history, *context, 1))
 
 
 @dataclass(frozen=True)
@@ -225,7 +272,7 @@ class _Customers:
             points_balance=customers["points_balance"].fillna(0).to_numpy(np.float64),
             has_tier=tier >= 0,
             segment_reason=segment_reason[tier],
-            hash=_hash_ids(customers["customer_id"]),
+            hash=hash_ids(customers["customer_id"]),
         )
 
     def rows(self, part: slice) -> _Customers:
@@ -271,15 +318,18 @@ class _Picks:
 def _sets(
     customers: pd.DataFrame,
     customer_vectors: np.ndarray,
+    history: sp.csr_matrix | None,
     catalog: RewardCatalog,
     recent: pd.DataFrame,
     last_redeemed: pd.DataFrame,
     rules: SetRules,
-    model_version: str,
+    labels: tuple[str, str],
     as_of: dt.date,
     seed: int,
     chunk_size: int,
 ) -> Iterator[pd.DataFrame]:
+    """`labels`: the rows' model_version and source."""
+    model_version, source = labels
     people = _Customers.build(customers)
 
     def row_of(ids: pd.Series) -> np.ndarray:
@@ -301,7 +351,11 @@ def _sets(
         part = slice(start, min(start + chunk_size, len(customers)))
         sets = _chunk(
             people.rows(part),
-            np.asarray(customer_vectors[part], dtype=np.float32),
+            _Scorer(
+                np.asarray(customer_vectors[part], dtype=np.float32),
+                catalog,
+                None if history is None else history[part],
+            ),
             catalog,
             recent_pairs.chunk(part)[0],
             latest_pairs.chunk(part),
@@ -313,16 +367,17 @@ def _sets(
             "as_of": np.full(n, as_of, dtype=object),
             **sets,
             "model_version": np.full(n, model_version, dtype=object),
+            "source": np.full(n, source, dtype=object),
         }
         # Typed here, not inferred: an empty chunk would infer object columns.
-        for name in ("reason", "model_version"):
+        for name in ("reason", "model_version", "source"):
             frame[name] = pd.array(frame[name], dtype="str")
         yield pd.DataFrame({name: frame[name] for name in COLUMNS}, copy=False)
 
 
 def _chunk(
     people: _Customers,
-    vectors: np.ndarray,
+    scorer: _Scorer,
     catalog: RewardCatalog,
     recent: np.ndarray,
     latest: tuple[np.ndarray, np.ndarray],
@@ -343,9 +398,9 @@ def _chunk(
 
     slots = rules.exploration_slots
     new = np.flatnonzero(catalog.redemptions <= rules.new_reward_max_redemptions)
-    pool, pool_scores = _best(_scores(vectors, catalog, new, eligible), slots * EXPLORATION_POOL)
+    pool, pool_scores = best(scorer.scores(new, eligible), slots * EXPLORATION_POOL)
     pool = new[pool]
-    draw = _mix(people.hash[:, None] ^ _mix(catalog.hash[pool] + np.uint64(seed % 2**64)))
+    draw = mix(people.hash[:, None] ^ mix(catalog.hash[pool] + np.uint64(seed % 2**64)))
     order = np.argsort(draw, axis=1, kind="stable")
     pool, pool_scores = (np.take_along_axis(a, order, axis=1) for a in (pool, pool_scores))
     explore = _pick(pool, pool_scores, catalog, used, cap, np.full(n, slots))
@@ -353,7 +408,7 @@ def _chunk(
     eligible[rows, explore.columns[rows, slot]] = False
 
     regular_candidates, almost_candidates = _candidates(
-        vectors, catalog, eligible, almost_there, min(cap, rules.k)
+        scorer, catalog, eligible, almost_there, min(cap, rules.k)
     )
     room = rules.k - explore.taken.sum(axis=1)
     almost = _pick(*almost_candidates, catalog, used, cap, np.minimum(room, 1))
@@ -369,7 +424,7 @@ def _chunk(
     is_regular = kind == REGULAR
     mean_reward = _mean_eligible_vector(people, catalog, recent)
     reason[is_regular] = _regular_reasons(
-        rows[is_regular], columns[is_regular], people, vectors, mean_reward, catalog, latest
+        rows[is_regular], columns[is_regular], people, scorer, mean_reward, catalog, latest
     )
     is_exploration = kind == EXPLORATION
     reason[is_exploration] = catalog.new_reason[columns[is_exploration]]
@@ -411,17 +466,20 @@ def _regular_reasons(
     rows: np.ndarray,
     columns: np.ndarray,
     people: _Customers,
-    vectors: np.ndarray,
+    scorer: _Scorer,
     mean_reward: np.ndarray,
     catalog: RewardCatalog,
     latest: tuple[np.ndarray, np.ndarray],
 ) -> np.ndarray:
     """The block lifting each item most above the customer's mean eligible reward.
 
-    The latent block needs a redeemed reward in the item's category to name, the segment
-    block a known tier; without them the next block explains the item.
+    The item-item term counts with the latent block (both say "because you redeemed"),
+    against the customer's mean over the catalogue. The latent block needs a redeemed
+    reward in the item's category to name, the segment block a known tier; without them
+    the next block explains the item.
     """
     # Per block: customer . item - customer . mean; the second term once per customer.
+    vectors = scorer.vectors
     by_dim = vectors[rows] * catalog.vectors[columns]
     mean_by_dim = vectors * mean_reward
     lift = np.stack(
@@ -432,6 +490,9 @@ def _regular_reasons(
         ],
         axis=1,
     )
+    item = scorer.item
+    if item is not None:
+        lift[:, LATENT] += item[rows, columns] - item.mean(axis=1)[rows]
     keys, named = latest
     wanted = rows * len(catalog.categories) + catalog.category_code[columns]
     at = np.searchsorted(keys, wanted)
@@ -449,7 +510,7 @@ def _regular_reasons(
 
 
 def _candidates(
-    vectors: np.ndarray,
+    scorer: _Scorer,
     catalog: RewardCatalog,
     eligible: np.ndarray,
     almost_there: np.ndarray,
@@ -464,10 +525,10 @@ def _candidates(
     """
     regular, almost = [], []
     for part in catalog.category_slices:
-        scores = _scores(vectors, catalog, part, None)
-        columns, values = _best(np.where(eligible[:, part], scores, -np.inf), n)
+        scores = scorer.scores(part)
+        columns, values = best(np.where(eligible[:, part], scores, -np.inf), n)
         regular.append((part.start + columns, values))
-        columns, values = _best(np.where(almost_there[:, part], scores, -np.inf), 1)
+        columns, values = best(np.where(almost_there[:, part], scores, -np.inf), 1)
         almost.append((part.start + columns, values))
     return _by_score(regular), _by_score(almost)
 
@@ -495,7 +556,7 @@ def _pick(
     valid = np.isfinite(scores)
     category = catalog.category_code[columns]
     room = cap - np.take_along_axis(used, category, axis=1)
-    fits = valid & (_seen_before(np.where(valid, category, -1)) < room)
+    fits = valid & (seen_before(np.where(valid, category, -1)) < room)
     taken = fits & (np.cumsum(fits, axis=1) <= np.asarray(wanted)[:, None])
     rows = np.nonzero(taken)[0]
     cells = rows * used.shape[1] + category[taken]
@@ -503,69 +564,34 @@ def _pick(
     return _Picks(columns, scores, taken)
 
 
-def _seen_before(labels: np.ndarray) -> np.ndarray:
-    """Per row, how many earlier positions hold the same label."""
-    order = np.argsort(labels, axis=1, kind="stable")
-    grouped = np.take_along_axis(labels, order, axis=1)
-    position = np.broadcast_to(np.arange(labels.shape[1]), labels.shape)
-    starts = np.ones(labels.shape, bool)
-    starts[:, 1:] = grouped[:, 1:] != grouped[:, :-1]
-    group_start = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
-    seen = np.empty_like(order)
-    np.put_along_axis(seen, order, position - group_start, axis=1)
-    return seen
+@dataclass(frozen=True)
+class _Scorer:
+    """A chunk's scores: customer . reward vectors, plus the item-item term when the model
+    has item-item weights and the chunk has redemption history."""
 
+    vectors: np.ndarray
+    catalog: RewardCatalog
+    history: sp.csr_matrix | None
 
-def _best(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's n highest scores (fewer if there are fewer columns), best first, equal
-    ones lowest column first, with their columns. Overwrites what it takes in `scores`.
+    @cached_property
+    def item(self) -> np.ndarray | None:
+        """(n, R) history rows times the item-item weights, or None."""
+        if self.history is None or self.catalog.item_weights is None:
+            return None
+        return np.asarray(self.history @ self.catalog.item_weights, np.float32)
 
-    n rounds of argmax: for the few items needed this is several times faster than
-    argpartition, and ties resolve the same way in every chunk.
-    """
-    n = min(n, scores.shape[1])
-    rows = np.arange(len(scores))
-    columns = np.zeros((len(scores), n), np.int64)
-    values = np.zeros((len(scores), n), scores.dtype)
-    for i in range(n):
-        columns[:, i] = scores.argmax(axis=1)
-        values[:, i] = scores[rows, columns[:, i]]
-        scores[rows, columns[:, i]] = -np.inf
-    return columns, values
+    def scores(self, columns: slice | np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
+        """Scores of the rewards in `columns`, -inf where not `eligible` (when given).
 
-
-def _scores(
-    vectors: np.ndarray,
-    catalog: RewardCatalog,
-    columns: slice | np.ndarray,
-    eligible: np.ndarray | None,
-) -> np.ndarray:
-    """Scores of the rewards in `columns`, -inf where not `eligible` (when given).
-
-    BLAS multiplies a single row with gemv, which sums in another order than the gemm of
-    larger chunks; doubling the row keeps the one-customer path and a one-row last chunk
-    bit-identical to the batch.
-    """
-    left = np.concatenate([vectors, vectors]) if len(vectors) == 1 else vectors
-    scores = (left @ catalog.vectors[columns].T)[: len(vectors)]
-    if eligible is None:
-        return scores
-    return np.where(eligible[:, columns], scores, -np.inf)
-
-
-def _running_sum(values: np.ndarray) -> np.ndarray:
-    """Cumulative sums along axis 1, with a leading zero: [:, j] sums the first j items."""
-    return np.concatenate([np.zeros_like(values[:, :1]), np.cumsum(values, axis=1)], axis=1)
-
-
-def _hash_ids(ids: pd.Series) -> np.ndarray:
-    return pd.util.hash_array(ids.astype(str).to_numpy(object))
-
-
-def _mix(values: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: well-spread 64-bit draws from ids and a seed."""
-    values = values ^ (values >> np.uint64(30))
-    values = values * np.uint64(0xBF58476D1CE4E5B9)
-    values = values ^ (values >> np.uint64(27))
-    values = values * np.uint64(0x94D049BB133111EB)
-    return values ^ (values >> np.uint64(31))
+        BLAS multiplies a single row with gemv, which sums in another order than the gemm
+        of larger chunks; doubling the row keeps the one-customer path and a one-row last
+        chunk bit-identical to the batch.
+        """
+        vectors = self.vectors
+        left = np.concatenate([vectors, vectors]) if len(vectors) == 1 else vectors
+        scores = (left @ self.catalog.vectors[columns].T)[: len(vectors)]
+        if self.item is not None:
+            scores = scores + self.item[:, columns]
+        if eligible is None:
+            return scores
+        return np.where(eligible[:, columns], scores, -np.inf)

@@ -3,8 +3,9 @@
 A customer's score for a reward is exactly the dot product of the customer's and the
 reward's vectors, made of named blocks (category taste, tier segment, latent co-redemption
 factors), so the same vectors serve ranking, the published embeddings and rewards or
-customers the model has never seen. `fit_taste_model` tunes its hyper-parameters on a
-random hold-out of the data (`recommend.protocol`) against popularity, then fits on all of it.
+customers the model has never seen. `tune_taste_model` tunes its hyper-parameters on a
+hold-out of the data (`recommend.protocol`); `recommend.served` decides whether it is served
+alone, blended with item-item weights, or not at all.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from reward_assets.recommend.interactions import (
     binary_matrix,
 )
 from reward_assets.recommend.protocol import HoldOut
-from reward_assets.recommend.rankers import Popularity, cosine_similarity
+from reward_assets.recommend.rankers import cosine_similarity
 
 Log = Callable[[str], None]
 
@@ -468,27 +469,3 @@ def tune_taste_model(
         if not changed:
             break
     return model.params, best
-
-
-def fit_taste_model(
-    data: Interactions, seed: int = 42, k: int = 10, max_customers: int = 20_000, log: Log = _silent
-) -> tuple[TasteModel, dict]:
-    """Tune the taste model on a random validation split of `data`, then fit it on all.
-
-    The validation metrics hold the model's and popularity's scores on the same split
-    (see `ranking_quality`).
-    """
-    holdout = HoldOut.split(data, "random", seed, max_customers)
-    params, taste = tune_taste_model(holdout, k, seed, log)
-    popularity = holdout.evaluate(Popularity().fit(holdout.train), k)
-    model = TasteModel(**params).fit(data)
-    validation = {
-        "k": k,
-        "customers": int(holdout.customers.size),
-        "train_rows": holdout.train_rows,
-        "validation_rows": holdout.test_rows,
-        "params": params,
-        "taste_model": taste,
-        "popularity": popularity,
-    }
-    return model, validation

@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from reward_assets.defs.ml.gates import SCORING, WAREHOUSE_INPUTS, serving, snapshot
+from reward_assets.defs.ml.gates import SCORING, WAREHOUSE_INPUTS, serving_or_none, snapshot
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.recommend.inputs import write_vectors
 from reward_assets.recommend.interactions import Interactions
-from reward_assets.recommend.taste import TasteModel
+from reward_assets.recommend.served import ServedModel
 
 
 @dg.asset(
@@ -20,11 +20,17 @@ from reward_assets.recommend.taste import TasteModel
 def customer_embeddings(
     settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
 ):
-    """Every customer's vector at AS_OF in the taste model's space; customers without
-    history get one from their sign-up preferences and tier. Published as a Parquet
-    snapshot for readers that must not open the warehouse."""
-    record = serving(ops, "taste_model")
-    model = TasteModel.load(record.artefact_path)
+    """Every customer's vector at AS_OF in the taste model's space (scaled by the served
+    ranker's taste weight); customers without history get one from their sign-up
+    preferences and tier. Published as a Parquet snapshot for readers that must not open
+    the warehouse. Before any ranker is approved there is nothing to embed in: the
+    recommendation sets use the ranking fallback."""
+    record = serving_or_none(ops, "taste_model")
+    if record is None:
+        return dg.MaterializeResult(
+            metadata={"model_version": "fallback", "reason": "no approved ranker", "customers": 0}
+        )
+    model = ServedModel.load(record.artefact_path)
     config = settings.get()
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)

@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from reward_assets.defs.resources import OpsStoreResource
-from reward_assets.ml.registry import ModelRecord
+from reward_assets.ml.registry import ModelRecord, NoServingModel
 from reward_assets.settings import Settings
 
 ML, SCORING = "ml", "scoring"
@@ -57,7 +57,9 @@ def model_result(
     record: ModelRecord,
     failures: list[str],
     metadata: dict,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """`severity` WARN lets a failed check run what is downstream (on a fallback)."""
     numbers = {k: float(v) for k, v in record.metrics.items() if isinstance(v, int | float)}
     yield dg.MaterializeResult(
         metadata={
@@ -73,6 +75,7 @@ def model_result(
         asset_key=name,
         check_name=check,
         passed=not failures,
+        severity=severity,
         metadata={
             "model_version": record.version,
             "reasons": "; ".join(failures) or "meets the bar",
@@ -83,3 +86,11 @@ def model_result(
 def serving(ops: OpsStoreResource, name: str) -> ModelRecord:
     with ops.registry() as registry:
         return registry.serving(name)
+
+
+def serving_or_none(ops: OpsStoreResource, name: str) -> ModelRecord | None:
+    """The latest approved version, or None when there is none (a fallback serves)."""
+    try:
+        return serving(ops, name)
+    except NoServingModel:
+        return None

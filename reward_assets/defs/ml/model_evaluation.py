@@ -15,7 +15,8 @@ def model_evaluation(
     context: dg.AssetExecutionContext, settings: SettingsResource, warehouse: WarehouseResource
 ):
     """Offline evaluation of the ranking candidates against popularity and random: a
-    seeded 75/25 split of redemptions, choices made on a validation split of the 75."""
+    seeded 75/25 split of redemptions, choices made on a validation split of the 75. The
+    `test_*` figures are the served ranker's, chosen as `reward_embeddings` chooses it."""
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, settings.get().as_of)
         data = Interactions.from_warehouse(wh, as_of)
@@ -24,6 +25,7 @@ def model_evaluation(
         metadata={
             "as_of": as_of.isoformat(),
             "report": dg.MetadataValue.md(report.to_markdown()),
+            "served": report.served.name,
             **{f"test_{k}": float(v) for k, v in report.headline().items()},
         }
     )

@@ -2,16 +2,25 @@
 
 import dagster as dg
 
-from reward_assets.defs.ml.gates import SCORING, snapshot
+from reward_assets.defs.ml.gates import SCORING, serving_or_none, snapshot
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.defs.warehouse.audits import check_results, served_check_specs
 from reward_assets.defs.warehouse.table_metadata import table_metadata
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.quality.publish import replace_served
-from reward_assets.recommend.inputs import eligibility_inputs, positions, read_vectors
+from reward_assets.recommend.fallback import fallback_ranker, fallback_sets
+from reward_assets.recommend.inputs import (
+    eligibility_inputs,
+    positions,
+    read_vectors,
+    redemption_pairs,
+)
+from reward_assets.recommend.interactions import Interactions
+from reward_assets.recommend.served import ServedModel, redemption_history
 from reward_assets.recommend.sets import COLUMNS, SetRules, build_sets
-from reward_assets.recommend.taste import TasteModel
+
+RANKER_SERVED = "served_by_a_ranker"
 
 
 @dg.asset(
@@ -19,7 +28,15 @@ from reward_assets.recommend.taste import TasteModel
     group_name=SCORING,
     deps=["customer_embeddings", "reward_embeddings", "dim_rewards", "fct_redemptions"],
     kinds={"numpy", "duckdb"},
-    check_specs=served_check_specs("ml.recommendation_sets"),
+    check_specs=[
+        *served_check_specs("ml.recommendation_sets"),
+        dg.AssetCheckSpec(
+            RANKER_SERVED,
+            asset="recommendation_sets",
+            description="The sets come from an approved ranker; WARN when the ranking "
+            "fallback (category affinity, tier or global popularity) built them.",
+        ),
+    ],
 )
 def recommendation_sets(
     context: dg.AssetExecutionContext,
@@ -29,31 +46,47 @@ def recommendation_sets(
 ):
     """Top-k eligible rewards per customer at AS_OF (active, in stock, tier allowed,
     affordable or flagged 'almost there', not redeemed in 30 days), diverse across
-    categories, with exploration slots for new rewards, a reason and the model version."""
+    categories, with exploration slots for new rewards, a reason and the model version;
+    from the ranking fallback while no ranker is approved."""
     config = settings.get()
     rules = SetRules.from_settings(config)
-    meta, vectors = read_vectors(snapshot(config, "customer_embeddings"))
-    version = str(meta.model_version.iloc[0])
-    # The model the customer vectors came from, even if a newer one was approved since.
-    with ops.registry() as registry:
-        model = TasteModel.load(registry.get("taste_model", version).artefact_path)
+    fallback = serving_or_none(ops, "taste_model") is None
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)
         customers, rewards, recent, last_redeemed = eligibility_inputs(wh, as_of, rules.recent_days)
-        position = positions(customers.customer_id, meta.customer_id)
-        customers = customers[position >= 0].reset_index(drop=True)
-        chunks = build_sets(
-            customers,
-            vectors[position[position >= 0]],
-            rewards,
-            model.reward_vectors(rewards),
-            model.blocks,
-            recent,
-            last_redeemed,
-            rules,
-            model_version=version,
-            as_of=as_of,
-        )
+        if fallback:
+            data = Interactions.from_warehouse(wh, as_of)
+            ranker = fallback_ranker(customers, rewards, data.redemptions, data.category_purchases)
+            chunks = fallback_sets(customers, ranker, rewards, recent, last_redeemed, rules, as_of)
+            version, served_by = "fallback", "fallback"
+        else:
+            meta, vectors = read_vectors(snapshot(config, "customer_embeddings"))
+            version = str(meta.model_version.iloc[0])
+            # The model the customer vectors came from, even if a newer one was approved since.
+            with ops.registry() as registry:
+                model = ServedModel.load(registry.get("taste_model", version).artefact_path)
+            position = positions(customers.customer_id, meta.customer_id)
+            customers = customers[position >= 0].reset_index(drop=True)
+            item_weights = model.item_weights_for(rewards)
+            history = None
+            if item_weights is not None:
+                pairs = redemption_pairs(wh, as_of)
+                history = redemption_history(customers, rewards["reward_id"], pairs)
+            chunks = build_sets(
+                customers,
+                vectors[position[position >= 0]],
+                rewards,
+                model.reward_vectors(rewards),
+                model.blocks,
+                recent,
+                last_redeemed,
+                rules,
+                model_version=version,
+                as_of=as_of,
+                item_weights=item_weights,
+                history=history,
+            )
+            served_by = model.choice
         served = replace_served(wh, "ml.recommendation_sets", COLUMNS, chunks, config.data_dir)
         rows = served.rows
         tables = table_metadata(wh, served.table)
@@ -63,11 +96,21 @@ def recommendation_sets(
             "AVG(CAST(is_almost_there AS INTEGER)) AS almost_there_share "
             "FROM ml.recommendation_sets"
         ).iloc[0]
+        sources = wh.frame(
+            "SELECT source, COUNT(DISTINCT customer_id) AS customers "
+            "FROM ml.recommendation_sets GROUP BY source ORDER BY source"
+        )
     context.log.info(f"{rows:,} recommendations for {int(summary.customers):,} customers")
-    return dg.MaterializeResult(
+    reason = "no approved ranker: the ranking fallback built the sets" if fallback else ""
+    yield dg.MaterializeResult(
         metadata={
             "as_of": as_of.isoformat(),
             "model_version": version,
+            "served": served_by,
+            **({"fallback_reason": reason} if fallback else {}),
+            "customers_by_source": {
+                str(name): int(n) for name, n in zip(sources.source, sources.customers, strict=True)
+            },
             "dagster/row_count": rows,
             **served.metadata(),
             **tables,
@@ -76,4 +119,11 @@ def recommendation_sets(
             "almost_there_share": float(summary.almost_there_share or 0),
         },
         check_results=check_results(served),
+    )
+    yield dg.AssetCheckResult(
+        asset_key="recommendation_sets",
+        check_name=RANKER_SERVED,
+        passed=not fallback,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"reasons": reason or f"served by {served_by} ({version})"},
     )

@@ -1,0 +1,56 @@
+"""Row-wise array helpers of the recommendation sets: top-n per row, labels seen before,
+running sums and seeded hashes of ids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def seen_before(labels: np.ndarray) -> np.ndarray:
+    """Per row, how many earlier positions hold the same label."""
+    order = np.argsort(labels, axis=1, kind="stable")
+    grouped = np.take_along_axis(labels, order, axis=1)
+    position = np.broadcast_to(np.arange(labels.shape[1]), labels.shape)
+    starts = np.ones(labels.shape, bool)
+    starts[:, 1:] = grouped[:, 1:] != grouped[:, :-1]
+    group_start = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
+    seen = np.empty_like(order)
+    np.put_along_axis(seen, order, position - group_start, axis=1)
+    return seen
+
+
+def best(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's n highest scores (fewer if there are fewer columns), best first, equal
+    ones lowest column first, with their columns. Overwrites what it takes in `scores`.
+
+    n rounds of argmax: for the few items needed this is several times faster than
+    argpartition, and ties resolve the same way in every chunk.
+    """
+    n = min(n, scores.shape[1])
+    rows = np.arange(len(scores))
+    columns = np.zeros((len(scores), n), np.int64)
+    values = np.zeros((len(scores), n), scores.dtype)
+    for i in range(n):
+        columns[:, i] = scores.argmax(axis=1)
+        values[:, i] = scores[rows, columns[:, i]]
+        scores[rows, columns[:, i]] = -np.inf
+    return columns, values
+
+
+def running_sum(values: np.ndarray) -> np.ndarray:
+    """Cumulative sums along axis 1, with a leading zero: [:, j] sums the first j items."""
+    return np.concatenate([np.zeros_like(values[:, :1]), np.cumsum(values, axis=1)], axis=1)
+
+
+def hash_ids(ids: pd.Series) -> np.ndarray:
+    return pd.util.hash_array(ids.astype(str).to_numpy(object))
+
+
+def mix(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: well-spread 64-bit draws from ids and a seed."""
+    values = values ^ (values >> np.uint64(30))
+    values = values * np.uint64(0xBF58476D1CE4E5B9)
+    values = values ^ (values >> np.uint64(27))
+    values = values * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
