@@ -2,7 +2,7 @@
 
 A SQLAlchemy URL: SQLite in WAL mode under DATA_DIR by default (readers never wait for the
 one writer), PostgreSQL in production. It holds the model registry, the email outbox, the
-suppression list, scheduled follow-ups, the switches operators flip (the kill switch), the
+suppression list, scheduled follow-ups, the email events providers post, the switches operators flip (the kill switch), the
 cache of LLM-written copy and the HTTP API's idempotency keys.
 
 The tables below are the schema at the latest revision of `ops/migrations/`: a change to
@@ -78,6 +78,11 @@ outbox = sa.Table(
     sa.Column("sent_at", sa.DateTime),
     sa.Column("smtp_response", sa.Text),
     sa.Column("run_id", sa.String(64)),
+    # Revision 0002: the experiment arm the message is in, and what it was made from
+    # (`email.lineage`): model versions, data day, segment, content source and hashes.
+    sa.Column("experiment", sa.String(64)),
+    sa.Column("variant", sa.String(64)),
+    sa.Column("lineage", sa.JSON),
 )
 
 # Marketing stops for a customer on unsubscribe, complaint or hard bounce; first reason kept.
@@ -134,6 +139,23 @@ api_idempotency = sa.Table(
     sa.Column("response", sa.JSON),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("completed_at", sa.DateTime),
+)
+
+
+# Revision 0002: email events a provider posted to the API (`email.webhooks`), one row per
+# provider event id so a replay changes nothing; `email_sends` copies them to the warehouse.
+provider_events = sa.Table(
+    "provider_events",
+    metadata,
+    sa.Column("event_id", sa.String(200), primary_key=True),  # "<provider>:<its event id>"
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("event_type", sa.String(16), nullable=False),  # the input contract's types
+    sa.Column("message_id", sa.String(200), index=True),
+    sa.Column("customer_id", sa.String(64)),  # None: no outbox row has the Message-ID
+    sa.Column("campaign", sa.String(32)),
+    sa.Column("hard_bounce", sa.Boolean, nullable=False, default=False),
+    sa.Column("occurred_at", sa.DateTime, nullable=False),  # naive UTC
+    sa.Column("received_at", sa.DateTime, nullable=False),
 )
 
 
