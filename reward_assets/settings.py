@@ -109,6 +109,16 @@ class Settings(BaseSettings):
         "sent (at least 30, as CAN-SPAM asks).",
     )
 
+    # Content experiments and provider event webhooks (`content.experiments`, `email.webhooks`).
+    experiments_file: Path | None = Field(
+        None, description="YAML of the content experiments (e.g. experiments.yml); empty: none."
+    )
+    email_webhook_secret: str = Field(
+        "",
+        description="HMAC-SHA256 key of POST /api/events/email (Mailgun: its webhook signing "
+        "key); empty: the endpoint refuses every event.",
+    )
+
     # The HTTP API (`make api`).
     api_host: str = Field("127.0.0.1", description="Interface the API listens on.")
     api_port: int = Field(8000, ge=1, le=65535)

@@ -28,6 +28,7 @@ INGESTION = {
     "redemptions",
     "engagement_events",
     "email_sends",
+    "provider_events",
 }
 MODEL_FILES = {path.stem for path in SQL_DIR.glob("*.sql")}
 ML = {"reward_embeddings", "churn_model", "engagement_model", "model_evaluation"}
@@ -86,7 +87,7 @@ CHECK_NAMES = {
     "recommendation_sets": {"rank_unique_per_customer"},
     "customer_segments": {"customer_id_unique_not_null"},
 }
-NON_BLOCKING = {(asset, QUARANTINE) for asset in INGESTION - {"email_sends"}} | {
+NON_BLOCKING = {(asset, QUARANTINE) for asset in INGESTION - {"email_sends", "provider_events"}} | {
     ("dim_customers", "signup_at_not_after_as_of"),
     ("fct_redemptions", "reward_id_in_dim_rewards"),
     ("engagement_messages", "no_uncertain_emails"),

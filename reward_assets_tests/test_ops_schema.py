@@ -164,9 +164,7 @@ def every_row(url: str, columns: dict[str, list[str]] | None = None) -> dict[str
         found = {
             name: sorted(
                 tuple(row)
-                for row in conn.execute(
-                    sa.select(*(metadata.tables[name].c[c] for c in names))
-                )
+                for row in conn.execute(sa.select(*(metadata.tables[name].c[c] for c in names)))
             )
             for name, names in columns.items()
         }

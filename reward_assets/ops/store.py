@@ -2,8 +2,9 @@
 
 A SQLAlchemy URL: SQLite in WAL mode under DATA_DIR by default (readers never wait for the
 one writer), PostgreSQL in production. It holds the model registry, the email outbox, the
-suppression list, scheduled follow-ups, the email events providers post, the switches operators flip (the kill switch), the
-cache of LLM-written copy and the HTTP API's idempotency keys.
+suppression list, scheduled follow-ups, the email events providers post, the switches
+operators flip (the kill switch), the cache of LLM-written copy and the HTTP API's
+idempotency keys.
 
 The tables below are the schema at the latest revision of `ops/migrations/`: a change to
 them ships with a new revision (`ops/migrate.py` says how), which brings existing stores
@@ -176,17 +177,23 @@ def stored_now() -> dt.datetime:
 
 
 def insert_missing(conn: Connection, table: sa.Table, rows: Sequence[dict]) -> int:
-    """Insert the rows whose primary key is not taken yet; returns how many went in.
+    """Insert the rows whose primary key is not taken yet; returns how many went in."""
+    return len(inserted_keys(conn, table, rows))
+
+
+def inserted_keys(conn: Connection, table: sa.Table, rows: Sequence[dict]) -> list[tuple]:
+    """`insert_missing`, returning the primary keys of the rows that went in.
 
     One statement on either engine (ON CONFLICT DO NOTHING), so concurrent writers of the
-    same key never fail and never overwrite each other. The count comes from RETURNING:
-    PostgreSQL reports no row count for a multi-row insert.
+    same key never fail and never overwrite each other, and each key is reported to the
+    one writer that inserted it. The keys come from RETURNING: PostgreSQL reports no row
+    count for a multi-row insert.
     """
     if not rows:
-        return 0
+        return []
     insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
     statement = insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
-    return len(conn.execute(statement, list(rows)).all())
+    return [tuple(row) for row in conn.execute(statement, list(rows)).all()]
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
