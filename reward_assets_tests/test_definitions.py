@@ -41,8 +41,10 @@ SCORING = {
 }
 HISTORY = {"score_history", "recommendation_log"}
 ENGAGEMENT = {"suppression_list", "customer_segments", "engagement_plan", "engagement_messages"}
-ANALYTICS_DAILY = {name for name in MODEL_FILES if name.startswith("analytics_")}
-ANALYTICS = ANALYTICS_DAILY | {"analytics_report"}
+# The experiment table is rebuilt whole: a send's 7-day window crosses daily partitions.
+ANALYTICS_WHOLE = {"analytics_experiments"}
+ANALYTICS_DAILY = {name for name in MODEL_FILES if name.startswith("analytics_")} - ANALYTICS_WHOLE
+ANALYTICS = ANALYTICS_DAILY | ANALYTICS_WHOLE | {"analytics_report"}
 ALL_ASSETS = INGESTION | MODEL_FILES | ML | SCORING | ENGAGEMENT | ANALYTICS
 DAILY = {
     "transactions",

@@ -3,7 +3,7 @@
     experiments:
       - name: digest_subject            # stable: it seeds the assignment hash
         campaigns: [rewards_digest]     # a campaign is in at most one experiment
-        variants:                       # the first is the control
+        variants:                       # one is named `control`: the baseline
           - {name: control, weight: 1}
           - {name: points_subject, weight: 1, subject: "Your points can buy these"}
           - {name: one_offer, weight: 1, offers: 1}
@@ -28,6 +28,8 @@ import yaml
 from reward_assets.contact.campaigns import is_campaign
 
 AUTO, TEMPLATE_ONLY = "auto", "template"
+# The variant every other one is measured against (`analytics.experiments`).
+CONTROL = "control"
 CONTENT_CHOICES = (AUTO, TEMPLATE_ONLY)
 _VARIANT_KEYS = {"name", "weight", "subject", "preheader", "intro", "offers", "content"}
 
@@ -52,10 +54,6 @@ class Experiment:
     name: str
     campaigns: tuple[str, ...]
     variants: tuple[Variant, ...]
-
-    @property
-    def control(self) -> Variant:
-        return self.variants[0]
 
     def assign(self, customer_id: str) -> Variant:
         digest = hashlib.sha256(f"{self.name}\0{customer_id}".encode()).digest()
@@ -116,8 +114,12 @@ def _experiment(entry) -> Experiment:
             f"experiment {name!r}: campaigns must name known campaigns (unknown: {unknown})"
         )
     variants = tuple(_variant(name, v) for v in entry.get("variants") or ())
-    if len(variants) < 2 or len({v.name for v in variants}) != len(variants):
-        raise ExperimentConfigError(f"experiment {name!r}: needs two or more distinct variants")
+    names = [v.name for v in variants]
+    if len(variants) < 2 or len(set(names)) != len(names) or CONTROL not in names:
+        raise ExperimentConfigError(
+            f"experiment {name!r}: needs two or more distinctly named variants, "
+            f"one of them {CONTROL!r}"
+        )
     return Experiment(name, campaigns, variants)
 
 

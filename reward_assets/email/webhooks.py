@@ -14,8 +14,8 @@ Two shapes are read:
 Each event is stored once under its provider's event id (`ops.store.provider_events`), so a
 replay changes nothing, and matched to the outbox by Message-ID (with or without angle
 brackets). A hard bounce, a complaint or an unsubscribe suppresses the customer there and
-then, before the next send. `Outbox`-free readers get the events through `provider_events`,
-which the `email_sends` asset copies to the warehouse for `fct_engagement_events`. A soft
+then, before the next send. The `provider_events` asset copies them to the warehouse, where
+`fct_engagement_events` unions them in. A soft
 bounce (Mailgun's temporary failure) is kept but not copied: in the input contract a
 `bounce` is a hard one.
 """
@@ -219,14 +219,17 @@ def record(store: OpsStore, events: Sequence[ProviderEvent]) -> Recorded:
     now = stored_now()
     rows = {}
     for event in events:
-        customer_id, campaign = owners.get(event.message_id, (None, None))
+        # The outbox's own spelling of the Message-ID, so the warehouse joins on it.
+        message_id, customer_id, campaign = owners.get(
+            event.message_id, (event.message_id, None, None)
+        )
         rows.setdefault(
             event.event_id,
             {
                 "event_id": event.event_id,
                 "provider": event.provider,
                 "event_type": event.event_type,
-                "message_id": event.message_id,
+                "message_id": message_id,
                 "customer_id": customer_id,
                 "campaign": campaign,
                 "hard_bounce": event.hard_bounce,
@@ -247,8 +250,8 @@ def record(store: OpsStore, events: Sequence[ProviderEvent]) -> Recorded:
     return Recorded(len(events), len(fresh), unmatched, suppressed)
 
 
-def _owners(store: OpsStore, message_ids: set[str]) -> dict[str, tuple[str, str]]:
-    """Message-ID (without brackets) -> (customer_id, campaign) of its outbox row."""
+def _owners(store: OpsStore, message_ids: set[str]) -> dict[str, tuple[str, str, str]]:
+    """Message-ID (without brackets) -> its outbox row's message_id, customer_id, campaign."""
     found = {}
     forms = [form for mid in message_ids for form in (mid, f"<{mid}>")]
     with store.begin() as conn:
@@ -257,7 +260,7 @@ def _owners(store: OpsStore, message_ids: set[str]) -> dict[str, tuple[str, str]
                 outbox.c.message_id.in_(chunk)
             )
             for message_id, customer_id, campaign in conn.execute(query):
-                found[message_id.strip("<>")] = (customer_id, campaign)
+                found[message_id.strip("<>")] = (message_id, customer_id, campaign)
     return found
 
 

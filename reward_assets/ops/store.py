@@ -144,7 +144,8 @@ api_idempotency = sa.Table(
 
 
 # Revision 0002: email events a provider posted to the API (`email.webhooks`), one row per
-# provider event id so a replay changes nothing; `email_sends` copies them to the warehouse.
+# provider event id so a replay changes nothing; the `provider_events` asset copies them
+# to the warehouse.
 provider_events = sa.Table(
     "provider_events",
     metadata,
