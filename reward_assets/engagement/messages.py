@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -57,6 +58,12 @@ class Queued:
     # Keys of written messages recorded as skipped instead: another message took the
     # customer's last place under the frequency cap while this one was being written.
     capped: tuple[str, ...] = ()
+
+    @property
+    def arms(self) -> dict[str, int]:
+        """Written messages per experiment arm, "<experiment>/<variant>"."""
+        counts = Counter(f"{m.experiment}/{m.variant}" for m in self.messages if m.experiment)
+        return dict(sorted(counts.items()))
 
 
 def write_and_queue(
