@@ -4,7 +4,7 @@
     reward-assets simulate-day --data ./data/      one more day of it, new sign-ups included
     reward-assets run [--start D] [--end D]        every asset on the configured stores
     reward-assets evaluate --data DIR [...]        offline evaluation of the rankers
-    reward-assets email status|uncertain|resolve|pause|resume
+    reward-assets email status|uncertain|resolve|pause|resume|explain
     reward-assets api                              the HTTP API on API_HOST:API_PORT
 
 Each command's own `--help` lists its options. Modules are imported only for the command
@@ -23,7 +23,11 @@ COMMANDS = {
     "simulate-day": ("reward_assets.seed.cli", "simulate_day", "land one more day of data"),
     "run": ("reward_assets.pipeline", "main", "materialise every asset and print a summary"),
     "evaluate": ("reward_assets.recommend.evaluate", "main", "offline evaluation of rankers"),
-    "email": ("reward_assets.email.ctl", "main", "outbox status, uncertain sends, kill switch"),
+    "email": (
+        "reward_assets.email.ctl",
+        "main",
+        "outbox status, uncertain sends, kill switch, lineage",
+    ),
     "api": ("reward_assets.api.serve", "main", "serve the HTTP API"),
 }
 

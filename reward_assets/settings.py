@@ -130,6 +130,16 @@ class Settings(BaseSettings):
         "http://localhost:3000", description="Where the Dagster UI is; alerts link to it."
     )
 
+    # Content experiments and provider event webhooks (`content.experiments`, `email.webhooks`).
+    experiments_file: Path | None = Field(
+        None, description="YAML of the content experiments (e.g. experiments.yml); empty: none."
+    )
+    email_webhook_secret: str = Field(
+        "",
+        description="HMAC-SHA256 key of POST /api/events/email (Mailgun: its webhook signing "
+        "key); empty: the endpoint refuses every event.",
+    )
+
     # The HTTP API (`make api`).
     api_host: str = Field("127.0.0.1", description="Interface the API listens on.")
     api_port: int = Field(8000, ge=1, le=65535)

@@ -18,6 +18,8 @@ API_KEY = "fuzz-key"
 # A cross-field rule JSON Schema cannot state: end_date before start_date is valid per
 # field, and 422 by design (the detail says so).
 CROSS_FIELD_RULES = {"/api/analytics/report"}
+# Only a body signed with EMAIL_WEBHOOK_SECRET is accepted, which no generated case is.
+SIGNED = {"/api/events/email"}
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +43,9 @@ OPERATIONS = [
     ("/api/analytics/report", "GET"),
     ("/api/customers/{customer_id}", "GET"),
     ("/api/customers/{customer_id}/engagement", "POST"),
+    ("/api/customers/{customer_id}/messages", "GET"),
     ("/api/customers/{customer_id}/recommended_rewards", "GET"),
+    ("/api/events/email", "POST"),
     ("/api/rewards", "GET"),
     ("/api/rewards/{reward_id}", "GET"),
     ("/api/unsubscribe", "GET"),
@@ -70,7 +74,7 @@ def test_every_answer_matches_the_schema(served, path, method):
         "/openapi.json", create_app(), headers={"X-API-Key": API_KEY}
     )
     operation = schema[path][method]
-    excluded = [positive_data_acceptance] if path in CROSS_FIELD_RULES else []
+    excluded = [positive_data_acceptance] if path in CROSS_FIELD_RULES | SIGNED else []
     cases = st.one_of(
         operation.as_strategy(GenerationMode.POSITIVE),
         operation.as_strategy(GenerationMode.NEGATIVE),

@@ -366,3 +366,24 @@ def test_config_from_settings():
     assert (content.timeout_seconds, content.concurrency) == (3, 2)
     assert content.call_budget == settings.llm_call_budget
     assert content.breaker_failures == settings.llm_breaker_failures
+
+
+def test_a_template_variant_is_written_without_a_call_and_each_email_carries_its_hashes(
+    server,
+):
+    writer = ContentWriter(config(server))
+    plain, variant = (
+        request(0),
+        dataclasses.replace(request(1), subject="Your points can get you these", allow_llm=False),
+    )
+    by_llm, by_template = writer.write_many([plain, variant])
+
+    assert server.requests == 1  # the template variant asked nothing
+    assert (by_llm.source, by_template.source) == ("llm", "template")
+    assert by_template.fallback_reason is None
+    assert by_template.subject == "Your points can get you these"
+    assert by_llm.llm_model == "test-model" and by_template.llm_model is None
+    assert len(by_llm.prompt_sha256) == 64 and by_template.prompt_sha256 is None
+    # The template's hash names its words: another subject is another template.
+    assert by_template.template_sha256 != template_email(request(1)).template_sha256
+    assert template_email(request(2)).template_sha256 == template_email(request(3)).template_sha256

@@ -225,6 +225,8 @@ def test_sent_events_are_the_sent_messages(store):
         "occurred_at",
         "message_id",
         "campaign",
+        "experiment",
+        "variant",
     ]
     box.enqueue([message("c1"), message("c2")])
     sent_at = dt.datetime(2024, 3, 4, 12, 5)
@@ -244,6 +246,8 @@ def test_sent_events_are_the_sent_messages(store):
             "occurred_at": pd.Timestamp(sent_at),
             "message_id": "<m1@example.com>",
             "campaign": "rewards_digest",
+            "experiment": None,
+            "variant": None,
         }
     ]
 

@@ -486,6 +486,7 @@ def test_project_models_build_on_empty_raw_tables(warehouse):
     """Every real model is valid SQL on this engine, run in load order."""
     from reward_assets.churn.model import SCORE_COLUMNS as CHURN_COLUMNS
     from reward_assets.email.outbox import SENT_EVENT_COLUMNS
+    from reward_assets.email.webhooks import EVENT_COLUMNS
     from reward_assets.engagement.send_time import SCORE_COLUMNS as ENGAGEMENT_COLUMNS
     from reward_assets.recommend.sets import COLUMNS as SET_COLUMNS
 
@@ -494,6 +495,7 @@ def test_project_models_build_on_empty_raw_tables(warehouse):
     # The tables the models read that Python assets write.
     for table, columns in {
         "raw.email_sends": SENT_EVENT_COLUMNS,
+        "raw.provider_events": EVENT_COLUMNS,
         "ml.churn_scores": CHURN_COLUMNS,
         "ml.engagement_scores": ENGAGEMENT_COLUMNS,
         "ml.recommendation_sets": SET_COLUMNS,

@@ -19,7 +19,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from reward_assets.api import routes, schemas, unsubscribe
+from reward_assets.api import email_routes, routes, schemas, unsubscribe
 from reward_assets.api.data import NotPublished, ServedData
 from reward_assets.api.idempotency import IdempotencyKeys
 from reward_assets.api.recommendations import Recommender
@@ -121,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(NotPublished, not_published)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.include_router(routes.router)
+    app.include_router(email_routes.router)
+    app.include_router(email_routes.webhook_router)
     app.include_router(unsubscribe.router)
     docs = APIRouter(dependencies=[Depends(require_api_key)], include_in_schema=False)
 

@@ -162,3 +162,51 @@ class Health(BaseModel):
 
 
 Report = dict[str, Any]
+
+
+class ContentLineage(BaseModel):
+    source: str | None = Field(description="llm, cache (an LLM draft reused) or template.")
+    fallback_reason: str | None = Field(description="Why the template wrote it, if it did.")
+    llm_model: str | None
+    prompt_sha256: str | None = Field(description="sha256 of the instructions and prompt.")
+    template_sha256: str | None = Field(description="sha256 of the template's copy.")
+
+
+class ModelLineage(BaseModel):
+    name: str = Field(description="taste_model, churn_model or engagement_model.")
+    version: str | None
+    registry_status: str = Field(
+        description="approved, rejected or candidate; `baseline (no trained model)`, "
+        "`none used` or `not in the registry` otherwise."
+    )
+
+
+class MessageLineage(BaseModel):
+    message_key: str
+    campaign: str
+    status: str
+    reason: str | None = Field(description="Why it was skipped or cancelled.")
+    to_address: str | None = Field(description="Masked: first letter and domain only.")
+    message_id: str | None
+    send_at: dt.datetime | None
+    sent_at: dt.datetime | None
+    run_id: str | None = Field(description="The Dagster run that queued it.")
+    as_of: dt.date | None = Field(description="The data day it was decided on.")
+    segment: str | None
+    segment_rule: str | None
+    experiment: str | None
+    variant: str | None
+    models: list[ModelLineage]
+    content: ContentLineage | None = Field(description="Null for skips and older rows.")
+
+
+class CustomerMessages(BaseModel):
+    customer_id: str
+    items: list[MessageLineage] = Field(description="Newest first; skips say why.")
+
+
+class EmailEventsRecorded(BaseModel):
+    received: int
+    new: int = Field(description="Events not seen before (a replay counts 0).")
+    unmatched: int = Field(description="New events whose Message-ID is in no outbox row.")
+    suppressed: int = Field(description="Customers suppressed by this request.")

@@ -10,7 +10,10 @@ template email differ only in the words the model chose.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import html
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,6 +120,11 @@ class EmailRequest:
     campaign: str
     offers: tuple[Offer, ...]
     unsubscribe_url: str
+    # An experiment variant's copy (`content.experiments`): None keeps the campaign's.
+    subject: str | None = None
+    preheader: str | None = None
+    intro: str | None = None
+    allow_llm: bool = True  # False: the variant is the template, whatever the settings
 
     def __post_init__(self) -> None:
         campaign_copy(self.campaign)  # an unknown campaign fails here, not mid-batch
@@ -131,6 +139,10 @@ class WrittenEmail:
     reward_ids: tuple[str, ...]
     source: str  # llm | cache | template
     fallback_reason: str | None
+    # Lineage: the model and the prompt behind an LLM draft, the template behind the rest.
+    llm_model: str | None = None
+    prompt_sha256: str | None = None
+    template_sha256: str | None = None
 
 
 class EmailDraft(BaseModel):
@@ -198,9 +210,10 @@ def render(
 
 def render_draft(draft: EmailDraft, request: EmailRequest, source: str) -> WrittenEmail:
     # Subject and preheader are one line each: a line break would corrupt the headers.
+    # A variant's subject is what its experiment tests, so it wins over the model's.
     return render(
         request,
-        " ".join(draft.subject.split()),
+        request.subject or " ".join(draft.subject.split()),
         " ".join(draft.preheader.split()),
         draft.body,
         draft.reward_ids,
@@ -208,8 +221,17 @@ def render_draft(draft: EmailDraft, request: EmailRequest, source: str) -> Writt
     )
 
 
+def template_sha256(subject: str, preheader: str, intro: str) -> str:
+    """Identifies the template's words: the copy a template email was written from."""
+    payload = json.dumps([subject, preheader, intro, _FOOTER], ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def template_email(request: EmailRequest) -> WrittenEmail:
     copy = campaign_copy(request.campaign)
+    subject = request.subject or copy.subject
+    preheader = request.preheader or copy.preheader
+    intro = request.intro or copy.intro
     name = first_name(request)
     greeting = f"Hi {name}," if name else "Hello,"
     balance = (
@@ -217,6 +239,7 @@ def template_email(request: EmailRequest) -> WrittenEmail:
         if request.points_balance is not None
         else ""
     )
-    body = f"{greeting}\n\n{copy.intro}{balance}"
+    body = f"{greeting}\n\n{intro}{balance}"
     reward_ids = [offer.reward_id for offer in request.offers]
-    return render(request, copy.subject, copy.preheader, body, reward_ids, TEMPLATE)
+    email = render(request, subject, preheader, body, reward_ids, TEMPLATE)
+    return dataclasses.replace(email, template_sha256=template_sha256(subject, preheader, intro))

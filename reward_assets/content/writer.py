@@ -103,6 +103,12 @@ def _prompt(request: EmailRequest) -> str:
     )
 
 
+def prompt_sha256(prompt: str) -> str:
+    """Identifies everything the model was told: its instructions and the user message."""
+    payload = json.dumps([INSTRUCTIONS, prompt], ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def _cache_key(model: str, prompt: str) -> str:
     # The instructions belong to the prompt: changing them must not reuse old drafts.
     payload = json.dumps([model, INSTRUCTIONS, prompt], ensure_ascii=False)
@@ -126,6 +132,19 @@ class ContentWriter:
         return {**self._stats, "calls": self._calls}
 
     def write_many(self, requests: Sequence[EmailRequest]) -> list[WrittenEmail]:
+        """One email per request, in order; a request whose variant is the template gets
+        it without asking the model."""
+        drafted = [i for i, request in enumerate(requests) if request.allow_llm]
+        emails: list[WrittenEmail | None] = [None] * len(requests)
+        for index, email in zip(drafted, self._write([requests[i] for i in drafted]), strict=True):
+            emails[index] = email
+        for index, request in enumerate(requests):
+            if not request.allow_llm:
+                self._stats[TEMPLATE] += 1
+                emails[index] = template_email(request)
+        return emails
+
+    def _write(self, requests: Sequence[EmailRequest]) -> list[WrittenEmail]:
         if not self.config.api_key:
             return [self._fallback(request, NO_KEY) for request in requests]
 
@@ -161,6 +180,9 @@ class ContentWriter:
                     email = render_draft(draft, request, source)
             if email.source != TEMPLATE:
                 self._stats[email.source] += 1
+                email = dataclasses.replace(
+                    email, llm_model=self.config.model, prompt_sha256=prompt_sha256(prompts[index])
+                )
             emails.append(email)
         return emails
 

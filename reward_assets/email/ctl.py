@@ -4,9 +4,10 @@
     reward-assets email uncertain           rows waiting for a verdict
     reward-assets email resolve KEY --as sent|failed|requeue
     reward-assets email pause | resume      the kill switch
+    reward-assets email explain KEY         what the message was made from (lineage)
 
-Prints keys and counts only, never addresses. Check the mail server's log before
-resolving an uncertain row: `requeue` sends it again.
+Prints keys and counts only, never addresses (explain masks the one it shows). Check the
+mail server's log before resolving an uncertain row: `requeue` sends it again.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import getpass
 import sys
 from collections.abc import Sequence
 
+from reward_assets.email.lineage import email_lineage, explain_lines
 from reward_assets.email.outbox import (
     RESOLUTIONS,
     Outbox,
     kill_switch_engaged,
     set_kill_switch,
 )
+from reward_assets.ml.registry import ModelRegistry
 from reward_assets.ops.store import OpsStore, open_ops_store
 from reward_assets.settings import Settings
 
@@ -45,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     resolve.add_argument("--as", dest="outcome", required=True, choices=RESOLUTIONS)
     commands.add_parser("pause", help="engage the kill switch: nothing is sent")
     commands.add_parser("resume", help="release the kill switch")
+    explain = commands.add_parser("explain", help="what a message was made from")
+    explain.add_argument("key", help="idempotency key, e.g. C000123:rewards_digest:2023-08-27")
     for command in ("resolve", "pause", "resume"):
         commands.choices[command].add_argument(
             "--by", default=_operator(), help="who acts (default: the OS user)"
@@ -79,6 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _status(store, settings.kill_switch)
         elif args.command == "uncertain":
             _uncertain(store)
+        elif args.command == "explain":
+            registry = ModelRegistry(store, settings.resolved_models_dir())
+            item = email_lineage(store, registry, args.key)
+            if item is None:
+                print(f"reward-assets email: no message with key {args.key}", file=sys.stderr)
+                return 1
+            print("\n".join(explain_lines(item)))
         elif args.command == "resolve":
             try:
                 Outbox(store).resolve(args.key, args.outcome, args.by)

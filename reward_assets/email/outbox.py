@@ -46,6 +46,8 @@ SENT_EVENT_COLUMNS = {
     "occurred_at": "TIMESTAMP",
     "message_id": "VARCHAR",
     "campaign": "VARCHAR",
+    "experiment": "VARCHAR",
+    "variant": "VARCHAR",
 }
 
 
@@ -67,6 +69,9 @@ class Message:
     html_body: str
     reward_ids: tuple[str, ...]
     content_source: str
+    experiment: str | None = None
+    variant: str | None = None
+    lineage: dict | None = None  # what it was made from (`engagement.messages.message_lineage`)
 
     @property
     def key(self) -> str:
@@ -111,6 +116,9 @@ def _queued_rows(messages: Iterable[Message], run_id: str | None) -> dict[str, d
             html_body=m.html_body,
             reward_ids=list(m.reward_ids),
             content_source=m.content_source,
+            experiment=m.experiment,
+            variant=m.variant,
+            lineage=m.lineage,
         )
         rows.setdefault(m.key, row)
     return rows
@@ -298,7 +306,7 @@ class Outbox:
 
     def sent_events(self) -> pd.DataFrame:
         """Sent messages as `sent` engagement events: event_id ("outbox:<key>"),
-        customer_id, occurred_at (naive UTC), message_id, campaign."""
+        customer_id, occurred_at (naive UTC), message_id, campaign, experiment, variant."""
         query = (
             sa.select(
                 outbox.c.idempotency_key,
@@ -306,6 +314,8 @@ class Outbox:
                 outbox.c.sent_at,
                 outbox.c.message_id,
                 outbox.c.campaign,
+                outbox.c.experiment,
+                outbox.c.variant,
             )
             .where(outbox.c.status == SENT)
             .order_by(outbox.c.sent_at, outbox.c.idempotency_key)

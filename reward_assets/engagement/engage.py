@@ -26,7 +26,12 @@ from reward_assets.contact.campaigns import STAGE_CAMPAIGNS, WELCOME, occurrence
 from reward_assets.contact.rules import FREQUENCY_CAP, KILL_SWITCH, QUIET_HOURS, ContactPolicy
 from reward_assets.email.outbox import QUEUED, SKIPPED, kill_switch_engaged, message_key
 from reward_assets.engagement.decisions import decide_day, decide_welcomes
-from reward_assets.engagement.messages import OFFERS_PER_EMAIL, write_and_queue
+from reward_assets.engagement.messages import (
+    OFFERS_PER_EMAIL,
+    data_lineage,
+    welcome_lineage,
+    write_and_queue,
+)
 from reward_assets.engagement.welcome import welcome_offers
 from reward_assets.ops.store import OpsStore, from_db, outbox
 from reward_assets.recommend.inputs import reward_catalog
@@ -40,6 +45,7 @@ TABLES = (
     "marts.dim_rewards",
     "marts.fct_redemptions",
     "ml.customer_segments",
+    "ml.churn_scores",
     "ml.send_time_preferences",
     "ml.recommendation_sets",
 )
@@ -118,16 +124,21 @@ def engage(
         if (as_of - signed_up).days > settings.welcome_max_age_days:
             return Outcome(customer_id, campaign, key, queued=False, reason=NOT_RECENT_SIGNUP)
         [decision] = decide_welcomes(store, profile, policy, now)
+        lineage = {}
         if decision.reason is None:
             rewards = reward_catalog(reader, as_of)
-            offers, _ = welcome_offers(store, settings, profile, rewards, as_of)
+            offers, version = welcome_offers(store, settings, profile, rewards, as_of)
+            lineage = welcome_lineage([customer_id], as_of, version)
     else:
         candidate = profile.assign(campaign=campaign, occurrence=occurs)
         [decision] = decide_day(store, candidate, policy, as_of)
+        lineage = {}
         if decision.reason is None:
             offers = current_offers(customer_id, OFFERS_PER_EMAIL)
+            where = "WHERE c.customer_id = :customer_id"
+            lineage = data_lineage(reader, as_of, where, {"customer_id": customer_id})
 
-    result = write_and_queue(store, [decision], profile, offers, settings)
+    result = write_and_queue(store, [decision], profile, offers, settings, lineage=lineage)
     if not result.queued and not result.skipped:
         # A concurrent request or run decided the same message first.
         return _decided(_outbox_row(store, key), customer_id, campaign, key)

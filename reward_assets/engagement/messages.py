@@ -9,8 +9,10 @@ a queued welcome's follow-ups are scheduled, a queued follow-up is marked queued
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -18,19 +20,33 @@ import pandas as pd
 
 from reward_assets.contact.campaigns import WELCOME, is_followup
 from reward_assets.contact.rules import FREQUENCY_CAP, ContactPolicy
-from reward_assets.content.templates import EmailRequest, Offer
+from reward_assets.content.experiments import TEMPLATE_ONLY, Experiments, load_experiments
+from reward_assets.content.templates import EmailRequest, Offer, WrittenEmail
 from reward_assets.content.writer import ContentConfig, ContentWriter
 from reward_assets.email.outbox import Message, Outbox
 from reward_assets.email.unsubscribe import make_token, signing_secret, unsubscribe_url
 from reward_assets.engagement import followups
 from reward_assets.engagement.decisions import Decision
-from reward_assets.engagement.plan import planned_decisions
+from reward_assets.engagement.plan import PLAN_TABLE, planned_decisions
+from reward_assets.engagement.segments import SEGMENT_RULES
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.ops.store import OpsStore
+from reward_assets.recommend.cold_start import POPULARITY_VERSION
 from reward_assets.settings import Settings
 from reward_assets.warehouse.store import Warehouse
 
 OFFERS_PER_EMAIL = 3
+# What an email's data came from, per customer (`data_lineage`): the scores and sets a
+# finished run served. `WHERE` is the caller's: the day's plan, or one customer.
+_DATA_LINEAGE = """
+SELECT c.customer_id, s.segment, r.model_version AS taste_model,
+       ch.model_version AS churn_model, p.model_version AS engagement_model
+FROM marts.dim_customers c
+LEFT JOIN ml.customer_segments s ON s.customer_id = c.customer_id
+LEFT JOIN ml.recommendation_sets r ON r.customer_id = c.customer_id AND r.rank = 1
+LEFT JOIN ml.churn_scores ch ON ch.customer_id = c.customer_id
+LEFT JOIN ml.send_time_preferences p ON p.customer_id = c.customer_id
+"""
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,12 @@ class Queued:
     # customer's last place under the frequency cap while this one was being written.
     capped: tuple[str, ...] = ()
 
+    @property
+    def arms(self) -> dict[str, int]:
+        """Written messages per experiment arm, "<experiment>/<variant>"."""
+        counts = Counter(f"{m.experiment}/{m.variant}" for m in self.messages if m.experiment)
+        return dict(sorted(counts.items()))
+
 
 def write_and_queue(
     store: OpsStore,
@@ -51,13 +73,15 @@ def write_and_queue(
     offers: pd.DataFrame,
     settings: Settings,
     *,
+    lineage: Mapping[str, dict] | None = None,
     run_id: str | None = None,
 ) -> Queued:
     """Write the emails of the decisions to contact, queue them and record the skips of the
     others; a key the outbox holds already stays as it is.
 
     profiles: customer_id, email, first_name, tier, points_balance, and signup_at for
-    welcomes; offers: as `email_requests` reads them (unread when nobody is contacted).
+    welcomes; offers: as `email_requests` reads them (unread when nobody is contacted);
+    lineage: what each customer's data came from (`data_lineage`, or the welcome's).
     """
     contact = [d for d in decisions if d.reason is None]
     writer = ContentWriter(ContentConfig.from_settings(settings), store)
@@ -70,6 +94,8 @@ def write_and_queue(
             writer,
             public_base_url=settings.public_base_url,
             unsubscribe_secret=signing_secret(settings),
+            experiments=load_experiments(settings.experiments_file),
+            lineage=lineage or {},
         )
     welcomed = {d.customer_id for d in contact if d.campaign == WELCOME}
     if welcomed:
@@ -123,6 +149,13 @@ def queue_planned(
     with open_warehouse() as warehouse:
         as_of = resolve_as_of(warehouse, settings.as_of)
         decisions = planned_decisions(warehouse, as_of)
+        lineage = data_lineage(
+            warehouse,
+            as_of,
+            f"WHERE c.customer_id IN (SELECT customer_id FROM {PLAN_TABLE} "
+            "WHERE as_of = :as_of AND decision = 'contact')",
+            {"as_of": as_of},
+        )
         ids = {d.customer_id for d in decisions if d.reason is None}
         profiles = warehouse.frame(
             "SELECT customer_id, email, first_name, tier, points_balance FROM marts.dim_customers"
@@ -141,8 +174,51 @@ def queue_planned(
     outbox = Outbox(store)
     decided = outbox.existing([d.key for d in decisions])
     pending = [d for d in decisions if d.key not in decided]
-    result = write_and_queue(store, pending, profiles, offers, settings, run_id=run_id)
+    result = write_and_queue(
+        store, pending, profiles, offers, settings, lineage=lineage, run_id=run_id
+    )
     return QueuedPlan(as_of, result, len(decided), outbox.status_counts())
+
+
+def data_lineage(
+    reader, as_of: dt.date, where: str, params: Mapping[str, object]
+) -> dict[str, dict]:
+    """Per customer matched by `where` (on `marts.dim_customers c`): the data day, the
+    segment and its rule, and the model versions behind the scores and sets served."""
+    frame = reader.frame(f"{_DATA_LINEAGE} {where}", params)
+    lineage = {}
+    for row in frame.itertuples(index=False):
+        segment = _text(row.segment)
+        models = {name: _text(getattr(row, name)) for name in LINEAGE_MODELS}
+        lineage[row.customer_id] = {
+            "as_of": as_of.isoformat(),
+            "segment": segment,
+            "segment_rule": SEGMENT_RULES.get(segment),
+            "models": models,
+        }
+    return lineage
+
+
+# The registry names of the models an email's lineage records.
+LINEAGE_MODELS = ("taste_model", "churn_model", "engagement_model")
+
+
+def welcome_lineage(
+    customer_ids: Iterable[str], as_of: dt.date, reward_model: str | None
+) -> dict[str, dict]:
+    """A welcome's lineage: first rewards from the taste model (or popularity), no scores
+    yet, the `new` segment."""
+    models = dict.fromkeys(LINEAGE_MODELS)
+    models["taste_model"] = reward_model or POPULARITY_VERSION
+    return {
+        customer_id: {
+            "as_of": as_of.isoformat(),
+            "segment": "new",
+            "segment_rule": SEGMENT_RULES["new"],
+            "models": models,
+        }
+        for customer_id in customer_ids
+    }
 
 
 def email_requests(
@@ -152,8 +228,10 @@ def email_requests(
     *,
     public_base_url: str,
     unsubscribe_secret: str,
-) -> list[EmailRequest]:
-    """Content requests for decisions to contact.
+    experiments: Experiments | None = None,
+) -> list[tuple[EmailRequest, Assignment]]:
+    """Content requests for decisions to contact, each with its experiment arm, whose
+    variant shaped the request (copy, number of offers, content source).
 
     profiles: customer_id, first_name, tier, points_balance; offers: customer_id, rank,
     reward_id, name, category, points_cost, reason, is_almost_there.
@@ -177,17 +255,30 @@ def email_requests(
     for decision in decisions:
         row = profile[decision.customer_id]
         token = make_token(decision.customer_id, unsubscribe_secret)
-        requests.append(
-            EmailRequest(
-                customer_id=decision.customer_id,
-                first_name=_text(row.first_name),
-                tier=_text(row.tier),
-                points_balance=None if pd.isna(row.points_balance) else int(row.points_balance),
-                campaign=decision.campaign,
-                offers=tuple(by_customer.get(decision.customer_id, ())),
-                unsubscribe_url=unsubscribe_url(public_base_url, token),
-            )
+        experiment = experiments.for_campaign(decision.campaign) if experiments else None
+        variant = experiment.assign(decision.customer_id) if experiment else None
+        chosen = tuple(by_customer.get(decision.customer_id, ()))
+        if variant is not None and variant.offers is not None:
+            chosen = chosen[: variant.offers]
+        request = EmailRequest(
+            customer_id=decision.customer_id,
+            first_name=_text(row.first_name),
+            tier=_text(row.tier),
+            points_balance=None if pd.isna(row.points_balance) else int(row.points_balance),
+            campaign=decision.campaign,
+            offers=chosen,
+            unsubscribe_url=unsubscribe_url(public_base_url, token),
         )
+        if variant is not None:
+            request = dataclasses.replace(
+                request,
+                subject=variant.subject,
+                preheader=variant.preheader,
+                intro=variant.intro,
+                allow_llm=variant.content != TEMPLATE_ONLY,
+            )
+        arm = Assignment(experiment.name, variant.name) if experiment else Assignment()
+        requests.append((request, arm))
     return requests
 
 
@@ -199,18 +290,22 @@ def write_messages(
     *,
     public_base_url: str,
     unsubscribe_secret: str,
+    experiments: Experiments | None = None,
+    lineage: Mapping[str, dict] | None = None,
 ) -> list[Message]:
     """The emails of `decisions` to contact, written by `writer` (see `email_requests`;
-    profiles also carry each customer's email)."""
-    requests = email_requests(
+    profiles also carry each customer's email), each with its lineage."""
+    requested = email_requests(
         decisions,
         profiles,
         offers,
         public_base_url=public_base_url,
         unsubscribe_secret=unsubscribe_secret,
+        experiments=experiments,
     )
-    written = writer.write_many(requests)
+    written = writer.write_many([request for request, _ in requested])
     addresses = dict(zip(profiles.customer_id, profiles.email, strict=True))
+    lineage = lineage or {}
     return [
         Message(
             customer_id=d.customer_id,
@@ -225,9 +320,37 @@ def write_messages(
             html_body=w.html_body,
             reward_ids=tuple(w.reward_ids),
             content_source=w.source,
+            experiment=arm.experiment,
+            variant=arm.variant,
+            lineage=message_lineage(lineage.get(d.customer_id), arm, w),
         )
-        for d, w in zip(decisions, written, strict=True)
+        for d, (_, arm), w in zip(decisions, requested, written, strict=True)
     ]
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A message's experiment arm; both None when its campaign is in no experiment."""
+
+    experiment: str | None = None
+    variant: str | None = None
+
+
+def message_lineage(data: dict | None, arm: Assignment, written: WrittenEmail) -> dict:
+    """The chain `email explain` prints: the data's lineage, the arm and the content's."""
+    data = data or {"as_of": None, "segment": None, "segment_rule": None, "models": {}}
+    return {
+        **data,
+        "experiment": arm.experiment,
+        "variant": arm.variant,
+        "content": {
+            "source": written.source,
+            "fallback_reason": written.fallback_reason,
+            "llm_model": written.llm_model,
+            "prompt_sha256": written.prompt_sha256,
+            "template_sha256": written.template_sha256,
+        },
+    }
 
 
 def _text(value) -> str | None:

@@ -27,6 +27,15 @@ from reward_assets.settings import Settings
 from reward_assets.warehouse.store import Warehouse
 
 LIFECYCLE_STAGES = ("new", "active", "at_risk", "dormant")
+NEW_DAYS = 14
+AT_RISK_PROBABILITY = 0.5
+# Each segment's rule in words, for an email's lineage (`email explain`); first match wins.
+SEGMENT_RULES = {
+    "new": f"signed up within {NEW_DAYS} days of as-of",
+    "dormant": "no purchase in the churn model's active window, or never",
+    "at_risk": f"churn probability at or above {AT_RISK_PROBABILITY}",
+    "active": "none of the above",
+}
 SEGMENTS_TABLE = "ml.customer_segments"
 SEGMENT_COLUMNS = {
     "as_of": "DATE",
@@ -48,8 +57,8 @@ def segment_customers(
     engagement: pd.DataFrame,
     as_of: dt.date,
     *,
-    new_days: int = 14,
-    at_risk_probability: float = 0.5,
+    new_days: int = NEW_DAYS,
+    at_risk_probability: float = AT_RISK_PROBABILITY,
 ) -> pd.DataFrame:
     """One row per customer, in `customers` order.
 

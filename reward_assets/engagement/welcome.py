@@ -21,7 +21,7 @@ from reward_assets.contact.campaigns import ONCE, WELCOME
 from reward_assets.contact.rules import ContactPolicy
 from reward_assets.email.outbox import Outbox, message_key
 from reward_assets.engagement.decisions import Decision, decide_welcomes
-from reward_assets.engagement.messages import Queued, write_and_queue
+from reward_assets.engagement.messages import Queued, welcome_lineage, write_and_queue
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.ingest.signups import customers_by_id
 from reward_assets.ml.registry import ModelRegistry
@@ -86,5 +86,8 @@ def welcome_customers(
         as_of = resolve_as_of(warehouse, settings.as_of)
         rewards = reward_catalog(warehouse, as_of)
     offers, version = welcome_offers(store, settings, chosen, rewards, as_of)
-    result = write_and_queue(store, decisions, chosen, offers, settings, run_id=run_id)
+    lineage = welcome_lineage(chosen.customer_id, as_of, version)
+    result = write_and_queue(
+        store, decisions, chosen, offers, settings, lineage=lineage, run_id=run_id
+    )
     return Welcomed(len(customer_ids), missing, len(decided), decisions, result, version)

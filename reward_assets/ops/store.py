@@ -2,8 +2,9 @@
 
 A SQLAlchemy URL: SQLite in WAL mode under DATA_DIR by default (readers never wait for the
 one writer), PostgreSQL in production. It holds the model registry, the email outbox, the
-suppression list, scheduled follow-ups, the switches operators flip (the kill switch), the
-cache of LLM-written copy, the HTTP API's idempotency keys and the operator alerts sent.
+suppression list, scheduled follow-ups, the email events providers post, the switches
+operators flip (the kill switch), the cache of LLM-written copy, the HTTP API's
+idempotency keys and the operator alerts sent.
 
 The tables below are the schema at the latest revision of `ops/migrations/`: a change to
 them ships with a new revision (`ops/migrate.py` says how), which brings existing stores
@@ -78,6 +79,11 @@ outbox = sa.Table(
     sa.Column("sent_at", sa.DateTime),
     sa.Column("smtp_response", sa.Text),
     sa.Column("run_id", sa.String(64)),
+    # Revision 0002: the experiment arm the message is in, and what it was made from
+    # (`email.lineage`): model versions, data day, segment, content source and hashes.
+    sa.Column("experiment", sa.String(64)),
+    sa.Column("variant", sa.String(64)),
+    sa.Column("lineage", sa.JSON),
 )
 
 # Marketing stops for a customer on unsubscribe, complaint or hard bounce; first reason kept.
@@ -155,6 +161,24 @@ sent_alerts = sa.Table(
 )
 
 
+# Revision 0002: email events a provider posted to the API (`email.webhooks`), one row per
+# provider event id so a replay changes nothing; the `provider_events` asset copies them
+# to the warehouse.
+provider_events = sa.Table(
+    "provider_events",
+    metadata,
+    sa.Column("event_id", sa.String(200), primary_key=True),  # "<provider>:<its event id>"
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("event_type", sa.String(16), nullable=False),  # the input contract's types
+    sa.Column("message_id", sa.String(200), index=True),
+    sa.Column("customer_id", sa.String(64)),  # None: no outbox row has the Message-ID
+    sa.Column("campaign", sa.String(32)),
+    sa.Column("hard_bounce", sa.Boolean, nullable=False, default=False),
+    sa.Column("occurred_at", sa.DateTime, nullable=False),  # naive UTC
+    sa.Column("received_at", sa.DateTime, nullable=False),
+)
+
+
 def to_db(value: dt.datetime) -> dt.datetime:
     """Aware UTC -> the naive UTC the store keeps."""
     if value.tzinfo is None:
@@ -172,17 +196,23 @@ def stored_now() -> dt.datetime:
 
 
 def insert_missing(conn: Connection, table: sa.Table, rows: Sequence[dict]) -> int:
-    """Insert the rows whose primary key is not taken yet; returns how many went in.
+    """Insert the rows whose primary key is not taken yet; returns how many went in."""
+    return len(inserted_keys(conn, table, rows))
+
+
+def inserted_keys(conn: Connection, table: sa.Table, rows: Sequence[dict]) -> list[tuple]:
+    """`insert_missing`, returning the primary keys of the rows that went in.
 
     One statement on either engine (ON CONFLICT DO NOTHING), so concurrent writers of the
-    same key never fail and never overwrite each other. The count comes from RETURNING:
-    PostgreSQL reports no row count for a multi-row insert.
+    same key never fail and never overwrite each other, and each key is reported to the
+    one writer that inserted it. The keys come from RETURNING: PostgreSQL reports no row
+    count for a multi-row insert.
     """
     if not rows:
-        return 0
+        return []
     insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
     statement = insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
-    return len(conn.execute(statement, list(rows)).all())
+    return [tuple(row) for row in conn.execute(statement, list(rows)).all()]
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -36,6 +36,7 @@ SERVED_TABLES = {
     "analytics.analytics_churn_risk": "day, risk_band",
     "analytics.analytics_recommendations": "day",
     "analytics.analytics_uplift": "day",
+    "analytics.analytics_experiments": "experiment, variant, campaign, sent_date",
 }
 ROW_GROUP_SIZE = 8192
 # Connections the API's reader keeps, and how many more it opens under a burst: FastAPI

@@ -36,6 +36,7 @@ def engagement_messages(
             "skips_recorded": done.result.skipped,
             "already_in_outbox": done.already_in_outbox,
             **{f"content_{k}": v for k, v in done.result.content.items()},
+            **{f"experiment_{arm}": n for arm, n in done.result.arms.items()},
             **{f"outbox_{k}": v for k, v in sorted(done.outbox.items())},
         }
     )

@@ -9,7 +9,8 @@ from reward_assets.email.outbox import SENT_EVENT_COLUMNS, Outbox
 
 @dg.asset(pool=WAREHOUSE_POOL, group_name="ingestion", kinds={"sqlite"})
 def email_sends(warehouse: WarehouseResource, ops: OpsStoreResource):
-    """Emails this product sent, as `sent` engagement events, copied from the outbox.
+    """Emails this product sent, as `sent` engagement events with their experiment arm,
+    copied from the outbox.
 
     A table of their own, not rows in the ingested partitions (which re-ingestion
     replaces); `fct_engagement_events` unions them in.

@@ -86,7 +86,11 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
         deps=[*model.refs, *(entity for _, entity in model.sources)],
         kinds={"sql", "duckdb"},
         partitions_def=daily_partitions if model.partitioned else None,
-        backfill_policy=dg.BackfillPolicy.single_run() if ranged else None,
+        # An unpartitioned analytics model too (as analytics_report): a range launch of
+        # the group must be one run.
+        backfill_policy=(
+            dg.BackfillPolicy.single_run() if ranged or model.group == ANALYTICS_GROUP else None
+        ),
         tags=DAILY_TAG if ranged and model.group != ANALYTICS_GROUP else None,
         check_specs=check_specs(model.name, checks),
         metadata={
