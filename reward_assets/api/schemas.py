@@ -176,7 +176,7 @@ class ModelLineage(BaseModel):
     name: str = Field(description="taste_model, churn_model or engagement_model.")
     version: str | None
     registry_status: str = Field(
-        description="approved, rejected or candidate; `baseline (no trained model)`, "
+        description="approved, rejected or candidate; `fallback (no trained model)`, "
         "`none used` or `not in the registry` otherwise."
     )
 

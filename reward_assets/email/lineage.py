@@ -20,8 +20,8 @@ from reward_assets.ml.registry import ModelRegistry, NoServingModel
 from reward_assets.ops.store import OpsStore, from_db, outbox
 from reward_assets.privacy import mask_email
 
-# A version that names a documented baseline rather than a trained model.
-BASELINES = frozenset({"popularity"})
+# Versions of the documented fallbacks (e.g. `fallback:popularity`), not trained models.
+FALLBACK_PREFIX = "fallback"
 NOT_REGISTERED = "not in the registry"
 
 
@@ -84,8 +84,8 @@ def customer_emails(
 def registry_status(registry: ModelRegistry, name: str, version: str | None) -> str:
     if version is None:
         return "none used"
-    if version in BASELINES:
-        return "baseline (no trained model)"
+    if version.startswith(FALLBACK_PREFIX):
+        return "fallback (no trained model)"
     try:
         return registry.get(name, version).status
     except NoServingModel:

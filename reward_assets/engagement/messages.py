@@ -31,7 +31,7 @@ from reward_assets.engagement.plan import PLAN_TABLE, planned_decisions
 from reward_assets.engagement.segments import SEGMENT_RULES
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.ops.store import OpsStore
-from reward_assets.recommend.cold_start import POPULARITY_VERSION
+from reward_assets.recommend.fallback import version as fallback_version
 from reward_assets.settings import Settings
 from reward_assets.warehouse.store import Warehouse
 
@@ -206,10 +206,11 @@ LINEAGE_MODELS = ("taste_model", "churn_model", "engagement_model")
 def welcome_lineage(
     customer_ids: Iterable[str], as_of: dt.date, reward_model: str | None
 ) -> dict[str, dict]:
-    """A welcome's lineage: first rewards from the taste model (or popularity), no scores
-    yet, the `new` segment."""
+    """A welcome's lineage: first rewards from the served ranker (or, before one is
+    approved, the ranking fallback, which for a new customer is popularity), no scores yet,
+    the `new` segment."""
     models = dict.fromkeys(LINEAGE_MODELS)
-    models["taste_model"] = reward_model or POPULARITY_VERSION
+    models["taste_model"] = reward_model or fallback_version("popularity")
     return {
         customer_id: {
             "as_of": as_of.isoformat(),
