@@ -1,11 +1,17 @@
 -- schema: marts
 -- materialized: table
 -- group: warehouse
--- description: One row per customer signed up by AS_OF: recency, frequency, monetary value net of refunds, category mix, engagement rates and tenure from events up to AS_OF only; tier, balance and consent are the current snapshot's.
+-- description: One row per customer signed up by AS_OF: recency, frequency, monetary value net of refunds, category mix, engagement rates and tenure from events up to AS_OF only; tier, balance and consent as they were on AS_OF (dim_customers_history).
 WITH customers AS (
-    SELECT customer_id, tier, tier_rank, points_balance, marketing_opt_in, is_holdout, signup_at
-    FROM {{ ref('dim_customers') }}
-    WHERE signup_at < CAST(:as_of_end AS TIMESTAMP)
+    SELECT
+        c.customer_id, h.tier, h.tier_rank, h.points_balance, h.marketing_opt_in, c.is_holdout,
+        c.signup_at, h.valid_from AS attributes_valid_from
+    FROM {{ ref('dim_customers') }} c
+    LEFT JOIN {{ ref('dim_customers_history') }} h
+        ON h.customer_id = c.customer_id
+        AND h.valid_from <= CAST(:as_of AS DATE)
+        AND (h.valid_to IS NULL OR h.valid_to > CAST(:as_of AS DATE))
+    WHERE c.signup_at < CAST(:as_of_end AS TIMESTAMP)
 ),
 tx AS (
     SELECT
@@ -72,6 +78,7 @@ SELECT
     c.points_balance,
     c.marketing_opt_in,
     c.is_holdout,
+    c.attributes_valid_from,
     CAST(:as_of AS DATE) - CAST(c.signup_at AS DATE) AS tenure_days,
     tx.last_purchase_at IS NOT NULL AS has_purchased,
     COALESCE(CAST(:as_of AS DATE) - CAST(tx.last_purchase_at AS DATE), CAST(:as_of AS DATE) - CAST(c.signup_at AS DATE)) AS recency_days,

@@ -23,6 +23,8 @@ from reward_assets.churn.model import (
     plan_dates,
     train_churn,
 )
+from reward_assets.ingest.clock import as_of_params
+from reward_assets.warehouse.sql_models import SQL_DIR, load_models, materialize
 from reward_assets.warehouse.store import Warehouse
 
 AS_OF = dt.date(2023, 4, 1)  # as_of_end 2023-04-02 00:00; 90 days back is 2023-01-02 00:00
@@ -54,6 +56,8 @@ def _build_marts(warehouse: Warehouse, customers: pd.DataFrame, purchases: pd.Da
             conn.execute(sa.text(f"CREATE TABLE {table} ({columns})"))
         warehouse.append(conn, "marts.dim_customers", dim)
         warehouse.append(conn, "marts.fct_transactions", transactions)
+    models = load_models(SQL_DIR)
+    materialize(warehouse, models["dim_customers_history"], models, as_of_params(AS_OF))
 
 
 @pytest.mark.parametrize(

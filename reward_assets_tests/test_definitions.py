@@ -74,6 +74,7 @@ CHECK_NAMES = {
     "dim_rewards": {"reward_id_unique_not_null", "points_cost_positive", "inventory_non_negative"},
     "fct_transactions": {"customer_id_in_dim_customers"},
     "fct_redemptions": {"reward_id_in_dim_rewards"},
+    "dim_customers_history": {"one_current_version", "versions_do_not_overlap"},
     "customer_features": {"customer_id_unique_not_null", "no_look_ahead"},
     "reward_embeddings": {"ranking_beats_popularity"},
     "churn_model": {"churn_auc_meets_bar"},
