@@ -258,11 +258,16 @@ def test_shuffled_training_labels_fail_the_quality_check(synthetic):
 
 
 def test_churn_quality_names_each_failure():
-    assert churn_quality({"roc_auc": 0.8, "baseline_roc_auc": 0.7}) == []
-    failures = churn_quality({"roc_auc": 0.7, "baseline_roc_auc": 0.72})
+    beats = {"roc_auc": 0.8, "baseline_roc_auc": 0.7, "lift": 0.1, "lift_low": 0.02}
+    assert churn_quality({**beats, "lift_high": 0.18}) == []
+    luck = {"roc_auc": 0.74, "baseline_roc_auc": 0.7, "lift": 0.04, "lift_low": -0.01}
+    failures = churn_quality({**luck, "lift_high": 0.09}, min_auc=0.75)
     assert len(failures) == 2
-    assert "under 0.75" in failures[0] and "0.720" in failures[1]
-    assert churn_quality({"roc_auc": 0.8, "baseline_roc_auc": 0.7}, min_auc=0.85) != []
+    assert "[-0.010, +0.090] includes zero" in failures[0]
+    assert "under the floor 0.75" in failures[1]
+    # The floor is off by default: beating the baseline is enough, however low the AUC.
+    assert churn_quality({**beats, "roc_auc": 0.6, "lift_high": 0.18}) == []
+    assert churn_quality({**beats, "lift_high": 0.18}, min_auc=0.85) != []
 
 
 def test_scores_bands_and_drivers(synthetic):
