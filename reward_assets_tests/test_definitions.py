@@ -81,9 +81,17 @@ CHECK_NAMES = {
     "engagement_model": {"engagement_auc_meets_bar"},
     "engagement_messages": {"no_uncertain_emails"},
     # The served tables Python assets write: dbt_like_sql/<table>.yml.
-    "churn_scores": {"customer_id_unique_not_null", "churn_probability_in_unit_interval"},
+    "churn_scores": {
+        "customer_id_unique_not_null",
+        "churn_probability_in_unit_interval",
+        "served_by_model",
+    },
     "engagement_scores": {"customer_id_unique_not_null", "probabilities_in_unit_interval"},
-    "send_time_preferences": {"customer_id_unique_not_null", "best_local_hour_is_an_hour"},
+    "send_time_preferences": {
+        "customer_id_unique_not_null",
+        "best_local_hour_is_an_hour",
+        "served_by_model",
+    },
     "recommendation_sets": {"rank_unique_per_customer"},
     "customer_segments": {"customer_id_unique_not_null"},
 }
@@ -91,6 +99,11 @@ NON_BLOCKING = {(asset, QUARANTINE) for asset in INGESTION - {"email_sends"}} | 
     ("dim_customers", "signup_at_not_after_as_of"),
     ("fct_redemptions", "reward_id_in_dim_rewards"),
     ("engagement_messages", "no_uncertain_emails"),
+    # Models with a fallback: scoring runs on it instead of being skipped.
+    ("churn_model", "churn_auc_meets_bar"),
+    ("engagement_model", "engagement_auc_meets_bar"),
+    ("churn_scores", "served_by_model"),
+    ("send_time_preferences", "served_by_model"),
 }
 
 

@@ -25,15 +25,11 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import average_precision_score, brier_score_loss
 
-from reward_assets.churn.features import features_as_of
+from reward_assets.churn.features import features_as_of, model_matrix
+from reward_assets.churn.selection import select_features
 from reward_assets.ml.lift import auc_lift
 from reward_assets.warehouse.store import Warehouse
 
-# Columns of `customer_features` the model reads, plus one derived trend. Counts over the
-# full history or a 90-day purchase window (purchases_total, frequency_90d, monetary_*,
-# tenure_days) are left out: at the early training dates the warehouse holds less history
-# than the window, so they mean something else there than at scoring time, and they
-# lowered validation AUC. points_balance is today's snapshot, so it would leak the future.
 # ml.churn_scores, as `ChurnModel.score` fills it (plus as_of and model_version).
 SCORE_COLUMNS = {
     "customer_id": "VARCHAR",
@@ -48,28 +44,6 @@ SCORE_COLUMNS = {
     "source": "VARCHAR",
     "model_version": "VARCHAR",
 }
-MART_FEATURES = (
-    "tier_rank",
-    "recency_days",
-    "purchases_30d",
-    "purchases_prev_30d",
-    "redemptions_90d",
-    "emails_sent_90d",
-    "open_rate_90d",
-    "click_rate_90d",
-    "days_since_engagement",
-)
-FEATURES = (
-    "tier_rank",
-    "recency_days",
-    "purchases_30d",
-    "trend_30d",
-    "redemptions_90d",
-    "emails_sent_90d",
-    "open_rate_90d",
-    "click_rate_90d",
-    "days_since_engagement",
-)
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary:logistic",
     "tree_method": "hist",
@@ -135,16 +109,6 @@ def is_active(features: pd.DataFrame, active_days: int = 90) -> pd.Series:
     return features["has_purchased"].astype(bool) & (features["recency_days"] < active_days)
 
 
-def model_matrix(features: pd.DataFrame) -> pd.DataFrame:
-    """The model's inputs from `customer_features` rows; NaN where a rate is undefined."""
-    matrix = features.loc[:, list(MART_FEATURES)].astype("float64")
-    recent, previous = matrix["purchases_30d"], matrix.pop("purchases_prev_30d")
-    # Relative change of the last 30 days against the 30 before, in (-1, 1): a decline in
-    # activity, which precedes churn, shows here before recency catches it.
-    matrix["trend_30d"] = (recent - previous) / (recent + previous + 1.0)
-    return matrix.loc[:, list(FEATURES)]
-
-
 def plan_dates(
     first_day: dt.date,
     data_end: dt.date,
@@ -203,7 +167,7 @@ class ChurnModel:
         """
         active_mask = is_active(features, self.active_days)
         active = features.loc[active_mask]
-        matrix = model_matrix(active)
+        matrix = model_matrix(active, self.features)
         names = np.array(self.features)
         # Exact contributions cost most of scoring: they are computed once per distinct
         # path through the trees, which many customers share, and copied to the others.
@@ -341,10 +305,12 @@ def fit_churn(
     active_days: int = 90,
     seed: int = 42,
     max_train_rows: int = 1_000_000,
+    features: list[str] | None = None,
     **params: Any,
 ) -> ChurnTraining:
     """Fit on `train` and measure on `validation`: labelled `customer_features` frames
-    (a `churned` column added), as `labelled_snapshot` gives."""
+    (a `churned` column added), as `labelled_snapshot` gives. The inputs are `features`
+    when given, else chosen on the training dates (`churn/selection.py`)."""
     if train.empty or validation["churned"].nunique() < 2:
         raise ValueError("churn needs training rows and both outcomes among validation rows")
     settings = {**DEFAULT_PARAMS, **params, "seed": seed}
@@ -354,19 +320,22 @@ def fit_churn(
     if len(train) > max_train_rows:
         rng = np.random.default_rng(seed)
         train = train.iloc[np.sort(rng.choice(len(train), max_train_rows, replace=False))]
-    x_train, y_train = model_matrix(train), train["churned"].to_numpy(dtype=np.int8)
-    x_valid, y_valid = model_matrix(validation), validation["churned"].to_numpy(dtype=np.int8)
+    if features is None:
+        chosen, selection = select_features(train, settings, seed)
+    else:
+        chosen, selection = list(features), {"method": "given"}
+    x_train, y_train = model_matrix(train, chosen), train["churned"].to_numpy(dtype=np.int8)
+    x_valid = model_matrix(validation, chosen)
+    y_valid = validation["churned"].to_numpy(dtype=np.int8)
 
-    train_data = xgb.DMatrix(x_train, label=y_train, feature_names=list(FEATURES))
+    train_data = xgb.DMatrix(x_train, label=y_train, feature_names=chosen)
     booster = xgb.train(
         {k: v for k, v in settings.items() if k != "num_boost_round"},
         train_data,
         num_boost_round=settings["num_boost_round"],
     )
     medium, high = np.quantile(booster.predict(train_data), BAND_QUANTILES)
-    model = ChurnModel(
-        booster, list(FEATURES), (float(medium), float(high)), horizon_days, active_days
-    )
+    model = ChurnModel(booster, chosen, (float(medium), float(high)), horizon_days, active_days)
     scores = model.predict(x_valid)
     # Ranking by days since the last purchase: what the model has to beat.
     lift = auc_lift(y_valid, scores, validation["recency_days"].to_numpy(), seed=seed)
@@ -387,9 +356,10 @@ def fit_churn(
         "validation_as_of": _iso(validation["as_of"].iloc[0]),
         "horizon_days": horizon_days,
         "active_days": active_days,
+        "feature_selection": selection,
     }
     gains = booster.get_score(importance_type="gain")
-    importance = {name: float(gains.get(name, 0.0)) for name in FEATURES}
+    importance = {name: float(gains.get(name, 0.0)) for name in chosen}
     fingerprint = _fingerprint(
         [_keyed(train, x_train), _keyed(validation, x_valid)],
         {**settings, "horizon_days": horizon_days, "active_days": active_days},
@@ -398,7 +368,7 @@ def fit_churn(
         model=model,
         metrics=metrics,
         feature_importance=dict(sorted(importance.items(), key=lambda kv: -kv[1])),
-        features=list(FEATURES),
+        features=chosen,
         params=settings,
         fingerprint=fingerprint,
     )

@@ -226,7 +226,8 @@ def preferences_without_model(
         customers, history, hours, min_segment_opens
     )
     anyone_opened = history.opens.sum() > 0
-    default_hour = DEFAULT_SEND_HOUR if DEFAULT_SEND_HOUR in hours else int(hours[0])
+    later = hours[hours >= DEFAULT_SEND_HOUR]
+    default_hour = int(later[0] if later.size else hours[0])
     sends = pd.Series(history.sends).groupby(segment).sum().to_numpy()
     segment_open = pd.Series(history.opened).groupby(segment).sum().to_numpy() / np.maximum(
         sends, 1
