@@ -374,20 +374,18 @@ def fit_churn(
     )
 
 
-def train_churn(
+def labelled_frames(
     warehouse: Warehouse,
     as_of: dt.date | None = None,
     horizon_days: int = 60,
-    seed: int = 42,
     *,
     active_days: int = 90,
     train_dates: int = 3,
     step_days: int = 14,
     min_history_days: int = 28,
-    max_train_rows: int = 1_000_000,
-    **params: Any,
-) -> ChurnTraining:
-    """Train on past as-of dates and validate on the latest one the data can label.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows of several past as-of dates, validation rows of the latest date the
+    data can label): `labelled_snapshot`s dated by `plan_dates`.
 
     The data end is `as_of` when given, else the date of the latest transaction.
     """
@@ -407,6 +405,32 @@ def train_churn(
         ignore_index=True,
     )
     validation = labelled_snapshot(warehouse, validation_date, horizon_days, active_days)
+    return train, validation
+
+
+def train_churn(
+    warehouse: Warehouse,
+    as_of: dt.date | None = None,
+    horizon_days: int = 60,
+    seed: int = 42,
+    *,
+    active_days: int = 90,
+    train_dates: int = 3,
+    step_days: int = 14,
+    min_history_days: int = 28,
+    max_train_rows: int = 1_000_000,
+    **params: Any,
+) -> ChurnTraining:
+    """Train on past as-of dates and validate on the latest one the data can label."""
+    train, validation = labelled_frames(
+        warehouse,
+        as_of,
+        horizon_days,
+        active_days=active_days,
+        train_dates=train_dates,
+        step_days=step_days,
+        min_history_days=min_history_days,
+    )
     return fit_churn(
         train,
         validation,
