@@ -85,7 +85,10 @@ def evaluate_churn(
             "approved": not churn_quality(product.metrics),
             "features": product.features,
         },
-        "recency": _scores(target, _logistic(train, validation, ["recency_days"]), recency, seed),
+        "recency": {
+            **_scores(target, _logistic(train, validation, ["recency_days"]), recency, seed),
+            "lift_95_interval": None,  # the baseline itself
+        },
         "logistic_regression": {
             **_scores(target, _logistic(train, validation, candidates), recency, seed),
             "features": candidates,
@@ -113,10 +116,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, m in report["models"].items():
-        low, high = m["lift_95_interval"]
+        interval = m["lift_95_interval"]
+        shown = f"[{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "(baseline)"
         lines.append(
             f"| {name} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | {m['brier']:.4f} | "
-            f"{m['lift_over_recency']:+.4f} | [{low:+.4f}, {high:+.4f}] |"
+            f"{m['lift_over_recency']:+.4f} | {shown} |"
         )
     product = report["models"]["churn_model"]
     lines += [
