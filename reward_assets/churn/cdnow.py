@@ -20,6 +20,7 @@ something to rank.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import subprocess
 import sys
 import zipfile
@@ -79,17 +80,22 @@ def read_master(path: Path) -> pd.DataFrame:
     return frame
 
 
-def convert(master: Path, output: Path, every: int = 1) -> dict[str, int]:
+def convert(
+    master: Path, output: Path, every: int = 1, since: dt.date | None = None
+) -> dict[str, int]:
     """Write the landing folder of the input contract to `output`; with `every` > 1, only
-    the customers whose number is a multiple of it (a deterministic subset)."""
+    the customers whose number is a multiple of it (a deterministic subset); with `since`,
+    only the purchases from that day on (customers still sign up at their first one)."""
     purchases = read_master(master)
     if every > 1:
         purchases = purchases[purchases["customer"].astype(int) % every == 0]
-    purchases = purchases.reset_index(drop=True)
     purchases["customer_id"] = "cdnow" + purchases["customer"]
+    first = purchases.groupby("customer_id", sort=True)["day"].min()
+    if since:
+        purchases = purchases[purchases["day"] >= pd.Timestamp(since)]
+    purchases = purchases.reset_index(drop=True)
     output = Path(output)
     (output / "transactions").mkdir(parents=True, exist_ok=True)
-    first = purchases.groupby("customer_id", sort=True)["day"].min()
     pd.DataFrame(
         {
             "customer_id": first.index,
@@ -126,13 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="landing folder to write")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "cdnow")
     parser.add_argument("--every", type=int, default=1, help="keep every N-th customer")
+    parser.add_argument("--since", type=dt.date.fromisoformat, help="drop earlier purchases")
     args = parser.parse_args(argv)
     try:
         master = fetch(args.cache)
     except CdnowUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    counts = convert(master, args.output, args.every)
+    counts = convert(master, args.output, args.every, args.since)
     print(f"wrote {counts['customers']:,} customers, {counts['transactions']:,} transactions")
     return 0
 

@@ -56,6 +56,19 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "email": ("emails_sent_90d", "open_rate_90d", "click_rate_90d", "days_since_engagement"),
 }
 FEATURES = tuple(name for group in FEATURE_GROUPS.values() for name in group)
+# Totals over all history, and tenure, grow with how long the data reaches back: at the
+# training dates the warehouse holds less of it than at scoring time, so they are
+# candidates only when every training date has the longest window's worth (the seeded
+# data's 32-60 days would teach the trees totals that scoring never sees; on the seeded
+# world they cost 0.03 of validation ROC-AUC).
+HISTORY_DEPENDENT = (
+    "purchases_total",
+    "purchase_days_total",
+    "spend_total",
+    "tenure_days",
+    "redemptions_total",
+)
+LONGEST_WINDOW_DAYS = 180
 # Inputs computed from `customer_features` columns rather than read as they are.
 DERIVED = {"trend_30d": ("purchases_30d", "purchases_prev_30d")}
 

@@ -16,9 +16,16 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
-from reward_assets.churn.features import FEATURE_GROUPS, available, model_matrix
+from reward_assets.churn.features import (
+    DERIVED,
+    FEATURE_GROUPS,
+    HISTORY_DEPENDENT,
+    LONGEST_WINDOW_DAYS,
+    available,
+    model_matrix,
+)
 
-MIN_GAIN = 0.002
+MIN_GAIN = 0.0
 MAX_SELECTION_ROWS = 200_000
 
 
@@ -26,10 +33,18 @@ def select_features(
     train: pd.DataFrame, params: Mapping[str, Any], seed: int = 42
 ) -> tuple[list[str], dict[str, Any]]:
     """(chosen inputs, how they were chosen) from labelled training rows of several dates."""
-    candidates = available(train)
+    dates = sorted(train["as_of"].unique())
+    # A window longer than the history at some training date is missing there: the trees
+    # would learn nothing of it, yet meet it filled in at scoring time.
+    history = train["history_days"].min() if "history_days" in train else 0
+    candidates = [
+        name
+        for name in available(train)
+        if (name in DERIVED or train[name].notna().groupby(train["as_of"]).any().all())
+        and (name not in HISTORY_DEPENDENT or history >= LONGEST_WINDOW_DAYS)
+    ]
     groups = [[name for name in group if name in candidates] for group in FEATURE_GROUPS.values()]
     named = [(label, group) for label, group in zip(FEATURE_GROUPS, groups, strict=True) if group]
-    dates = sorted(train["as_of"].unique())
     inner_train = train[train["as_of"] < dates[-1]]
     inner_valid = train[train["as_of"] == dates[-1]]
     if len(dates) < 2 or inner_valid["churned"].nunique() < 2 or inner_train.empty:
