@@ -68,6 +68,9 @@ def evaluate_churn(
     train: pd.DataFrame, validation: pd.DataFrame, horizon_days: int = 60, seed: int = 42
 ) -> dict[str, Any]:
     """The three models' validation metrics on labelled rows, as `labelled_frames` gives."""
+    # SQL returns rows in no fixed order, and the bootstrap draws its weights by position.
+    train = train.sort_values(["as_of", "customer_id"], ignore_index=True)
+    validation = validation.sort_values(["as_of", "customer_id"], ignore_index=True)
     target = validation["churned"].to_numpy(dtype=bool)
     if target.all() or not target.any():
         raise ValueError("the validation date has one outcome only: churn cannot be evaluated")
