@@ -1,11 +1,17 @@
 -- schema: marts
 -- materialized: table
 -- group: warehouse
--- description: One row per customer signed up by AS_OF: recency, frequency, monetary value net of refunds, category mix, engagement rates and tenure from events up to AS_OF only; tier, balance and consent are the current snapshot's.
+-- description: One row per customer signed up by AS_OF: recency, frequency, monetary value net of refunds over 30/60/90/180 days and all history (a window reaching before the first day of data is NULL), purchase days, basket, inter-purchase gaps, refund share, category mix, engagement rates and tenure from events up to AS_OF only; tier, balance and consent as they were on AS_OF (dim_customers_history).
 WITH customers AS (
-    SELECT customer_id, tier, tier_rank, points_balance, marketing_opt_in, is_holdout, signup_at
-    FROM {{ ref('dim_customers') }}
-    WHERE signup_at < CAST(:as_of_end AS TIMESTAMP)
+    SELECT
+        c.customer_id, h.tier, h.tier_rank, h.points_balance, h.marketing_opt_in, c.is_holdout,
+        c.signup_at, h.valid_from AS attributes_valid_from
+    FROM {{ ref('dim_customers') }} c
+    LEFT JOIN {{ ref('dim_customers_history') }} h
+        ON h.customer_id = c.customer_id
+        AND h.valid_from <= CAST(:as_of AS DATE)
+        AND (h.valid_to IS NULL OR h.valid_to > CAST(:as_of AS DATE))
+    WHERE c.signup_at < CAST(:as_of_end AS TIMESTAMP)
 ),
 tx AS (
     SELECT
@@ -17,10 +23,49 @@ tx AS (
                          AND occurred_at < CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS purchases_prev_30d,
         COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS purchases_90d,
         COUNT(*) FILTER (WHERE is_refund) AS refunds_total,
+        COUNT(DISTINCT CAST(occurred_at AS DATE)) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS purchase_days_30d,
+        SUM(amount) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS spend_30d,
+        COUNT(DISTINCT CAST(occurred_at AS DATE)) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days') AS purchase_days_60d,
+        SUM(amount) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days') AS spend_60d,
+        COUNT(DISTINCT CAST(occurred_at AS DATE)) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS purchase_days_90d,
+        SUM(amount) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS spend_90d,
+        COUNT(DISTINCT CAST(occurred_at AS DATE)) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days') AS purchase_days_180d,
+        SUM(amount) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days') AS spend_180d,
+        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days') AS purchases_60d,
+        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days') AS purchases_180d,
+        COUNT(DISTINCT CAST(occurred_at AS DATE)) FILTER (WHERE NOT is_refund) AS purchase_days_total,
+        SUM(amount) FILTER (WHERE NOT is_refund) AS spend_total,
+        -SUM(amount) FILTER (WHERE is_refund) AS refunded_total,
         SUM(amount) AS net_amount_total,
         SUM(CASE WHEN occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN amount ELSE 0 END) AS net_amount_90d
     FROM {{ ref('fct_transactions') }}
     WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
+    GROUP BY customer_id
+),
+-- The first day of data: a window reaching before it is marked missing (NULL), not short.
+span AS (
+    SELECT CAST(CAST(MIN(occurred_at) AS DATE) AS TIMESTAMP) AS first_day
+    FROM {{ ref('fct_transactions') }}
+    WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
+),
+purchase_days AS (
+    SELECT DISTINCT customer_id, CAST(occurred_at AS DATE) AS day
+    FROM {{ ref('fct_transactions') }}
+    WHERE NOT is_refund AND occurred_at < CAST(:as_of_end AS TIMESTAMP)
+),
+gaps AS (
+    SELECT
+        customer_id,
+        day - LAG(day) OVER (PARTITION BY customer_id ORDER BY day) AS gap,
+        ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY day DESC) AS from_last
+    FROM purchase_days
+),
+gap_stats AS (
+    SELECT
+        customer_id,
+        CAST(AVG(gap) AS DOUBLE PRECISION) AS mean_gap_days,
+        MAX(CASE WHEN from_last = 1 THEN gap END) AS last_gap_days
+    FROM gaps
     GROUP BY customer_id
 ),
 category_spend AS (
@@ -72,6 +117,7 @@ SELECT
     c.points_balance,
     c.marketing_opt_in,
     c.is_holdout,
+    c.attributes_valid_from,
     CAST(:as_of AS DATE) - CAST(c.signup_at AS DATE) AS tenure_days,
     tx.last_purchase_at IS NOT NULL AS has_purchased,
     COALESCE(CAST(:as_of AS DATE) - CAST(tx.last_purchase_at AS DATE), CAST(:as_of AS DATE) - CAST(c.signup_at AS DATE)) AS recency_days,
@@ -79,6 +125,26 @@ SELECT
     COALESCE(tx.purchases_30d, 0) AS purchases_30d,
     COALESCE(tx.purchases_prev_30d, 0) AS purchases_prev_30d,
     COALESCE(tx.purchases_90d, 0) AS frequency_90d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days' THEN COALESCE(tx.purchase_days_30d, 0) END AS purchase_days_30d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days' THEN COALESCE(tx.spend_30d, 0) END AS spend_30d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days' THEN COALESCE(tx.purchases_60d, 0) END AS purchases_60d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days' THEN COALESCE(tx.purchase_days_60d, 0) END AS purchase_days_60d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days' THEN COALESCE(tx.spend_60d, 0) END AS spend_60d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN COALESCE(tx.purchases_90d, 0) END AS purchases_90d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN COALESCE(tx.purchase_days_90d, 0) END AS purchase_days_90d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN COALESCE(tx.spend_90d, 0) END AS spend_90d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days' THEN COALESCE(tx.purchases_180d, 0) END AS purchases_180d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days' THEN COALESCE(tx.purchase_days_180d, 0) END AS purchase_days_180d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days' THEN COALESCE(tx.spend_180d, 0) END AS spend_180d,
+    COALESCE(tx.purchase_days_total, 0) AS purchase_days_total,
+    COALESCE(tx.spend_total, 0) AS spend_total,
+    CAST(tx.spend_total AS DOUBLE PRECISION) / NULLIF(tx.purchases_total, 0) AS avg_basket,
+    gap_stats.mean_gap_days,
+    gap_stats.last_gap_days,
+    -- How overdue the next purchase is against the customer's usual rhythm.
+    (CAST(:as_of AS DATE) - CAST(tx.last_purchase_at AS DATE)) / NULLIF(gap_stats.mean_gap_days, 0) AS recency_gap_ratio,
+    CAST(COALESCE(tx.refunded_total, 0) AS DOUBLE PRECISION) / NULLIF(tx.spend_total, 0) AS refund_share,
+    CAST(:as_of AS DATE) - CAST(span.first_day AS DATE) + 1 AS history_days,
     COALESCE(tx.refunds_total, 0) AS refunds_total,
     COALESCE(tx.net_amount_total, 0) AS monetary_total,
     COALESCE(tx.net_amount_90d, 0) AS monetary_90d,
@@ -86,6 +152,8 @@ SELECT
     top_category.spend_share AS top_category_share,
     COALESCE(top_category.categories, 0) AS categories_bought,
     COALESCE(email.emails_sent_90d, 0) AS emails_sent_90d,
+    COALESCE(email.opens_90d, 0) AS opens_90d,
+    COALESCE(email.clicks_90d, 0) AS clicks_90d,
     CAST(email.opens_90d AS DOUBLE PRECISION) / NULLIF(email.emails_sent_90d, 0) AS open_rate_90d,
     CAST(email.clicks_90d AS DOUBLE PRECISION) / NULLIF(email.emails_sent_90d, 0) AS click_rate_90d,
     CAST(:as_of AS DATE) - CAST(email.last_engaged_at AS DATE) AS days_since_engagement,
@@ -98,3 +166,5 @@ LEFT JOIN tx ON tx.customer_id = c.customer_id
 LEFT JOIN top_category ON top_category.customer_id = c.customer_id
 LEFT JOIN email ON email.customer_id = c.customer_id
 LEFT JOIN redeemed ON redeemed.customer_id = c.customer_id
+LEFT JOIN gap_stats ON gap_stats.customer_id = c.customer_id
+CROSS JOIN span

@@ -3,7 +3,7 @@
     reward-assets seed --output ./data/ [...]      synthetic landing data with its truth
     reward-assets simulate-day --data ./data/      one more day of it, new sign-ups included
     reward-assets run [--start D] [--end D]        every asset on the configured stores
-    reward-assets evaluate --data DIR [...]        offline evaluation of the rankers
+    reward-assets evaluate [churn] --data DIR [...] offline evaluation of the rankers (or churn)
     reward-assets email status|uncertain|resolve|pause|resume|explain
     reward-assets api                              the HTTP API on API_HOST:API_PORT
 
@@ -22,7 +22,7 @@ COMMANDS = {
     "seed": ("reward_assets.seed.cli", "seed", "synthetic landing data and its ground truth"),
     "simulate-day": ("reward_assets.seed.cli", "simulate_day", "land one more day of data"),
     "run": ("reward_assets.pipeline", "main", "materialise every asset and print a summary"),
-    "evaluate": ("reward_assets.recommend.evaluate", "main", "offline evaluation of rankers"),
+    "evaluate": ("reward_assets.evaluate", "main", "offline evaluation: rankers, or churn"),
     "email": (
         "reward_assets.email.ctl",
         "main",

@@ -50,6 +50,20 @@ class Settings(BaseSettings):
         None, description="Model artefacts; empty means DATA_DIR/models."
     )
     churn_horizon_days: int = Field(60, ge=1, description="Churn = no purchase in this many days.")
+    churn_min_auc: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Absolute validation ROC-AUC floor for the churn model, on top of beating "
+        "the recency baseline; empty means none.",
+    )
+    engagement_min_auc: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Absolute held-out open ROC-AUC floor for the engagement model, on top of "
+        "beating the base-rate baseline; empty means none.",
+    )
     recommendations_k: int = Field(10, ge=1, le=100)
     exploration_share: float = Field(0.1, ge=0, le=1)
     ranking_min_lift: float = Field(

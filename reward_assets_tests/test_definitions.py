@@ -77,15 +77,24 @@ CHECK_NAMES = {
     "dim_rewards": {"reward_id_unique_not_null", "points_cost_positive", "inventory_non_negative"},
     "fct_transactions": {"customer_id_in_dim_customers"},
     "fct_redemptions": {"reward_id_in_dim_rewards"},
+    "dim_customers_history": {"one_current_version", "versions_do_not_overlap"},
     "customer_features": {"customer_id_unique_not_null", "no_look_ahead"},
     "reward_embeddings": {"ranking_beats_popularity"},
     "churn_model": {"churn_auc_meets_bar"},
     "engagement_model": {"engagement_auc_meets_bar"},
     "engagement_messages": {"no_uncertain_emails"},
     # The served tables Python assets write: dbt_like_sql/<table>.yml.
-    "churn_scores": {"customer_id_unique_not_null", "churn_probability_in_unit_interval"},
+    "churn_scores": {
+        "customer_id_unique_not_null",
+        "churn_probability_in_unit_interval",
+        "served_by_model",
+    },
     "engagement_scores": {"customer_id_unique_not_null", "probabilities_in_unit_interval"},
-    "send_time_preferences": {"customer_id_unique_not_null", "best_local_hour_is_an_hour"},
+    "send_time_preferences": {
+        "customer_id_unique_not_null",
+        "best_local_hour_is_an_hour",
+        "served_by_model",
+    },
     "recommendation_sets": {
         "rank_unique_per_customer",
         "source_matches_model_version",
@@ -99,6 +108,11 @@ NON_BLOCKING = {(asset, QUARANTINE) for asset in INGESTION - {"email_sends", "pr
     ("engagement_messages", "no_uncertain_emails"),
     # WARN when the ranking fallback built the sets: they are still served.
     ("recommendation_sets", "served_by_a_ranker"),
+    # Models with a fallback: scoring runs on it instead of being skipped.
+    ("churn_model", "churn_auc_meets_bar"),
+    ("engagement_model", "engagement_auc_meets_bar"),
+    ("churn_scores", "served_by_model"),
+    ("send_time_preferences", "served_by_model"),
 }
 
 

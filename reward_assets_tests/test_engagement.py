@@ -402,11 +402,16 @@ def test_postgres_gives_the_same_model_and_preferences(fallback_world, pg_wareho
 
 
 def test_quality_gate_reasons():
-    assert engagement_quality({"open_auc": 0.75, "click_auc": 0.65}) == []
-    failures = engagement_quality({"open_auc": 0.69, "click_auc": None})
+    beats = {"open_auc": 0.75, "open_baseline_auc": 0.7, "open_lift": 0.05}
+    assert engagement_quality({**beats, "open_lift_low": 0.01, "open_lift_high": 0.09}) == []
+    luck = {**beats, "open_lift_low": -0.01, "open_lift_high": 0.11}
+    failures = engagement_quality(luck, min_auc=0.8)
     assert len(failures) == 2
-    assert "open ROC-AUC 0.690 < 0.70" in failures[0]
-    assert "click" in failures[1]
+    assert "base-rate baseline 0.700" in failures[0] and "includes zero" in failures[0]
+    assert "under the floor 0.80" in failures[1]
+    assert engagement_quality({"open_auc": None}) == [
+        "open ROC-AUC undefined: the held-out sends lack a class"
+    ]
 
 
 # --------------------------------------------------------------------------- seeded worlds

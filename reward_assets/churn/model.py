@@ -23,16 +23,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.metrics import average_precision_score, brier_score_loss
 
-from reward_assets.churn.features import features_as_of
+from reward_assets.churn.features import features_as_of, model_matrix
+from reward_assets.churn.selection import select_features
+from reward_assets.ml.lift import auc_lift
 from reward_assets.warehouse.store import Warehouse
 
-# Columns of `customer_features` the model reads, plus one derived trend. Counts over the
-# full history or a 90-day purchase window (purchases_total, frequency_90d, monetary_*,
-# tenure_days) are left out: at the early training dates the warehouse holds less history
-# than the window, so they mean something else there than at scoring time, and they
-# lowered validation AUC. points_balance is today's snapshot, so it would leak the future.
 # ml.churn_scores, as `ChurnModel.score` fills it (plus as_of and model_version).
 SCORE_COLUMNS = {
     "customer_id": "VARCHAR",
@@ -42,30 +39,11 @@ SCORE_COLUMNS = {
     "driver_1": "VARCHAR",
     "driver_2": "VARCHAR",
     "driver_3": "VARCHAR",
+    # 'model'; 'recency_frequency' for the fallback (churn/fallback.py); 'rule' for
+    # customers outside the question (lapsed, never purchased).
+    "source": "VARCHAR",
     "model_version": "VARCHAR",
 }
-MART_FEATURES = (
-    "tier_rank",
-    "recency_days",
-    "purchases_30d",
-    "purchases_prev_30d",
-    "redemptions_90d",
-    "emails_sent_90d",
-    "open_rate_90d",
-    "click_rate_90d",
-    "days_since_engagement",
-)
-FEATURES = (
-    "tier_rank",
-    "recency_days",
-    "purchases_30d",
-    "trend_30d",
-    "redemptions_90d",
-    "emails_sent_90d",
-    "open_rate_90d",
-    "click_rate_90d",
-    "days_since_engagement",
-)
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary:logistic",
     "tree_method": "hist",
@@ -131,16 +109,6 @@ def is_active(features: pd.DataFrame, active_days: int = 90) -> pd.Series:
     return features["has_purchased"].astype(bool) & (features["recency_days"] < active_days)
 
 
-def model_matrix(features: pd.DataFrame) -> pd.DataFrame:
-    """The model's inputs from `customer_features` rows; NaN where a rate is undefined."""
-    matrix = features.loc[:, list(MART_FEATURES)].astype("float64")
-    recent, previous = matrix["purchases_30d"], matrix.pop("purchases_prev_30d")
-    # Relative change of the last 30 days against the 30 before, in (-1, 1): a decline in
-    # activity, which precedes churn, shows here before recency catches it.
-    matrix["trend_30d"] = (recent - previous) / (recent + previous + 1.0)
-    return matrix.loc[:, list(FEATURES)]
-
-
 def plan_dates(
     first_day: dt.date,
     data_end: dt.date,
@@ -199,7 +167,7 @@ class ChurnModel:
         """
         active_mask = is_active(features, self.active_days)
         active = features.loc[active_mask]
-        matrix = model_matrix(active)
+        matrix = model_matrix(active, self.features)
         names = np.array(self.features)
         # Exact contributions cost most of scoring: they are computed once per distinct
         # path through the trees, which many customers share, and copied to the others.
@@ -236,6 +204,7 @@ class ChurnModel:
                 "risk_band": np.where(
                     inactive["has_purchased"].astype(bool), "lapsed", "never_purchased"
                 ),
+                "source": "rule",
             }
         )
         scored = pd.DataFrame(
@@ -248,6 +217,7 @@ class ChurnModel:
                 "driver_1": top[:, 0],
                 "driver_2": top[:, 1],
                 "driver_3": top[:, 2],
+                "source": "model",
             }
         )
         return pd.concat([scored, outside], ignore_index=True)
@@ -335,10 +305,12 @@ def fit_churn(
     active_days: int = 90,
     seed: int = 42,
     max_train_rows: int = 1_000_000,
+    features: list[str] | None = None,
     **params: Any,
 ) -> ChurnTraining:
     """Fit on `train` and measure on `validation`: labelled `customer_features` frames
-    (a `churned` column added), as `labelled_snapshot` gives."""
+    (a `churned` column added), as `labelled_snapshot` gives. The inputs are `features`
+    when given, else chosen on the training dates (`churn/selection.py`)."""
     if train.empty or validation["churned"].nunique() < 2:
         raise ValueError("churn needs training rows and both outcomes among validation rows")
     settings = {**DEFAULT_PARAMS, **params, "seed": seed}
@@ -348,27 +320,34 @@ def fit_churn(
     if len(train) > max_train_rows:
         rng = np.random.default_rng(seed)
         train = train.iloc[np.sort(rng.choice(len(train), max_train_rows, replace=False))]
-    x_train, y_train = model_matrix(train), train["churned"].to_numpy(dtype=np.int8)
-    x_valid, y_valid = model_matrix(validation), validation["churned"].to_numpy(dtype=np.int8)
+    if features is None:
+        chosen, selection = select_features(train, settings, seed)
+    else:
+        chosen, selection = list(features), {"method": "given"}
+    x_train, y_train = model_matrix(train, chosen), train["churned"].to_numpy(dtype=np.int8)
+    x_valid = model_matrix(validation, chosen)
+    y_valid = validation["churned"].to_numpy(dtype=np.int8)
 
-    train_data = xgb.DMatrix(x_train, label=y_train, feature_names=list(FEATURES))
+    train_data = xgb.DMatrix(x_train, label=y_train, feature_names=chosen)
     booster = xgb.train(
         {k: v for k, v in settings.items() if k != "num_boost_round"},
         train_data,
         num_boost_round=settings["num_boost_round"],
     )
     medium, high = np.quantile(booster.predict(train_data), BAND_QUANTILES)
-    model = ChurnModel(
-        booster, list(FEATURES), (float(medium), float(high)), horizon_days, active_days
-    )
+    model = ChurnModel(booster, chosen, (float(medium), float(high)), horizon_days, active_days)
     scores = model.predict(x_valid)
+    # Ranking by days since the last purchase: what the model has to beat.
+    lift = auc_lift(y_valid, scores, validation["recency_days"].to_numpy(), seed=seed)
 
     metrics = {
-        "roc_auc": float(roc_auc_score(y_valid, scores)),
+        "roc_auc": lift.model_auc,
         "pr_auc": float(average_precision_score(y_valid, scores)),
         "brier": float(brier_score_loss(y_valid, scores)),
-        # Ranking by days since the last purchase: what the model has to beat.
-        "baseline_roc_auc": float(roc_auc_score(y_valid, validation["recency_days"])),
+        "baseline_roc_auc": lift.baseline_auc,
+        "lift": lift.lift,
+        "lift_low": lift.lift_low,
+        "lift_high": lift.lift_high,
         "base_rate": float(y_valid.mean()),
         "train_base_rate": float(y_train.mean()),
         "train_rows": len(train),
@@ -377,9 +356,10 @@ def fit_churn(
         "validation_as_of": _iso(validation["as_of"].iloc[0]),
         "horizon_days": horizon_days,
         "active_days": active_days,
+        "feature_selection": selection,
     }
     gains = booster.get_score(importance_type="gain")
-    importance = {name: float(gains.get(name, 0.0)) for name in FEATURES}
+    importance = {name: float(gains.get(name, 0.0)) for name in chosen}
     fingerprint = _fingerprint(
         [_keyed(train, x_train), _keyed(validation, x_valid)],
         {**settings, "horizon_days": horizon_days, "active_days": active_days},
@@ -388,26 +368,24 @@ def fit_churn(
         model=model,
         metrics=metrics,
         feature_importance=dict(sorted(importance.items(), key=lambda kv: -kv[1])),
-        features=list(FEATURES),
+        features=chosen,
         params=settings,
         fingerprint=fingerprint,
     )
 
 
-def train_churn(
+def labelled_frames(
     warehouse: Warehouse,
     as_of: dt.date | None = None,
     horizon_days: int = 60,
-    seed: int = 42,
     *,
     active_days: int = 90,
     train_dates: int = 3,
     step_days: int = 14,
     min_history_days: int = 28,
-    max_train_rows: int = 1_000_000,
-    **params: Any,
-) -> ChurnTraining:
-    """Train on past as-of dates and validate on the latest one the data can label.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows of several past as-of dates, validation rows of the latest date the
+    data can label): `labelled_snapshot`s dated by `plan_dates`.
 
     The data end is `as_of` when given, else the date of the latest transaction.
     """
@@ -427,6 +405,32 @@ def train_churn(
         ignore_index=True,
     )
     validation = labelled_snapshot(warehouse, validation_date, horizon_days, active_days)
+    return train, validation
+
+
+def train_churn(
+    warehouse: Warehouse,
+    as_of: dt.date | None = None,
+    horizon_days: int = 60,
+    seed: int = 42,
+    *,
+    active_days: int = 90,
+    train_dates: int = 3,
+    step_days: int = 14,
+    min_history_days: int = 28,
+    max_train_rows: int = 1_000_000,
+    **params: Any,
+) -> ChurnTraining:
+    """Train on past as-of dates and validate on the latest one the data can label."""
+    train, validation = labelled_frames(
+        warehouse,
+        as_of,
+        horizon_days,
+        active_days=active_days,
+        train_dates=train_dates,
+        step_days=step_days,
+        min_history_days=min_history_days,
+    )
     return fit_churn(
         train,
         validation,
@@ -438,16 +442,20 @@ def train_churn(
     )
 
 
-def churn_quality(metrics: Mapping[str, Any], min_auc: float = 0.75) -> list[str]:
-    """Why the model must not serve (empty when it may)."""
+def churn_quality(metrics: Mapping[str, Any], min_auc: float | None = None) -> list[str]:
+    """Why the model must not serve (empty when it may): its validation ROC-AUC does not beat
+    the recency-only baseline by a margin whose 95% bootstrap interval excludes zero, or is
+    under the absolute floor `min_auc` when one is set (CHURN_MIN_AUC)."""
     failures = []
     auc, baseline = metrics["roc_auc"], metrics["baseline_roc_auc"]
-    if auc < min_auc:
-        failures.append(f"validation ROC-AUC {auc:.3f} is under {min_auc:.2f}")
-    if auc <= baseline:
+    if not metrics["lift_low"] > 0:
         failures.append(
-            f"validation ROC-AUC {auc:.3f} is not above the recency-only baseline {baseline:.3f}"
+            f"validation ROC-AUC {auc:.3f} does not beat the recency-only baseline "
+            f"{baseline:.3f} beyond chance: lift {metrics['lift']:+.3f}, 95% interval "
+            f"[{metrics['lift_low']:+.3f}, {metrics['lift_high']:+.3f}] includes zero"
         )
+    if min_auc is not None and auc < min_auc:
+        failures.append(f"validation ROC-AUC {auc:.3f} is under the floor {min_auc:.2f}")
     return failures
 
 

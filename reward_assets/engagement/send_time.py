@@ -50,6 +50,9 @@ SCORE_COLUMNS = {
     "source": "VARCHAR",
     "model_version": "VARCHAR",
 }
+# The local hour the send-time fallback uses when no one has opened an email yet.
+DEFAULT_SEND_HOUR = 10
+FALLBACK_VERSION = "fallback:rates"
 # A customer gets a best weekday only when it beats their worst one by this much (relative).
 WEEKDAY_MIN_SPREAD = 0.10
 # Opens at which a customer's own evidence counts half in the confidence.
@@ -121,16 +124,10 @@ def preferences_from_history(
     hours = allowed_hours(quiet_hours)
     weekdays = np.arange(WEEKDAYS if model.uses_weekday else 1)
     n = len(customers)
-    segment = pd.factorize(
-        customers["timezone"].fillna("UTC") + "|" + customers["tier"].fillna("none")
-    )[0]
-    opened_by_segment = pd.DataFrame(history.hour_opened).groupby(segment).sum().to_numpy()
-    sent_by_segment = pd.DataFrame(history.hour_sends).groupby(segment).sum().to_numpy()
-    segment_hour = _best_hour(opened_by_segment, sent_by_segment, hours)
-    segment_opens = pd.Series(history.opens).groupby(segment).sum().to_numpy()
-    global_hour = _best_hour(history.hour_opened.sum(axis=0), history.hour_sends.sum(axis=0), hours)
+    segment, segment_hour, global_hour, by_segment = _group_hours(
+        customers, history, hours, min_segment_opens
+    )
     own = history.opens >= min_opens
-    by_segment = segment_opens[segment] >= min_segment_opens
     fallback = np.where(by_segment, segment_hour[segment], global_hour)
 
     best = np.empty(n, dtype=np.int64)
@@ -188,6 +185,68 @@ def preferences_from_history(
             ),
             "confidence": np.where(own, base + (1 - base) * evidence * peak, base),
             "source": np.where(own, "customer", np.where(by_segment, "segment", "global")),
+            "opens": history.opens.astype(np.int64),
+        }
+    )
+
+
+def _group_hours(
+    customers: pd.DataFrame, history: History, hours: np.ndarray, min_segment_opens: int
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """(each customer's segment, each segment's best hour, the global best hour, whether
+    the customer's segment has `min_segment_opens` opens to trust its hour)."""
+    segment = pd.factorize(
+        customers["timezone"].fillna("UTC") + "|" + customers["tier"].fillna("none")
+    )[0]
+    opened_by_segment = pd.DataFrame(history.hour_opened).groupby(segment).sum().to_numpy()
+    sent_by_segment = pd.DataFrame(history.hour_sends).groupby(segment).sum().to_numpy()
+    segment_hour = _best_hour(opened_by_segment, sent_by_segment, hours)
+    segment_opens = pd.Series(history.opens).groupby(segment).sum().to_numpy()
+    global_hour = _best_hour(history.hour_opened.sum(axis=0), history.hour_sends.sum(axis=0), hours)
+    return segment, segment_hour, int(global_hour), segment_opens[segment] >= min_segment_opens
+
+
+def preferences_without_model(
+    warehouse: Warehouse,
+    as_of: dt.date | None = None,
+    quiet_hours: tuple[int, int] = (21, 8),
+    min_segment_opens: int = 30,
+) -> pd.DataFrame:
+    """The send-time fallback when no approved engagement model exists: each customer
+    gets their segment's (time zone x tier) best hour and observed open and click rates
+    when the segment has `min_segment_opens` opens (source 'segment'), else the global
+    hour and rates ('global'), else, with no open at all, DEFAULT_SEND_HOUR local (or the
+    first hour after quiet hours) and the global rates, 0 where nothing was ever sent
+    ('default'). No best weekday; confidence 0, since nothing was validated."""
+    end = pd.Timestamp(as_of_params(resolve_as_of(warehouse, as_of))["as_of_end"])
+    activity = load_activity(warehouse, end)
+    customers, history = activity.customers, history_at(activity, end)
+    hours = allowed_hours(quiet_hours)
+    segment, segment_hour, global_hour, by_segment = _group_hours(
+        customers, history, hours, min_segment_opens
+    )
+    anyone_opened = history.opens.sum() > 0
+    later = hours[hours >= DEFAULT_SEND_HOUR]
+    default_hour = int(later[0] if later.size else hours[0])
+    sends = pd.Series(history.sends).groupby(segment).sum().to_numpy()
+    segment_open = pd.Series(history.opened).groupby(segment).sum().to_numpy() / np.maximum(
+        sends, 1
+    )
+    segment_click = pd.Series(history.clicked).groupby(segment).sum().to_numpy() / np.maximum(
+        sends, 1
+    )
+    source = np.where(by_segment, "segment", "global" if anyone_opened else "default")
+    return pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"].to_numpy(),
+            "best_local_hour": np.where(
+                by_segment, segment_hour[segment], global_hour if anyone_opened else default_hour
+            ).astype(np.int64),
+            "best_weekday": pd.Series([pd.NA] * len(customers), dtype="Int64"),
+            "expected_open_rate": np.where(by_segment, segment_open[segment], history.open_rate),
+            "expected_click_rate": np.where(by_segment, segment_click[segment], history.click_rate),
+            "confidence": 0.0,
+            "source": source,
             "opens": history.opens.astype(np.int64),
         }
     )

@@ -6,7 +6,7 @@ A model is built beside its table and swapped in only once its audit approves
 A model file is plain SQL with a header of `-- key: value` lines:
 
     -- schema: marts
-    -- materialized: table | partitioned
+    -- materialized: table | partitioned | history
     -- partition_column: occurred_at      (partitioned models only)
     -- group: warehouse
     -- description: One line a UI user reads.
@@ -153,12 +153,76 @@ def _stage_window(conn: Connection, model: SqlModel, sql: str, params: Mapping[s
     return Staged(model.table, staged, int(rows), window)
 
 
+_ATTRIBUTES = ("tier", "tier_rank", "points_balance", "marketing_opt_in")
+_VERSION = f"customer_id, {', '.join(_ATTRIBUTES)}"
+_SNAPSHOT_VERSION = _VERSION.replace("customer_id", "s.customer_id")
+# A customer first seen in this load: known as they are back to sign-up (nothing earlier
+# was recorded), or from AS_OF when the sign-up date is missing.
+_FIRST_FROM = "COALESCE(LEAST(s.signup_date, CAST(:as_of AS DATE)), CAST(:as_of AS DATE))"
+
+
+def _stage_history(
+    conn: Connection, model: SqlModel, sql: str, params: Mapping[str, Any]
+) -> Staged:
+    """A slowly changing dimension: the model's SQL is the current snapshot (the attributes
+    and `signup_date`), the table every version seen so far (`valid_from`, `valid_to`).
+
+    A customer whose attributes differ from their current version gets a new version from
+    AS_OF and the old one closes there; one whose current version starts on or after AS_OF
+    (a re-run of the day, or of an earlier one) has it replaced, so a re-run adds nothing.
+    """
+    staged = staged_name(model.table)
+    name = model.table.rpartition(".")[2]
+    if not sa.inspect(conn).has_table(name, schema=model.schema):
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {staged} AS SELECT {_SNAPSHOT_VERSION}, "
+                f"{_FIRST_FROM} AS valid_from, CAST(NULL AS DATE) AS valid_to FROM ({sql}) s"
+            ),
+            params,
+        )
+    else:
+        differs = " OR ".join(f"s.{a} IS DISTINCT FROM c.{a}" for a in _ATTRIBUTES)
+        conn.execute(
+            sa.text(f"""
+            CREATE TABLE {staged} AS
+            WITH snap AS ({sql}),
+            current_version AS (SELECT * FROM {model.table} WHERE valid_to IS NULL),
+            changed AS (
+                SELECT c.customer_id, c.valid_from
+                FROM current_version c JOIN snap s ON s.customer_id = c.customer_id
+                WHERE {differs}
+            )
+            SELECT {", ".join(f"h.{c}" for c in _VERSION.split(", "))}, h.valid_from,
+                CASE WHEN ch.customer_id IS NOT NULL THEN CAST(:as_of AS DATE)
+                     ELSE h.valid_to END AS valid_to
+            FROM {model.table} h
+            LEFT JOIN changed ch ON ch.customer_id = h.customer_id AND h.valid_to IS NULL
+            WHERE ch.customer_id IS NULL OR h.valid_from < CAST(:as_of AS DATE)
+            UNION ALL
+            SELECT {_SNAPSHOT_VERSION},
+                CASE WHEN ch.customer_id IS NOT NULL
+                     THEN GREATEST(ch.valid_from, CAST(:as_of AS DATE))
+                     ELSE {_FIRST_FROM} END AS valid_from,
+                CAST(NULL AS DATE) AS valid_to
+            FROM snap s
+            LEFT JOIN changed ch ON ch.customer_id = s.customer_id
+            WHERE ch.customer_id IS NOT NULL
+               OR NOT EXISTS (SELECT 1 FROM current_version c WHERE c.customer_id = s.customer_id)
+            """),
+            params,
+        )
+    rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {staged}")).scalar()
+    return Staged(model.table, staged, int(rows))
+
+
 # How each `materialized:` kind builds beside its table. A build writes every row the
 # table will hold (or, with a Window, every row of its window) into `<table>__next`; the
 # audit and the swap in `staging.py` are the same for every kind.
 BUILDS: dict[str, Callable[[Connection, SqlModel, str, Mapping[str, Any]], Staged]] = {
     "table": _stage_table,
     "partitioned": _stage_window,
+    "history": _stage_history,
 }
 
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from reward_assets.defs.ml.gates import SCORING, WAREHOUSE_INPUTS, serving_or_none, snapshot
+from reward_assets.defs.ml.gates import SCORING, WAREHOUSE_INPUTS, serving_or_reason, snapshot
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.ingest.clock import resolve_as_of
@@ -25,7 +25,7 @@ def customer_embeddings(
     preferences and tier. Published as a Parquet snapshot for readers that must not open
     the warehouse. Before any ranker is approved there is nothing to embed in: the
     recommendation sets use the ranking fallback."""
-    record = serving_or_none(ops, "taste_model")
+    record = serving_or_reason(ops, "taste_model")[0]
     if record is None:
         return dg.MaterializeResult(
             metadata={"model_version": "fallback", "reason": "no approved ranker", "customers": 0}

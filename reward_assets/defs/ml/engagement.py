@@ -2,8 +2,21 @@
 `send_time_preferences` and `engagement_scores` (group `scoring`)."""
 
 import dagster as dg
+import pandas as pd
 
-from reward_assets.defs.ml.gates import ML, SCORING, gate, model_result, register, serving
+from reward_assets.defs.ml.gates import (
+    ML,
+    SCORING,
+    fallback_check,
+    fallback_result,
+    gate,
+    model_result,
+    register,
+    serving_or_reason,
+    table,
+    untrained_result,
+    versus_baseline,
+)
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.defs.warehouse.audits import check_results, served_check_specs
@@ -13,6 +26,8 @@ from reward_assets.engagement.model import EngagementModel, engagement_quality, 
 from reward_assets.ingest.clock import resolve_as_of
 from reward_assets.quality.publish import replace_served
 
+CHECK = "engagement_auc_meets_bar"
+
 
 @dg.asset(
     pool=WAREHOUSE_POOL,
@@ -20,7 +35,14 @@ from reward_assets.quality.publish import replace_served
     deps=["dim_customers", "fct_engagement_events"],
     kinds={"xgboost"},
     check_specs=[
-        gate("engagement_model", "engagement_auc_meets_bar", "Validation open ROC-AUC >= 0.70.")
+        gate(
+            "engagement_model",
+            CHECK,
+            "Held-out open ROC-AUC above the base-rate baseline (each customer's past open "
+            "rate) by a margin whose bootstrap 95% interval excludes zero (and at least "
+            "ENGAGEMENT_MIN_AUC when set).",
+            blocking=False,
+        )
     ],
 )
 def engagement_model(
@@ -28,10 +50,29 @@ def engagement_model(
 ):
     """XGBoost open and click probabilities for a customer, a local send hour and weekday
     and the content's reward category."""
+    config = settings.get()
     with warehouse.open() as wh:
-        as_of = resolve_as_of(wh, settings.get().as_of)
-        training = train_engagement(wh, as_of=as_of)
-    failures = engagement_quality(training.metrics)
+        as_of = resolve_as_of(wh, config.as_of)
+        try:
+            training = train_engagement(wh, as_of=as_of)
+        except ValueError as error:  # no email activity, or no opens or clicks in it
+            yield from untrained_result(
+                "engagement_model", CHECK, str(error), {"as_of": as_of.isoformat()}
+            )
+            return
+    failures = engagement_quality(training.metrics, config.engagement_min_auc)
+    metrics = training.metrics
+    compared = [
+        versus_baseline(
+            f"{label} model",
+            f"past {label} rate",
+            metrics.get(f"{label}_auc"),
+            metrics.get(f"{label}_baseline_auc"),
+            metrics.get(f"{label}_lift_low"),
+            metrics.get(f"{label}_lift_high"),
+        )
+        for label in ("open", "click")
+    ]
     record = register(
         ops,
         "engagement_model",
@@ -45,10 +86,11 @@ def engagement_model(
     )
     yield from model_result(
         "engagement_model",
-        "engagement_auc_meets_bar",
+        CHECK,
         record,
         failures,
-        {"as_of": as_of.isoformat()},
+        {"as_of": as_of.isoformat(), "versus_baseline": table(pd.DataFrame(compared))},
+        severity=dg.AssetCheckSeverity.WARN,
     )
 
 
@@ -57,7 +99,10 @@ def engagement_model(
     group_name=SCORING,
     deps=["engagement_model", "fct_engagement_events", "dim_customers"],
     kinds={"xgboost", "duckdb"},
-    check_specs=served_check_specs("ml.send_time_preferences"),
+    check_specs=[
+        *served_check_specs("ml.send_time_preferences"),
+        fallback_check("send_time_preferences"),
+    ],
 )
 def send_time_preferences(
     settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource
@@ -66,18 +111,18 @@ def send_time_preferences(
     open rate there and a confidence; segment, then global, for thin histories. Quiet
     hours are never chosen."""
     config = settings.get()
-    record = serving(ops, "engagement_model")
-    model = EngagementModel.load(record.artefact_path)
+    record, reason = serving_or_reason(ops, "engagement_model")
+    quiet_hours = (config.quiet_hours_start, config.quiet_hours_end)
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)
-        prefs = send_time.send_time_preferences(
-            wh,
-            model,
-            as_of=as_of,
-            quiet_hours=(config.quiet_hours_start, config.quiet_hours_end),
-        )
+        if record:
+            model, version = EngagementModel.load(record.artefact_path), record.version
+            prefs = send_time.send_time_preferences(wh, model, as_of, quiet_hours)
+        else:
+            version = send_time.FALLBACK_VERSION
+            prefs = send_time.preferences_without_model(wh, as_of, quiet_hours)
         prefs["as_of"] = as_of
-        prefs["model_version"] = record.version
+        prefs["model_version"] = version
         served = replace_served(
             wh, "ml.send_time_preferences", send_time.SEND_TIME_COLUMNS, [prefs], config.data_dir
         )
@@ -86,13 +131,17 @@ def send_time_preferences(
     return dg.MaterializeResult(
         metadata={
             "as_of": as_of.isoformat(),
-            "model_version": record.version,
+            "model_version": version,
+            **({"fallback_reason": reason} if reason else {}),
             "dagster/row_count": served.rows,
             **served.metadata(),
             **tables,
             **{f"source_{source}": int(count) for source, count in sources.items()},
         },
-        check_results=check_results(served),
+        check_results=[
+            *check_results(served),
+            fallback_result("send_time_preferences", version, reason),
+        ],
     )
 
 

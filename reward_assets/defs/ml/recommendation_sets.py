@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from reward_assets.defs.ml.gates import SCORING, serving_or_none, snapshot
+from reward_assets.defs.ml.gates import SCORING, serving_or_reason, snapshot
 from reward_assets.defs.pools import WAREHOUSE_POOL
 from reward_assets.defs.resources import OpsStoreResource, SettingsResource, WarehouseResource
 from reward_assets.defs.warehouse.audits import check_results, served_check_specs
@@ -50,7 +50,8 @@ def recommendation_sets(
     from the ranking fallback while no ranker is approved."""
     config = settings.get()
     rules = SetRules.from_settings(config)
-    fallback = serving_or_none(ops, "taste_model") is None
+    record, why = serving_or_reason(ops, "taste_model")
+    fallback = record is None
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)
         customers, rewards, recent, last_redeemed = eligibility_inputs(wh, as_of, rules.recent_days)
@@ -101,7 +102,7 @@ def recommendation_sets(
             "FROM ml.recommendation_sets GROUP BY source ORDER BY source"
         )
     context.log.info(f"{rows:,} recommendations for {int(summary.customers):,} customers")
-    reason = "no approved ranker: the ranking fallback built the sets" if fallback else ""
+    reason = f"{why}; the ranking fallback built the sets" if fallback else ""
     yield dg.MaterializeResult(
         metadata={
             "as_of": as_of.isoformat(),

@@ -9,7 +9,7 @@ from reward_assets.defs.ml.gates import (
     gate,
     model_result,
     register,
-    serving_or_none,
+    serving_or_reason,
     snapshot,
     table,
 )
@@ -78,7 +78,7 @@ def reward_embeddings(
         as_of,
         record.version,
     )
-    kept = serving_or_none(ops, "taste_model") if failures else record
+    kept = serving_or_reason(ops, "taste_model")[0] if failures else record
     yield from model_result(
         NAME,
         CHECK,
@@ -99,7 +99,7 @@ def reward_embeddings(
 
 def _not_trained(ops: OpsStoreResource, reason: str, as_of: str):
     """No version to register: the previous approved one serves, else the fallback."""
-    kept = serving_or_none(ops, "taste_model")
+    kept = serving_or_reason(ops, "taste_model")[0]
     serving = kept.version if kept else "fallback"
     yield dg.MaterializeResult(
         metadata={"as_of": as_of, "status": "not trained", "reason": reason, "serving": serving}
