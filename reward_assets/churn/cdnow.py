@@ -8,11 +8,12 @@ CDNOW (Fader and Hardie) is the full purchase history, January 1997 to June 1998
 repository holds the converter, not the data.
 
 The data carries purchases only. The conversion: a customer signs up at their first
-purchase (the cohort was defined by it), in the lowest tier, without marketing consent;
-their email is a placeholder made from the id (no one's address); each purchase is a
-`music` transaction at noon UTC of its day, one file per day. There are no redemptions and
-no engagement events; the catalogue is a few music rewards, so the recommender has
-something to rank.
+purchase (the cohort was defined by it), in the lowest tier, without marketing consent,
+with the points a common earning rule gives (`POINTS_PER_DOLLAR` on their spend in the
+converted window); their email is a placeholder made from the id (no one's address); each
+purchase is a `music` transaction at noon UTC of its day, one file per day. There are no
+redemptions and no engagement events; the catalogue is a few music rewards, so the
+recommender has something to rank.
 
     python -m reward_assets.churn.cdnow --output DIR [--cache DIR] [--every N]
 """
@@ -30,12 +31,28 @@ import pandas as pd
 
 WHEEL = "lifetimes==0.11.3"
 MEMBER = "lifetimes/datasets/CDNOW_master.txt"
+# Points a customer earns per dollar: CDNOW had no loyalty programme, so a common rule.
+POINTS_PER_DOLLAR = 10
 REWARDS = pd.DataFrame(
     {
-        "reward_id": ["cd-voucher-5", "cd-voucher-10", "box-set", "concert-ticket", "vinyl"],
-        "name": ["$5 off a CD", "$10 off a CD", "A box set", "A concert ticket", "A vinyl LP"],
+        "reward_id": [
+            "free-shipping",
+            "cd-voucher-5",
+            "cd-voucher-10",
+            "box-set",
+            "concert-ticket",
+            "vinyl",
+        ],
+        "name": [
+            "Free shipping",
+            "$5 off a CD",
+            "$10 off a CD",
+            "A box set",
+            "A concert ticket",
+            "A vinyl LP",
+        ],
         "category": "music",
-        "points_cost": [500, 1000, 3000, 5000, 2000],
+        "points_cost": [50, 500, 1000, 3000, 5000, 2000],
         "inventory": 1000,
         "active": True,
     }
@@ -94,6 +111,8 @@ def convert(
     if since:
         purchases = purchases[purchases["day"] >= pd.Timestamp(since)]
     purchases = purchases.reset_index(drop=True)
+    spend = purchases.groupby("customer_id")["dollars"].sum().reindex(first.index, fill_value=0)
+    points = (spend * POINTS_PER_DOLLAR).round().astype("int64")
     output = Path(output)
     (output / "transactions").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(
@@ -104,7 +123,7 @@ def convert(
             "country": "US",
             "timezone": "UTC",
             "tier": "bronze",
-            "points_balance": 0,
+            "points_balance": points.to_numpy(),
             "marketing_opt_in": False,
         }
     ).to_csv(output / "customers.csv", index=False)

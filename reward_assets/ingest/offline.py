@@ -13,6 +13,7 @@ import pandas as pd
 
 from reward_assets.contact.holdout import holdout_threshold
 from reward_assets.email.outbox import SENT_EVENT_COLUMNS
+from reward_assets.email.webhooks import EVENT_COLUMNS as PROVIDER_EVENT_COLUMNS
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.ingest.contract import ENTITIES, REDEMPTIONS, TIERS
 from reward_assets.ingest.load import load_snapshot, load_window
@@ -37,9 +38,14 @@ def load_folder(warehouse: Warehouse, data_dir: Path, as_of: dt.date | None = No
         if entity is REDEMPTIONS:
             known = set(warehouse.frame("SELECT reward_id FROM raw.rewards")["reward_id"])
         load_window(warehouse, entity, Path(data_dir), start, end, known, start)
-    # No product emails were sent from here: the union in fct_engagement_events reads none.
-    empty = pd.DataFrame({name: pd.Series([], dtype=object) for name in SENT_EVENT_COLUMNS})
-    warehouse.replace_table("raw.email_sends", SENT_EVENT_COLUMNS, [empty])
+    # No product emails were sent from here and no provider posted events: the union in
+    # fct_engagement_events reads none of either.
+    for table, columns in (
+        ("raw.email_sends", SENT_EVENT_COLUMNS),
+        ("raw.provider_events", PROVIDER_EVENT_COLUMNS),
+    ):
+        empty = pd.DataFrame({name: pd.Series([], dtype=object) for name in columns})
+        warehouse.replace_table(table, columns, [empty])
     as_of = resolve_as_of(warehouse, as_of)
     params = {
         **as_of_params(as_of),
