@@ -69,8 +69,15 @@ def materialize_all(
     end: dt.date,
     selection: str | dg.AssetSelection | None = None,
 ) -> RunSummary:
-    """One run over `start`..`end` for the selection, then the history day it scored, then
-    what reads that history over the range."""
+    """Runs over `start`..`end` for the selection, then the history day it scored, then
+    what reads that history over the range.
+
+    Only the runs of daily partitioned assets carry the range: Dagster records a planned
+    materialisation per asset and day of a ranged run, unpartitioned assets included, so
+    one run of everything over 180 days wrote 36 x 180 planned events before its first
+    step. The selection goes in layers instead, alternating unpartitioned and partitioned
+    assets in dependency order (see docs/architecture.md, "Per-partition overhead").
+    """
     graph = defs.resolve_asset_graph()
     chosen = dg.AssetSelection.from_coercible(selection) if selection else dg.AssetSelection.all()
     on_history = HISTORY_ASSETS.downstream() - HISTORY_ASSETS
@@ -78,18 +85,21 @@ def materialize_all(
     ranged = {"tags": {RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: end.isoformat()}}
     # What reads the history (analytics) runs over the range once the day is recorded.
     steps = [
-        (chosen - HISTORY_ASSETS - on_history, ranged),
-        (chosen & HISTORY_ASSETS, None),
-        (chosen & on_history, ranged),
+        *(
+            (keys, ranged if part else {})
+            for keys, part in layers(graph, chosen - HISTORY_ASSETS - on_history)
+        ),
+        (list((chosen & HISTORY_ASSETS).resolve(graph)), None),
+        *((keys, ranged if part else {}) for keys, part in layers(graph, chosen & on_history)),
     ]
     results = []
-    for selection, kwargs in steps:
-        keys = list(selection.resolve(graph))
+    for keys, kwargs in steps:
         if not keys:
             continue
         if results and not results[-1].success:
             break
-        kwargs = kwargs or {"partition_key": _scored_day(project_settings(defs)).isoformat()}
+        if kwargs is None:
+            kwargs = {"partition_key": _scored_day(project_settings(defs)).isoformat()}
         results.append(
             job.execute_in_process(
                 instance=instance, raise_on_error=False, asset_selection=keys, **kwargs
@@ -108,6 +118,27 @@ def materialize_all(
                 summary.checks["failed"] += 1
                 summary.failed_checks.append(name)
     return summary
+
+
+def layers(graph, selection: dg.AssetSelection) -> list[tuple[list[dg.AssetKey], bool]]:
+    """The selection's assets as runs in dependency order, each all partitioned or all not.
+
+    An asset joins the earliest layer of its kind (unpartitioned layers even, partitioned
+    odd) that comes no earlier than any of its parents in the selection, so each run only
+    reads what earlier runs (or its own earlier steps) wrote.
+    """
+    keys = selection.resolve(graph)
+    layer: dict[dg.AssetKey, int] = {}
+    for key in graph.toposorted_asset_keys:
+        if key not in keys:
+            continue
+        parity = 1 if graph.get(key).is_partitioned else 0
+        after = max((layer[p] for p in graph.get(key).parent_keys if p in layer), default=0)
+        layer[key] = after + ((after % 2) != parity)
+    return [
+        ([k for k, n in layer.items() if n == number], bool(number % 2))
+        for number in sorted(set(layer.values()))
+    ]
 
 
 @dataclass
