@@ -27,6 +27,8 @@ from pathlib import Path
 import dagster as dg
 import psutil
 
+from reward_assets.pipeline import RANGE_PLANNING_SWITCH
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,6 +80,8 @@ def bench_folder(workdir: Path) -> Path:
     os.environ["DATA_DIR"] = str(workdir / "data")
     os.environ["WAREHOUSE_URL"] = f"duckdb:///{workdir / 'warehouse.duckdb'}"
     os.environ.pop("AS_OF", None)
+    # As `reward-assets run` and the Makefile run the graph.
+    os.environ.setdefault(RANGE_PLANNING_SWITCH, "true")
     return workdir / "data"
 
 
