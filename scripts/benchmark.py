@@ -69,8 +69,8 @@ class Stages:
         figures: dict = {}
         yield figures  # the stage may add its own figures (step times, event counts)
         end = time.time()
-        peak = self.sampler.peak_mb(start, end)
-        self.figures[name] = {"seconds": round(end - start, 2), "peak_rss_mb": peak, **figures}
+        figures.update(seconds=round(end - start, 2), peak_rss_mb=self.sampler.peak_mb(start, end))
+        self.figures[name] = figures  # the same dict: figures added after the stage count
 
 
 def bench_folder(workdir: Path) -> Path:
