@@ -1,9 +1,10 @@
-"""Materialise the whole code location in one run, as `make run` (`reward-assets run`) and
+"""Materialise the whole code location, as `make run` (`reward-assets run`) and
 `make bench` do.
 
 The event assets take every day from the first partition to the latest landed day in a
-single run (their backfill policy allows it), so a fresh data folder becomes a full
-warehouse in one step that then shows in the Dagster UI like any other run.
+single run each (their backfill policy allows it), so a fresh data folder becomes a full
+warehouse in a handful of runs, in dependency order (`layers`), that then show in the
+Dagster UI like any other runs.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ RANGE_PLANNING_SWITCH = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 @dataclass
 class RunSummary:
     success: bool
-    run_id: str
+    run_id: str  # the first run's
+    run_ids: list[str] = field(default_factory=list)  # every run, in order
     checks: Counter[str] = field(default_factory=Counter)
     failed_checks: list[str] = field(default_factory=list)
     report: str | None = None  # the analytics report's HTML page, when the run wrote one
@@ -102,19 +104,33 @@ def materialize_all(
         *((keys, ranged if part else {}) for keys, part in layers(graph, chosen & on_history)),
     ]
     results = []
+    # As inside one run, a failure stops only what is downstream of it: the later layers
+    # go on without the assets downstream of one that did not materialise or failed a
+    # blocking check. The scored day's history and what follows it need a clean run.
+    blocked: set[dg.AssetKey] = set()
     for keys, kwargs in steps:
+        if kwargs is None and not all(r.success for r in results):
+            break
+        keys = [key for key in keys if key not in blocked]
         if not keys:
             continue
-        if results and not results[-1].success:
-            break
         if kwargs is None:
             kwargs = {"partition_key": _scored_day(project_settings(defs)).isoformat()}
-        results.append(
-            job.execute_in_process(
-                instance=instance, raise_on_error=False, asset_selection=keys, **kwargs
-            )
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, asset_selection=keys, **kwargs
         )
-    summary = RunSummary(all(r.success for r in results), results[0].run_id)
+        results.append(result)
+        if not result.success:
+            failed = set(keys) - {e.asset_key for e in result.get_asset_materialization_events()}
+            failed |= {
+                e.asset_key
+                for e in result.get_asset_check_evaluations()
+                if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+            }
+            blocked |= dg.AssetSelection.assets(*failed).downstream().resolve(graph)
+    summary = RunSummary(
+        all(r.success for r in results), results[0].run_id, [r.run_id for r in results]
+    )
     for result in results:
         for event in result.get_asset_materialization_events():
             if event.asset_key == dg.AssetKey("analytics_report"):
@@ -259,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     with open_warehouse(settings.resolved_warehouse_url()) as warehouse:
         counts, quarantine = warehouse_summary(warehouse)
     outcome = "succeeded" if summary.success else "FAILED"
-    print(f"\nRun {summary.run_id}: {outcome} in {elapsed:.1f}s\n")
+    more = len(summary.run_ids) - 1
+    print(f"\nRun {summary.run_id} and {more} more: {outcome} in {elapsed:.1f}s\n")
     print("Rows per table")
     for table, rows in counts.items():
         print(f"  {table:<34} {rows:>12,}")

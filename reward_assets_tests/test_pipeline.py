@@ -150,3 +150,46 @@ def test_a_range_plans_each_asset_once_and_only_partitioned_runs_carry_it(
             assert sorted(subset.get_partition_keys()) == sorted(materialized), key
         else:
             assert subset is None and events[0].partition is None, key
+
+
+def test_a_failed_layer_stops_only_what_is_downstream_of_it(
+    tmp_path, duckdb_warehouse, monkeypatch
+):
+    """As inside one run: without a reward catalogue `rewards` fails, so redemptions (which
+    need it) wait, while the transactions of the range, in a later run, still load."""
+    import dagster as dg
+
+    from reward_assets.definitions import defs
+    from reward_assets.pipeline import materialize_all
+    from reward_assets_tests.conftest import PLATFORM_GROUPS
+
+    data = tmp_path / "data"
+    write_basic_landing(data)
+    for path in (data / "rewards").iterdir():
+        path.unlink()
+    monkeypatch.setenv("DATA_DIR", str(data))
+    monkeypatch.setenv("WAREHOUSE_URL", duckdb_warehouse.url)
+    duckdb_warehouse.dispose()
+    with dg.DagsterInstance.ephemeral() as instance:
+        summary = materialize_all(
+            defs(),
+            instance,
+            dt.date(2023, 3, 1),
+            dt.date(2023, 3, 3),
+            dg.AssetSelection.groups(*PLATFORM_GROUPS),
+        )
+        done = {
+            key
+            for key in ("transactions", "stg_transactions", "fct_transactions", "redemptions")
+            if instance.get_latest_materialization_event(dg.AssetKey(key))
+        }
+        started = {
+            stats.step_key
+            for run_id in summary.run_ids
+            for stats in instance.get_run_step_stats(run_id)
+        }
+    assert not summary.success and len(summary.run_ids) == 3
+    # Left out of the later runs, not started there to fail again.
+    assert "rewards" in started and not {"redemptions", "stg_redemptions"} & started
+    assert done == {"transactions", "stg_transactions", "fct_transactions"}
+    assert duckdb_warehouse.row_count("staging.stg_transactions") > 0
