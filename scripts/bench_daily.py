@@ -66,6 +66,10 @@ def main() -> int:
         with stages.stage("full_run") as figures:
             summary = materialize_all(defs, instance, *default_range(Settings()))
             figures["success"] = summary.success
+        figures["runs"] = [run_figures(instance, run_id) for run_id in summary.run_ids]
+        figures["before_first_step_seconds"] = round(
+            sum(run["before_first_step_seconds"] for run in figures["runs"]), 2
+        )
         if not summary.success:
             raise SystemExit(f"the full run failed: {summary.failed_checks}")
 
