@@ -1,15 +1,17 @@
-"""Materialise the whole code location in one run, as `make run` (`reward-assets run`) and
+"""Materialise the whole code location, as `make run` (`reward-assets run`) and
 `make bench` do.
 
 The event assets take every day from the first partition to the latest landed day in a
-single run (their backfill policy allows it), so a fresh data folder becomes a full
-warehouse in one step that then shows in the Dagster UI like any other run.
+single run each (their backfill policy allows it), so a fresh data folder becomes a full
+warehouse in a handful of runs, in dependency order (`layers`), that then show in the
+Dagster UI like any other runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,10 +51,19 @@ def default_range(settings: Settings) -> tuple[dt.date, dt.date]:
     return settings.partitions_start_date, end
 
 
+# Dagster's switch for one planned event per asset of a range run, carrying the range,
+# instead of one per asset and day (Dagster issue 32242): 180 days of 13 partitioned assets
+# were 2,340 SQLite writes before the first steps. The cost: the partitions of a range run
+# that fails show as missing, not failed, in the UI (the run itself shows as failed).
+# `reward-assets run` and the Makefile set it unless the environment says otherwise.
+RANGE_PLANNING_SWITCH = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
 @dataclass
 class RunSummary:
     success: bool
-    run_id: str
+    run_id: str  # the first run's
+    run_ids: list[str] = field(default_factory=list)  # every run, in order
     checks: Counter[str] = field(default_factory=Counter)
     failed_checks: list[str] = field(default_factory=list)
     report: str | None = None  # the analytics report's HTML page, when the run wrote one
@@ -69,8 +80,15 @@ def materialize_all(
     end: dt.date,
     selection: str | dg.AssetSelection | None = None,
 ) -> RunSummary:
-    """One run over `start`..`end` for the selection, then the history day it scored, then
-    what reads that history over the range."""
+    """Runs over `start`..`end` for the selection, then the history day it scored, then
+    what reads that history over the range.
+
+    Only the runs of daily partitioned assets carry the range: Dagster records a planned
+    materialisation per asset and day of a ranged run, unpartitioned assets included, so
+    one run of everything over 180 days wrote 36 x 180 planned events before its first
+    step. The selection goes in layers instead, alternating unpartitioned and partitioned
+    assets in dependency order (see docs/architecture.md, "Per-partition overhead").
+    """
     graph = defs.resolve_asset_graph()
     chosen = dg.AssetSelection.from_coercible(selection) if selection else dg.AssetSelection.all()
     on_history = HISTORY_ASSETS.downstream() - HISTORY_ASSETS
@@ -78,24 +96,41 @@ def materialize_all(
     ranged = {"tags": {RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: end.isoformat()}}
     # What reads the history (analytics) runs over the range once the day is recorded.
     steps = [
-        (chosen - HISTORY_ASSETS - on_history, ranged),
-        (chosen & HISTORY_ASSETS, None),
-        (chosen & on_history, ranged),
+        *(
+            (keys, ranged if part else {})
+            for keys, part in layers(graph, chosen - HISTORY_ASSETS - on_history)
+        ),
+        (list((chosen & HISTORY_ASSETS).resolve(graph)), None),
+        *((keys, ranged if part else {}) for keys, part in layers(graph, chosen & on_history)),
     ]
     results = []
-    for selection, kwargs in steps:
-        keys = list(selection.resolve(graph))
+    # As inside one run, a failure stops only what is downstream of it: the later layers
+    # go on without the assets downstream of one that did not materialise or failed a
+    # blocking check. The scored day's history and what follows it need a clean run.
+    blocked: set[dg.AssetKey] = set()
+    for keys, kwargs in steps:
+        if kwargs is None and not all(r.success for r in results):
+            break
+        keys = [key for key in keys if key not in blocked]
         if not keys:
             continue
-        if results and not results[-1].success:
-            break
-        kwargs = kwargs or {"partition_key": _scored_day(project_settings(defs)).isoformat()}
-        results.append(
-            job.execute_in_process(
-                instance=instance, raise_on_error=False, asset_selection=keys, **kwargs
-            )
+        if kwargs is None:
+            kwargs = {"partition_key": _scored_day(project_settings(defs)).isoformat()}
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, asset_selection=keys, **kwargs
         )
-    summary = RunSummary(all(r.success for r in results), results[0].run_id)
+        results.append(result)
+        if not result.success:
+            failed = set(keys) - {e.asset_key for e in result.get_asset_materialization_events()}
+            failed |= {
+                e.asset_key
+                for e in result.get_asset_check_evaluations()
+                if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+            }
+            blocked |= dg.AssetSelection.assets(*failed).downstream().resolve(graph)
+    summary = RunSummary(
+        all(r.success for r in results), results[0].run_id, [r.run_id for r in results]
+    )
     for result in results:
         for event in result.get_asset_materialization_events():
             if event.asset_key == dg.AssetKey("analytics_report"):
@@ -108,6 +143,27 @@ def materialize_all(
                 summary.checks["failed"] += 1
                 summary.failed_checks.append(name)
     return summary
+
+
+def layers(graph, selection: dg.AssetSelection) -> list[tuple[list[dg.AssetKey], bool]]:
+    """The selection's assets as runs in dependency order, each all partitioned or all not.
+
+    An asset joins the earliest layer of its kind (unpartitioned layers even, partitioned
+    odd) that comes no earlier than any of its parents in the selection, so each run only
+    reads what earlier runs (or its own earlier steps) wrote.
+    """
+    keys = selection.resolve(graph)
+    layer: dict[dg.AssetKey, int] = {}
+    for key in graph.toposorted_asset_keys:
+        if key not in keys:
+            continue
+        parity = 1 if graph.get(key).is_partitioned else 0
+        after = max((layer[p] for p in graph.get(key).parent_keys if p in layer), default=0)
+        layer[key] = after + ((after % 2) != parity)
+    return [
+        ([k for k, n in layer.items() if n == number], bool(number % 2))
+        for number in sorted(set(layer.values()))
+    ]
 
 
 @dataclass
@@ -189,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     a summary. The run is recorded in DAGSTER_HOME, so it shows in the Dagster UI."""
     from reward_assets.definitions import defs as load_definitions
 
+    os.environ.setdefault(RANGE_PLANNING_SWITCH, "true")
     settings = Settings()
     parser = argparse.ArgumentParser(
         prog="reward-assets run",
@@ -218,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     with open_warehouse(settings.resolved_warehouse_url()) as warehouse:
         counts, quarantine = warehouse_summary(warehouse)
     outcome = "succeeded" if summary.success else "FAILED"
-    print(f"\nRun {summary.run_id}: {outcome} in {elapsed:.1f}s\n")
+    more = len(summary.run_ids) - 1
+    print(f"\nRun {summary.run_id} and {more} more: {outcome} in {elapsed:.1f}s\n")
     print("Rows per table")
     for table, rows in counts.items():
         print(f"  {table:<34} {rows:>12,}")

@@ -21,10 +21,13 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import psutil
+
+from reward_assets.pipeline import RANGE_PLANNING_SWITCH
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,6 +56,95 @@ class RssSampler(threading.Thread):
         return round(max(window, default=0) / 2**20, 1)
 
 
+class Stages:
+    """Wall time and peak RSS of named stages of this process, in the order they ran."""
+
+    def __init__(self, sampler: RssSampler):
+        self.sampler = sampler
+        self.figures: dict[str, dict] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.time()
+        figures: dict = {}
+        yield figures  # the stage may add its own figures (step times, event counts)
+        end = time.time()
+        figures.update(seconds=round(end - start, 2), peak_rss_mb=self.sampler.peak_mb(start, end))
+        self.figures[name] = figures  # the same dict: figures added after the stage count
+
+
+def bench_folder(workdir: Path) -> Path:
+    """A fresh `workdir` with its own landing folder and warehouse, so a bench never
+    touches the demo data; the landing folder's path."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.environ["DATA_DIR"] = str(workdir / "data")
+    os.environ["WAREHOUSE_URL"] = f"duckdb:///{workdir / 'warehouse.duckdb'}"
+    os.environ.pop("AS_OF", None)
+    # As `reward-assets run` and the Makefile run the graph.
+    os.environ.setdefault(RANGE_PLANNING_SWITCH, "true")
+    return workdir / "data"
+
+
+def persistent_home(workdir: Path) -> Path:
+    """A fresh DAGSTER_HOME under `workdir` with the project's dagster.yaml: the SQLite
+    run and event storage `make run` and `make dev` use, not an ephemeral instance."""
+    home = workdir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def run_figures(instance: dg.DagsterInstance, run_id: str) -> dict:
+    """A run's time before its first step, its step times and its event counts by type."""
+    records = instance.all_logs(run_id)
+    windows = step_windows(instance, [run_id])
+    first = min((start for start, _ in windows.values()), default=records[-1].timestamp)
+    counts: dict[str, int] = {}
+    for record in records:
+        kind = record.dagster_event_type.value if record.dagster_event_type else "LOG"
+        counts[kind] = counts.get(kind, 0) + 1
+    return {
+        "before_first_step_seconds": round(first - records[0].timestamp, 2),
+        "events": dict(sorted(counts.items(), key=lambda item: -item[1])),
+        "steps": {k: round(end - start, 2) for k, (start, end) in windows.items()},
+    }
+
+
+def seed_folder(data_dir: Path, customers: int, rewards: int, days: int, seed: int):
+    """Seed `data_dir` in a child process (its own peak memory): (seconds, peak RSS MB)."""
+    print(f"Seeding {customers:,} customers, {rewards:,} rewards, {days} days ...")
+    started = time.perf_counter()
+    command = [sys.executable, str(ROOT / "scripts" / "seed_data.py"), "--output", str(data_dir)]
+    for option, value in (("customers", customers), ("rewards", rewards), ("days", days)):
+        command += [f"--{option}", str(value)]
+    subprocess.run([*command, "--seed", str(seed)], check=True)
+    seconds = time.perf_counter() - started
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def step_windows(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, tuple]:
+    """(start, end) wall time of every finished step of the runs, by step key."""
+    return {
+        s.step_key: (s.start_time, s.end_time)
+        for run_id in run_ids
+        for s in instance.get_run_step_stats(run_id)
+        if s.start_time and s.end_time
+    }
+
+
+def machine(load_before: tuple[float, ...]) -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        # Other processes share the machine: its load says how far to trust the times.
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=10_000)
@@ -70,35 +162,10 @@ def main() -> int:
         args.rewards = max(200, args.customers // 1000)
     load_before = os.getloadavg()
 
-    workdir = args.out / f"run-{args.customers}"
-    shutil.rmtree(workdir, ignore_errors=True)
-    data_dir = workdir / "data"
-    # The bench's own landing folder and warehouse, so it never touches the demo data.
-    os.environ["DATA_DIR"] = str(data_dir)
-    os.environ["WAREHOUSE_URL"] = f"duckdb:///{workdir / 'warehouse.duckdb'}"
-    os.environ.pop("AS_OF", None)
-
-    print(f"Seeding {args.customers:,} customers, {args.rewards:,} rewards, {args.days} days ...")
-    started = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "seed_data.py"),
-            "--output",
-            str(data_dir),
-            "--customers",
-            str(args.customers),
-            "--rewards",
-            str(args.rewards),
-            "--days",
-            str(args.days),
-            "--seed",
-            str(args.seed),
-        ],
-        check=True,
+    data_dir = bench_folder(args.out / f"run-{args.customers}")
+    seed_seconds, seed_peak_mb = seed_folder(
+        data_dir, args.customers, args.rewards, args.days, args.seed
     )
-    seed_seconds = time.perf_counter() - started
-    seed_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
     from reward_assets.definitions import defs
     from reward_assets.pipeline import default_range, materialize_all
@@ -114,12 +181,7 @@ def main() -> int:
         summary = materialize_all(defs(), instance, *default_range(settings))
         # materialize_all may take more than one run (the scored day's history and what
         # reads it come after the range): every step of every run is reported.
-        steps = {
-            s.step_key: (s.start_time, s.end_time)
-            for run in instance.get_runs()
-            for s in instance.get_run_step_stats(run.run_id)
-            if s.start_time and s.end_time
-        }
+        steps = step_windows(instance, [r.run_id for r in instance.get_runs()])
     pipeline_seconds = time.perf_counter() - started
     sampler.stop()
     with open_warehouse(settings.resolved_warehouse_url()) as wh:
@@ -139,15 +201,7 @@ def main() -> int:
         "customers": args.customers,
         "rewards": args.rewards,
         "days": args.days,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            # Other processes share the machine: its load says how far to trust the times.
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "volumes": volumes,
         "transactions_per_customer": round(
             volumes["transactions"] / max(volumes["customers"], 1), 1

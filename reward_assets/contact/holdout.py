@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+import duckdb
 import numpy as np
+import pyarrow as pa
 
 DEFAULT_HOLDOUT_SHARE = 0.05
 # Fine enough that any share given to two decimals of a percent is met exactly.
@@ -20,6 +22,21 @@ BUCKETS = 10_000
 
 def holdout_bucket(customer_id: str) -> int:
     return int(hashlib.sha256(customer_id.encode()).hexdigest()[:8], 16) % BUCKETS
+
+
+def holdout_bucket_sql(column: str) -> str:
+    """`holdout_bucket` of a text column as DuckDB SQL: the same digits of the same hash,
+    computed in the engine rather than one Python call per customer."""
+    return f"CAST(CAST(('0x' || left(sha256({column}), 8)) AS UBIGINT) % {BUCKETS} AS BIGINT)"
+
+
+def holdout_buckets(customer_ids: Iterable[str]) -> np.ndarray:
+    """`holdout_bucket` of every id, in order, in one DuckDB query."""
+    ids = pa.table({"customer_id": pa.array(list(customer_ids), pa.string())})
+    with duckdb.connect() as con:
+        con.register("ids", ids)
+        query = f"SELECT {holdout_bucket_sql('customer_id')} AS bucket FROM ids"
+        return con.execute(query).fetchnumpy()["bucket"].astype(np.int64)
 
 
 def holdout_threshold(share: float) -> int:
@@ -32,5 +49,4 @@ def is_holdout(customer_id: str, share: float = DEFAULT_HOLDOUT_SHARE) -> bool:
 
 
 def holdout_mask(customer_ids: Iterable[str], share: float = DEFAULT_HOLDOUT_SHARE) -> np.ndarray:
-    threshold = holdout_threshold(share)
-    return np.fromiter((holdout_bucket(c) < threshold for c in customer_ids), dtype=bool)
+    return holdout_buckets(customer_ids) < holdout_threshold(share)

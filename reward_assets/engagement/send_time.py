@@ -115,9 +115,10 @@ def preferences_from_history(
 
     Customers with `min_opens` open events or more (source 'customer') get the allowed hour
     with the highest predicted open probability, averaged over weekdays, for content of no
-    particular category. The others get their segment's (time zone x tier) hour when the
-    segment has `min_segment_opens` open events, else the global one: the allowed hour
-    whose sends (+-1 h) were opened most often. A best weekday is named only when the model
+    particular category (the model runs over the hour grid for them only). The others get
+    their segment's (time zone x tier) hour when the segment has `min_segment_opens` open
+    events, else the global one: the allowed hour whose sends (+-1 h) were opened most
+    often. A best weekday is named only when the model
     uses weekdays and the customer's best one beats the worst by WEEKDAY_MIN_SPREAD;
     expected rates are the model's at the chosen hour (and weekday, else their mean).
     """
@@ -130,12 +131,14 @@ def preferences_from_history(
     own = history.opens >= min_opens
     fallback = np.where(by_segment, segment_hour[segment], global_hour)
 
-    best = np.empty(n, dtype=np.int64)
-    peak = np.empty(n)
-    open_by_weekday = np.empty((n, weekdays.size), dtype=np.float32)
-    click_by_weekday = np.empty((n, weekdays.size), dtype=np.float32)
-    for start in range(0, n, chunk_customers):
-        rows = np.arange(start, min(start + chunk_customers, n))
+    # Only a customer whose own hour counts needs the model over every allowed hour (its
+    # argmax is the hour, its peak feeds the confidence); the others take their fallback
+    # hour, so the grid is left out for them: the same result at a share of the cost.
+    best = np.where(own, 0, fallback).astype(np.int64)
+    peak = np.zeros(n)
+    owners = np.flatnonzero(own)
+    for start in range(0, owners.size, chunk_customers):
+        rows = owners[start : start + chunk_customers]
         customer, hour, weekday = (
             axis.ravel() for axis in np.meshgrid(rows, hours, weekdays, indexing="ij")
         )
@@ -143,9 +146,12 @@ def preferences_from_history(
             rows.size, hours.size, weekdays.size
         )
         by_hour = grid.mean(axis=2)
-        chosen = np.where(own[rows], by_hour.argmax(axis=1), np.searchsorted(hours, fallback[rows]))
-        best[rows] = hours[chosen]
+        best[rows] = hours[by_hour.argmax(axis=1)]
         peak[rows] = 1 - by_hour.mean(axis=1) / by_hour.max(axis=1)
+    open_by_weekday = np.empty((n, weekdays.size), dtype=np.float32)
+    click_by_weekday = np.empty((n, weekdays.size), dtype=np.float32)
+    for start in range(0, n, chunk_customers):
+        rows = np.arange(start, min(start + chunk_customers, n))
         customer, weekday = (axis.ravel() for axis in np.meshgrid(rows, weekdays, indexing="ij"))
         opened, clicked = model.predict(
             _uncategorised(history, model, customer, best[customer], weekday)

@@ -28,7 +28,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from reward_assets.contact.holdout import holdout_bucket
+from reward_assets.contact.holdout import holdout_bucket_sql
 from reward_assets.ingest.contract import LINEAGE_COLUMNS, Column, Entity, sql_types
 from reward_assets.ingest.landing import ContractError, LandingFile, files_for_window, scan_landing
 from reward_assets.ingest.quarantine import (
@@ -302,15 +302,12 @@ class _Load:
         self._duplicates()
         good_sql = f"reason IS NULL AND {self._in_window()}"
         names = ", ".join(f'"{c}"' for c in self.entity.column_names)
+        if self.entity.name == "customers":
+            names += f", {holdout_bucket_sql('customer_id')} AS holdout_bucket"
         good = self.con.execute(
             f"SELECT {names}, f.file_name AS source_file, __line AS source_line "
             f"FROM ruled JOIN files f ON f.file_idx = ruled.__file WHERE {good_sql}"
         ).fetch_arrow_table()
-        if self.entity.name == "customers":
-            buckets = [holdout_bucket(c) for c in good.column("customer_id").to_pylist()]
-            good = good.add_column(
-                len(self.entity.column_names), "holdout_bucket", pa.array(buckets, pa.int64())
-            )
         first = self.window.first_day if self.window else dt.datetime.min
         bad = self.con.execute(
             f"""SELECT __row, f.file_name AS source_file, __line AS source_line, reason, detail,
