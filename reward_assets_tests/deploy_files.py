@@ -25,7 +25,11 @@ ENV_EXAMPLE = ROOT / ".env.example"
 VENV_BIN = Path(sys.executable).parent
 README_SECTION = "## Deploy with docker compose"
 # Variables of Dagster itself and of the postgres image, besides the project's settings.
-DAGSTER_VARIABLES = {"DAGSTER_HOME", "DAGSTER_PG_URL"}
+DAGSTER_VARIABLES = {
+    "DAGSTER_HOME",
+    "DAGSTER_PG_URL",
+    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS",
+}
 POSTGRES_IMAGE_VARIABLES = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PGDATA"}
 # What a developer's .env holds besides .env.example's variables, for the interpolation:
 # the secrets .env.example leaves empty, which compose requires.
