@@ -319,11 +319,20 @@ def test_transactions_of_unknown_customers_fail_customer_integrity(duckdb_wareho
 
 
 def test_feature_table_mixes_gx_and_sql_checks(duckdb_warehouse):
-    features = [("c1", 3, 40), ("c2", -1, 10), ("c2", 0, -2), ("c3", 5, 5)]
+    day, later = "2024-05-01", "2024-05-02"
+    features = [
+        ("c1", 3, 40, day, day),
+        ("c2", -1, 10, day, day),
+        ("c2", 0, -2, day, day),
+        ("c3", 5, 5, day, day),
+        # The customer's attributes read from a version that starts after the as-of date.
+        ("c4", 1, 1, later, day),
+    ]
     create(
         duckdb_warehouse,
         "marts.customer_features",
-        "customer_id VARCHAR, recency_days BIGINT, tenure_days BIGINT",
+        "customer_id VARCHAR, recency_days BIGINT, tenure_days BIGINT, "
+        "attributes_valid_from DATE, as_of DATE",
         features,
     )
 
@@ -331,8 +340,8 @@ def test_feature_table_mixes_gx_and_sql_checks(duckdb_warehouse):
 
     assert set(outcomes) == {"customer_id_unique_not_null", "no_look_ahead"}
     unique, look_ahead = outcomes["customer_id_unique_not_null"], outcomes["no_look_ahead"]
-    assert (unique.passed, unique.failing_rows, unique.checked_rows) == (False, 2, 4)
-    assert (look_ahead.passed, look_ahead.failing_rows, look_ahead.checked_rows) == (False, 2, 4)
+    assert (unique.passed, unique.failing_rows, unique.checked_rows) == (False, 2, 5)
+    assert (look_ahead.passed, look_ahead.failing_rows, look_ahead.checked_rows) == (False, 3, 5)
 
 
 # --- declarations and errors -------------------------------------------------------------

@@ -295,8 +295,12 @@ def test_every_served_table_a_python_asset_writes_has_blocking_checks_on_its_ass
         declared = load_checks(table_checks_path(table))
         asset = definitions.resolve_assets_def(table.rpartition(".")[2])
         specs = {spec.name: spec for spec in asset.check_specs}
-        # Besides its SQL checks, recommendation_sets says whether the fallback built it.
-        extra = {"served_by_a_ranker"} if table == "ml.recommendation_sets" else set()
+        # Besides their SQL checks, the tables a fallback may build say whether it did.
+        extra = {
+            "ml.recommendation_sets": {"served_by_a_ranker"},
+            "ml.churn_scores": {"served_by_model"},
+            "ml.send_time_preferences": {"served_by_model"},
+        }.get(table, set())
         assert declared and set(specs) == {c.name for c in declared} | extra, table
         assert all(specs[c.name].blocking == c.blocking for c in declared), table
         assert any(c.blocking for c in declared), table
