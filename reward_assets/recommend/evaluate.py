@@ -5,10 +5,11 @@
 
 Protocol: a seeded random 25% of the redemption rows (or the latest 25% by time) is the
 test part. Every candidate's hyper-parameters are chosen on a validation split carved the
-same way from the training part, then the candidate is fitted on the whole training part
-and ranks all rewards for each test customer, the rewards they redeemed in training left
-out. Relevant are the test rewards the customer had not redeemed in training; customers
-with at least one are evaluated (a seeded sample of `max_customers` when there are more).
+same way from the training part (10% of its rows, `served.VALIDATION_SHARE`), then the
+candidate is fitted on the whole training part and ranks all rewards for each test
+customer, the rewards they redeemed in training left out. Relevant are the test rewards
+the customer had not redeemed in training; customers with at least one are evaluated (a
+seeded sample of `max_customers` when there are more).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from reward_assets.ingest.landing import ContractError
 from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.protocol import HoldOut
 from reward_assets.recommend.rankers import Ease, ItemKNN, Popularity, RandomRanker, Ranker
-from reward_assets.recommend.served import build_served, choose_served
+from reward_assets.recommend.served import VALIDATION_SHARE, build_served, choose_served
 from reward_assets.recommend.taste import Log, TasteModel
 
 VALIDATION_CUSTOMERS = 20_000
@@ -202,7 +203,7 @@ def evaluate(
     started = time.perf_counter()
     final = HoldOut.split(data, split, seed, max_customers)
     validation = HoldOut.split(
-        final.train, split, seed + 1, min(max_customers, VALIDATION_CUSTOMERS)
+        final.train, split, seed + 1, min(max_customers, VALIDATION_CUSTOMERS), VALIDATION_SHARE
     )
     log(
         f"split: {final.train_rows:,} train / {final.test_rows:,} test rows, "
