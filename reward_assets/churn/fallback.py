@@ -19,7 +19,12 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from reward_assets.churn.model import BAND_QUANTILES, is_active, labelled_snapshot
+from reward_assets.churn.model import (
+    BAND_QUANTILES,
+    is_active,
+    labelled_snapshot,
+    outside_population,
+)
 from reward_assets.warehouse.store import Warehouse
 
 VERSION = "fallback:recency"
@@ -84,17 +89,7 @@ def fallback_scores(
             "source": SOURCE,
         }
     )
-    outside = pd.DataFrame(
-        {
-            "customer_id": inactive["customer_id"].to_numpy(),
-            "churn_probability": np.nan,
-            "risk_band": np.where(
-                inactive["has_purchased"].astype(bool), "lapsed", "never_purchased"
-            ),
-            "source": "rule",
-        }
-    )
-    return pd.concat([scored, outside], ignore_index=True)
+    return pd.concat([scored, outside_population(inactive)], ignore_index=True)
 
 
 def calibrate(warehouse: Warehouse, data_end: dt.date, horizon_days: int, active_days: int = 90):

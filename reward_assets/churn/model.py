@@ -145,6 +145,21 @@ def labelled_snapshot(
     return features_as_of(warehouse, as_of).merge(labels, on="customer_id", how="inner")
 
 
+def outside_population(inactive: pd.DataFrame) -> pd.DataFrame:
+    """Score rows of customers outside the label's population, by rule and without a
+    probability: `lapsed` if they ever bought, else `never_purchased`."""
+    return pd.DataFrame(
+        {
+            "customer_id": inactive["customer_id"].to_numpy(),
+            "churn_probability": np.nan,
+            "risk_band": np.where(
+                inactive["has_purchased"].astype(bool), "lapsed", "never_purchased"
+            ),
+            "source": "rule",
+        }
+    )
+
+
 @dataclass
 class ChurnModel:
     booster: xgb.Booster
@@ -196,17 +211,7 @@ class ChurnModel:
         ]
         top = np.concatenate(drivers) if drivers else np.empty((0, 3), dtype=object)
         medium, high = self.band_thresholds
-        inactive = features.loc[~active_mask]
-        outside = pd.DataFrame(
-            {
-                "customer_id": inactive["customer_id"].to_numpy(),
-                "churn_probability": np.nan,
-                "risk_band": np.where(
-                    inactive["has_purchased"].astype(bool), "lapsed", "never_purchased"
-                ),
-                "source": "rule",
-            }
-        )
+        outside = outside_population(features.loc[~active_mask])
         scored = pd.DataFrame(
             {
                 "customer_id": active["customer_id"].to_numpy(),
