@@ -82,9 +82,8 @@ def fallback_scores(
             "customer_id": active["customer_id"].to_numpy(),
             "churn_probability": probability,
             "risk_band": np.select([score >= high, score >= medium], ["high", "medium"], "low"),
-            "driver_1": "recency_days=" + active["recency_days"].astype(int).astype(str).to_numpy(),
-            "driver_2": "frequency_90d="
-            + active["frequency_90d"].astype(int).astype(str).to_numpy(),
+            "driver_1": _named(active, "recency_days"),
+            "driver_2": _named(active, "frequency_90d"),
             "driver_3": None,
             "source": SOURCE,
         }

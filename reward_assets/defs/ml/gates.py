@@ -138,11 +138,6 @@ def fallback_result(asset: str, version: str, reason: str | None) -> dg.AssetChe
     )
 
 
-def serving(ops: OpsStoreResource, name: str) -> ModelRecord:
-    with ops.registry() as registry:
-        return registry.serving(name)
-
-
 def serving_or_reason(ops: OpsStoreResource, name: str) -> tuple[ModelRecord | None, str | None]:
     """(the approved version of `name`, None), or (None, why there is none) for a fallback."""
     with ops.registry() as registry:
