@@ -266,3 +266,135 @@ def write_broken_landing(data_dir: Path) -> dict:
         "quarantined": quarantined,
         "skipped": ["customers/notes.txt"],
     }
+
+
+def _event(entity: str, key: str, at: str, **kw) -> dict:
+    base = {
+        "transactions": transaction(key, "cust001", at),
+        "redemptions": {
+            "redemption_id": key,
+            "customer_id": "cust002",
+            "reward_id": "rwd002",
+            "redeemed_at": at,
+            "points_spent": "50",
+        },
+        "engagement_events": {
+            "event_id": key,
+            "customer_id": "cust001",
+            "event_type": "open",
+            "occurred_at": at,
+            "message_id": "m1",
+            "campaign": "spring",
+            "channel": "email",
+        },
+    }[entity]
+    return {**base, **kw}
+
+
+def write_every_reason_landing(data_dir: Path) -> None:
+    """The broken landing plus event and snapshot rows breaking every rule the loader
+    applies, in CSV (clean and careful paths) and Parquet: every quarantine reason occurs."""
+    write_broken_landing(data_dir)
+    write_rows(
+        data_dir,
+        "customers",
+        "2023-03-16.csv",
+        [
+            customer("m1", email="Not-An-Email"),
+            customer("m2", email=""),
+            customer("g01"),  # repeats another file's
+            customer("m3", signup_at="yesterday"),
+            customer("m4", tier="Diamond", timezone="Mars/Base", marketing_opt_in="perhaps"),
+            customer("m5", email=" M5@Example.COM ", tier="SILVER", points_balance="1.5"),
+        ],
+    )
+    write_rows(
+        data_dir,
+        "rewards",
+        "rewards.csv",
+        [
+            {"reward_id": "rwd001", "name": "Flight", "category": "travel", "points_cost": "500"},
+            {"reward_id": "rwd002", "name": "Coffee", "category": "dining", "points_cost": "50"},
+            {"reward_id": "rwd002", "name": "Again", "category": "dining", "points_cost": "50"},
+            {"reward_id": "rwd003", "name": "", "category": "dining", "points_cost": "50"},
+            {"reward_id": "rwd004", "name": "Zero", "category": "dining", "points_cost": "0"},
+            {"reward_id": "rwd005", "name": "Hex", "category": "x", "points_cost": "0x10"},
+            {"reward_id": "rwd006", "name": "Big", "category": "x", "points_cost": "1e30"},
+            {"reward_id": "rwd007", "name": "Lots", "category": "x", "points_cost": "1.0e3"},
+            {
+                "reward_id": "rwd008",
+                "name": "Pad",
+                "category": " x ",
+                "points_cost": " 7 ",
+                "inventory": "-1",
+                "min_tier": "Diamond",
+                "active": "maybe",
+            },
+        ],
+    )
+    for entity in ("transactions", "redemptions", "engagement_events"):
+        rows = [
+            _event(entity, "ok1", "2023-03-02T10:00:00Z"),
+            _event(entity, "ok1", "2023-03-02T11:00:00Z"),  # repeated in the file
+            _event(entity, "ok2", "yesterday"),
+            _event(entity, "ok3", "2023-02-30T10:00:00Z"),
+            _event(entity, "ok4", "2999-03-02T10:00:00Z"),
+            _event(entity, "ok5", "1850-03-02T10:00:00Z"),
+            _event(entity, "", "2023-03-02T10:00:00Z"),
+            _event(entity, "ok6", "2023-03-09T10:00:00Z"),  # far from its file's day
+            _event(entity, "ok7", "2023-03-01T23:30:00-02:00"),  # the next day in UTC
+            _event(entity, "ok8", "2023-03-02 10:00:00"),
+            _event(entity, "ok9", "2023-03-02T10:00:00.123456+01:00"),
+            _event(entity, "ok10", "epoch"),
+            _event(entity, "t-03-01", "2023-03-02T12:00:00Z"),  # repeats another file's
+            _event(entity, "ok11", "", customer_id=""),
+        ]
+        if entity == "transactions":
+            rows += [
+                _event(entity, "n1", "2023-03-02T10:00:00Z", amount="ten"),
+                _event(entity, "n2", "2023-03-02T10:00:00Z", amount="1_000"),
+                _event(entity, "n3", "2023-03-02T10:00:00Z", amount="inf"),
+                _event(entity, "n4", "2023-03-02T10:00:00Z", amount=".5", points_earned="x"),
+                _event(entity, "n5", "2023-03-02T10:00:00Z", amount="-3.5e2", points_earned="2.5"),
+                _event(entity, "n6", "2023-03-02T10:00:00Z", amount="+1.", points_earned="1e3"),
+                _event(entity, "n7", "2023-03-02T10:00:00Z", amount="", points_earned="0x1"),
+            ]
+        if entity == "redemptions":
+            rows += [
+                _event(entity, "u1", "2023-03-02T10:00:00Z", reward_id="rwd404"),
+                _event(entity, "u2", "2023-03-02T10:00:00Z", points_spent="-1"),
+                _event(entity, "u3", "2023-03-02T10:00:00Z", reward_id=""),
+            ]
+        if entity == "engagement_events":
+            rows += [
+                _event(entity, "v1", "2023-03-02T10:00:00Z", event_type="wave"),
+                _event(entity, "v2", "2023-03-02T10:00:00Z", event_type="CLICK"),
+                _event(entity, "v3", "2023-03-02T10:00:00Z", event_type=""),
+                _event(entity, "v4", "2023-03-02T10:00:00Z", campaign="a\x00b"),
+            ]
+        write_rows(data_dir, entity, "2023-03-02.csv", rows)
+        write_rows(
+            data_dir,
+            entity,
+            "2023-03-01.csv",
+            [_event(entity, "t-03-01", "2023-03-01T10:00:00Z")],
+        )
+        write_rows(
+            data_dir, entity, "2023-02-28.csv", [_event(entity, "early", "2023-02-28T10:00:00Z")]
+        )
+        # The careful path in a dated file: bad lines belong to the file's day.
+        good = _line(entity, _event(entity, "c1", "2023-03-03T10:00:00Z"))
+        body = _csv_text(entity, [_event(entity, "c0", "2023-03-03T09:00:00Z")])
+        body += good + ",surplus\n" + good.replace("c1", "c\x002") + "\n"
+        folder = Path(data_dir) / entity
+        (folder / "2023-03-03.csv").write_bytes(
+            body.encode() + good.replace("c1", "cé").encode("latin-1") + b"\n" + b'"c3,x\n'
+        )
+        # A file without a date in its name: rows belong to their own days.
+        pd.DataFrame(
+            [
+                _event(entity, "p1", "2023-03-01T08:00:00Z"),
+                _event(entity, "p1", "2023-03-03T08:00:00Z"),
+                _event(entity, "p2", "not a date"),
+            ]
+        ).to_parquet(folder / "extra.parquet")
