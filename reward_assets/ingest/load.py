@@ -150,6 +150,16 @@ def _batches(files: list[LandingFile], entity: Entity) -> Iterator[_Batch]:
             tables, problems, rows = [], [], 0
 
 
+def _ahead(batches: Iterator[_Batch]) -> Iterator[_Batch]:
+    """`batches`, the next one read on another thread while the caller checks and writes
+    this one: reading, DuckDB and the warehouse all work outside the GIL."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(next, batches, None)
+        while (batch := pending.result()) is not None:
+            pending = pool.submit(next, batches, None)
+            yield batch
+
+
 class _Load:
     """One load: its files, the in-process DuckDB that checks them, the warehouse
     transaction that receives the result, and what it did (`report`)."""
@@ -181,6 +191,10 @@ class _Load:
                 "INSERT INTO files VALUES (?, ?, ?)",
                 [[i, f.name, f.day] for i, f in enumerate(files)],
             )
+        # A lookup by position, not a join: DuckDB cannot size an Arrow scan, and would
+        # build the join's hash table on the batch rather than on the few files.
+        days = ", ".join("NULL" if f.day is None else f"DATE '{f.day:%Y-%m-%d}'" for f in files)
+        self.file_days = f"[{days}]::DATE[]"
         con.execute(f"CREATE TABLE seen ({self.key} VARCHAR)")
         con.execute("CREATE TABLE known_rewards (reward_id VARCHAR)")
         self.known = known_rewards is not None
@@ -191,7 +205,7 @@ class _Load:
             con.execute("INSERT INTO known_rewards SELECT r FROM known_list")
             con.unregister("known_list")
 
-    # -- the loader's rules, as SQL over the validated rows `c` and their file `f` ------
+    # -- the loader's rules, as SQL over the validated rows `c` and their file's day ----
 
     def _rules(self) -> list[tuple[str, QuarantineReason, str]]:
         rules = []
@@ -199,8 +213,8 @@ class _Load:
             ts = f'c."{self.entity.event_time}"'
             rules += [
                 (
-                    f"f.file_day IS NOT NULL "
-                    f"AND abs(date_diff('day', f.file_day, CAST({ts} AS DATE))) > 1",
+                    f"c.__day IS NOT NULL "
+                    f"AND abs(date_diff('day', c.__day, CAST({ts} AS DATE))) > 1",
                     QuarantineReason.OUTSIDE_FILE_DATE,
                     f"{self.entity.event_time} not within a day of the file's date",
                 ),
@@ -247,7 +261,7 @@ class _Load:
                 f"CASE WHEN c.{REASON} IS NOT NULL OR ({reason}) IN "
                 f"('{QuarantineReason.OUTSIDE_FILE_DATE}', "
                 f"'{QuarantineReason.BEFORE_FIRST_PARTITION}') "
-                f"THEN COALESCE(f.file_day, {ts}) ELSE {ts} END"
+                f"THEN COALESCE(c.__day, {ts}) ELSE {ts} END"
             )
         self.con.execute(
             f"""CREATE OR REPLACE TABLE ruled AS
@@ -255,8 +269,10 @@ class _Load:
               COALESCE(c.{REASON}, {reason}) AS reason,
               COALESCE(c.{DETAIL}, {detail}) AS detail,
               {pday} AS pday
-            FROM ({validation_sql(self.entity, "batch", self.latest, suspect)}) c
-            JOIN files f ON f.file_idx = c.__file"""
+            FROM (
+              SELECT *, ({self.file_days})[__file + 1] AS __day
+              FROM ({validation_sql(self.entity, "batch", self.latest, suspect)})
+            ) c"""
         )
 
     def _duplicates(self) -> None:
@@ -362,7 +378,7 @@ class _Load:
         return frames
 
     def run(self) -> LoadReport:
-        for batch in _batches(self.files, self.entity):
+        for batch in _ahead(_batches(self.files, self.entity)):
             self.report.rows_loaded += self.batch(batch)
         return self.report
 
