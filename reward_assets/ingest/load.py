@@ -50,7 +50,7 @@ from reward_assets.ingest.validation import (
     suspect_columns,
     validation_sql,
 )
-from reward_assets.warehouse.store import Warehouse
+from reward_assets.warehouse.store import COPY_BATCH_ROWS, Warehouse
 
 # Rows validated and written at a time: bounds memory while a long range loads.
 BATCH_ROWS = 2_000_000
@@ -185,11 +185,10 @@ class _Load:
             window
             and conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {entity.table})")).scalar()
         )
-        con.execute("CREATE TABLE files (file_idx INTEGER, file_name VARCHAR, file_day DATE)")
+        con.execute("CREATE TABLE files (file_idx INTEGER, file_name VARCHAR)")
         if files:
             con.executemany(
-                "INSERT INTO files VALUES (?, ?, ?)",
-                [[i, f.name, f.day] for i, f in enumerate(files)],
+                "INSERT INTO files VALUES (?, ?)", [[i, f.name] for i, f in enumerate(files)]
             )
         # A lookup by position, not a join: DuckDB cannot size an Arrow scan, and would
         # build the join's hash table on the batch rather than on the few files.
@@ -320,10 +319,6 @@ class _Load:
         names = ", ".join(f'"{c}"' for c in self.entity.column_names)
         if self.entity.name == "customers":
             names += f", {holdout_bucket_sql('customer_id')} AS holdout_bucket"
-        good = self.con.execute(
-            f"SELECT {names}, f.file_name AS source_file, __line AS source_line "
-            f"FROM ruled JOIN files f ON f.file_idx = ruled.__file WHERE {good_sql}"
-        ).fetch_arrow_table()
         first = self.window.first_day if self.window else dt.datetime.min
         bad = self.con.execute(
             f"""SELECT __row, f.file_name AS source_file, __line AS source_line, reason, detail,
@@ -360,6 +355,11 @@ class _Load:
             quarantine = pd.concat(frames, ignore_index=True)
             self.warehouse.append(self.conn, QUARANTINE_TABLE, quarantine)
             self.report.quarantined.update(quarantine["reason"])
+        # Streamed: the good rows are never all held in Arrow at once.
+        good = self.con.execute(
+            f"SELECT {names}, f.file_name AS source_file, __line AS source_line "
+            f"FROM ruled JOIN files f ON f.file_idx = ruled.__file WHERE {good_sql}"
+        ).to_arrow_reader(COPY_BATCH_ROWS)
         return self.warehouse.append(self.conn, self.entity.table, good)
 
     def _problems(self, problems: list[tuple[int, Problem]]) -> list[pd.DataFrame]:

@@ -63,32 +63,48 @@ class Warehouse:
         with self.ddl() as conn:
             conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})"))
 
-    def append(self, conn: Connection, table: str, frame: pd.DataFrame | pa.Table) -> int:
-        """Bulk-insert `frame` (a DataFrame or an Arrow table, columns named as in the
-        table) inside `conn`'s transaction; the number of rows."""
-        rows = frame.num_rows if isinstance(frame, pa.Table) else len(frame)
-        if not rows:
+    def append(
+        self,
+        conn: Connection,
+        table: str,
+        frame: pd.DataFrame | pa.Table | pa.RecordBatchReader,
+    ) -> int:
+        """Bulk-insert `frame` (a DataFrame, an Arrow table or a stream of Arrow batches,
+        columns named as in the table) inside `conn`'s transaction; the number of rows."""
+        if not isinstance(frame, pa.RecordBatchReader) and not len(frame):
             return 0
-        arrow = (
-            frame
-            if isinstance(frame, pa.Table)
-            else pa.Table.from_pandas(frame, preserve_index=False)
-        )
-        columns = ", ".join(arrow.column_names)
+        if isinstance(frame, pd.DataFrame):
+            frame = pa.Table.from_pandas(frame, preserve_index=False)
+        rows = 0
+
+        def counted(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            nonlocal rows
+            for batch in batches:
+                rows += batch.num_rows
+                yield batch
+
+        columns = ", ".join(frame.schema.names)
         driver = conn.connection.driver_connection
         if self.dialect == "duckdb":
-            driver.register("_append_frame", arrow)
+            # A table is scanned in parallel; a stream is counted as DuckDB pulls it.
+            source = (
+                frame
+                if isinstance(frame, pa.Table)
+                else pa.RecordBatchReader.from_batches(frame.schema, counted(frame))
+            )
+            driver.register("_append_frame", source)
             try:
                 conn.exec_driver_sql(
                     f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _append_frame"
                 )
             finally:
                 driver.unregister("_append_frame")
-            return rows
+            return frame.num_rows if isinstance(frame, pa.Table) else rows
+        batches = frame.to_batches(COPY_BATCH_ROWS) if isinstance(frame, pa.Table) else frame
         # COPY streams the rows as CSV, a batch at a time so that no copy of the whole
         # table is built in memory.
         with driver.cursor().copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
-            for batch in arrow.to_batches(max_chunksize=COPY_BATCH_ROWS):
+            for batch in counted(batches):
                 buffer = io.BytesIO()
                 pacsv.write_csv(
                     batch, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed")
