@@ -5,11 +5,14 @@ import datetime as dt
 import json
 import logging
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from reward_assets.ingest.contract import CUSTOMERS, REWARDS, TRANSACTIONS
 from reward_assets.ingest.load import SnapshotShrinkError, load_snapshot, load_window
+from reward_assets.ingest.validation import suspect_columns
 from reward_assets_tests.landing_builders import (
     PLANTED_EMAIL,
     PLANTED_NAME,
@@ -131,6 +134,22 @@ def test_a_nul_byte_in_an_event_row_quarantines_that_row_on_both_warehouses(tmp_
         [2, "t1", "malformed_row", "NUL byte in category"]
     ]
     assert json.loads(bad.raw_values[0])["category"] == "tra\x00vel"
+
+
+def test_nul_bytes_outside_every_value_do_not_make_a_column_suspect():
+    # Bytes under a null or outside a slice sit in the data buffer but in no value.
+    data = pa.py_buffer(b"a\x00bcd")
+    offsets = pa.py_buffer(np.array([0, 3, 5], np.int32))
+    under_null = pa.Array.from_buffers(pa.string(), 2, [pa.py_buffer(bytes([0b10])), offsets, data])
+    sliced = pa.array(["x\x00y", "plain", "text"]).slice(1)
+    columns = {c: pa.nulls(2, pa.string()) for c in TRANSACTIONS.column_names}
+    columns |= {"transaction_id": under_null, "customer_id": sliced}
+    columns["category"] = pa.array(["ok", "tra\x00vel"])
+    table = pa.table(columns)
+    assert table.column("transaction_id").to_pylist() == [None, "cd"]
+    for name in ("transaction_id", "customer_id", "category"):
+        assert b"\x00" in table.column(name).chunk(0).buffers()[2].to_pybytes()
+    assert suspect_columns(table, TRANSACTIONS) == ["category"]
 
 
 def test_malformed_rows_of_a_dated_file_belong_to_its_day_and_are_written_once(

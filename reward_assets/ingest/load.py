@@ -264,7 +264,7 @@ class _Load:
             )
         self.con.execute(
             f"""CREATE OR REPLACE TABLE ruled AS
-            SELECT c.*,
+            SELECT c.* EXCLUDE ({REASON}, {DETAIL}, __day),
               COALESCE(c.{REASON}, {reason}) AS reason,
               COALESCE(c.{DETAIL}, {detail}) AS detail,
               {pday} AS pday
