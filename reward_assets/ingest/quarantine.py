@@ -15,7 +15,7 @@ from enum import StrEnum
 import pandas as pd
 
 from reward_assets.ingest.contract import Column, Entity, sql_types
-from reward_assets.privacy import mask_fields, mask_record
+from reward_assets.privacy import mask_fields, mask_value
 
 
 class QuarantineReason(StrEnum):
@@ -67,10 +67,6 @@ def _clip(value: object) -> object:
 
 def _json(record: dict[str, object] | list[object]) -> str:
     # json.dumps escapes NUL, which PostgreSQL text could not hold.
-    if isinstance(record, dict):
-        record = {k: _clip(v) for k, v in record.items()}
-    else:
-        record = [_clip(v) for v in record]
     return json.dumps(record, default=str, sort_keys=True)
 
 
@@ -84,9 +80,12 @@ def quarantine_rows(entity: Entity, rows: pd.DataFrame) -> pd.DataFrame:
     source_line, reason, detail and partition_date; personal values masked."""
     if rows.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in QUARANTINE_COLUMNS})
+    # Masked and clipped column by column rather than through a dict per row from
+    # pandas: several times faster on many rows.
     contract = [c for c in entity.column_names if c in rows.columns]
     values = rows[contract].astype(object).where(rows[contract].notna(), None)
-    raw = [_json(mask_record(r)) for r in values.to_dict("records")]
+    masked = [[_clip(mask_value(c, v)) for v in values[c].tolist()] for c in contract]
+    raw = [_json(dict(zip(contract, row, strict=True))) for row in zip(*masked, strict=True)]
     return pd.DataFrame(
         {
             "entity": entity.name,
@@ -120,7 +119,10 @@ def problem_rows(
             "record_id": pd.Series([None] * len(problems), dtype=object),
             "reason": [str(p.reason) for p in problems],
             "detail": [p.detail for p in problems],
-            "raw_values": [_json(mask_fields(p.fields)) if p.line else None for p in problems],
+            "raw_values": [
+                _json([_clip(v) for v in mask_fields(p.fields)]) if p.line else None
+                for p in problems
+            ],
             "partition_date": pd.Series([partition_date] * len(problems), dtype="datetime64[us]"),
         },
         columns=list(QUARANTINE_COLUMNS),
