@@ -152,7 +152,7 @@ def _batches(files: list[LandingFile], entity: Entity) -> Iterator[_Batch]:
 
 def _ahead(batches: Iterator[_Batch]) -> Iterator[_Batch]:
     """`batches`, the next one read on another thread while the caller checks and writes
-    this one: reading, DuckDB and the warehouse all work outside the GIL."""
+    this one: Arrow's readers, DuckDB and the warehouse's bulk paths release the GIL."""
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(next, batches, None)
         while (batch := pending.result()) is not None:
