@@ -208,13 +208,14 @@ def preferences_from_history(
         found = at >= 0
         carried[found] = previous["inputs_key"].to_numpy()[at[found]] == key[found]
     scored = np.flatnonzero(~carried)
-    fresh = grid.score(scored, own[scored], fallback[scored])
-    fresh["computed_as_of"] = pd.Series(pd.Timestamp(as_of), index=scored, dtype="datetime64[s]")
-    kept = previous.iloc[at[carried]][CARRIED] if carried.any() else None
-    if kept is not None:
-        kept.index = np.flatnonzero(carried)
-    rows = pd.concat([fresh, kept]).sort_index() if kept is not None else fresh
-    best, peak = rows["best_local_hour"].to_numpy(), rows["hour_peak"].to_numpy()
+    model_rows = grid.score(scored, own[scored], fallback[scored])
+    model_rows["computed_as_of"] = pd.Series(
+        pd.Timestamp(as_of), index=scored, dtype="datetime64[s]"
+    )
+    if carried.any():
+        kept = previous.iloc[at[carried]][CARRIED].set_axis(np.flatnonzero(carried))
+        model_rows = pd.concat([model_rows, kept]).sort_index()
+    best, peak = model_rows["best_local_hour"].to_numpy(), model_rows["hour_peak"].to_numpy()
 
     # A group's hour is as sure as it is right (+-1 h) for the group's customers whose own
     # hour is known; a customer's own history adds to that, the more opens it has and the
@@ -234,7 +235,7 @@ def preferences_from_history(
     return pd.DataFrame(
         {
             "customer_id": customers["customer_id"].to_numpy(),
-            **{column: rows[column].array for column in CARRIED},
+            **{column: model_rows[column].array for column in CARRIED},
             "confidence": np.where(own, base + (1 - base) * evidence * peak, base),
             "source": np.where(own, "customer", np.where(by_segment, "segment", "global")),
             "opens": history.opens.astype(np.int64),
