@@ -1,6 +1,7 @@
 """Send times without the full grid for everyone, and only for customers whose inputs
 moved: to the bit what the full grid over every customer gives."""
 
+import dataclasses
 import datetime as dt
 import shutil
 
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reward_assets.engagement import model as engagement_model
 from reward_assets.engagement.cells import cells, split_points
 from reward_assets.engagement.model import (
     FEATURES,
@@ -40,6 +42,21 @@ def engagement(worlds):
     finally:
         warehouse.dispose()
     return model, customers, history
+
+
+@pytest.fixture(scope="module")
+def weekday_model(worlds):
+    """A model made to use the weekday (the seed plants no weekday effect, so its splits
+    fit noise): the grid then spans 7 weekdays, and the trees tell only some apart."""
+    warehouse = worlds("default").warehouse()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(engagement_model, "WEEKDAY_P_VALUE", 1.1)
+            model = train_engagement(warehouse, seed=42).model
+    finally:
+        warehouse.dispose()
+    assert model.uses_weekday
+    return model
 
 
 def at_as_of(warehouse, model, as_of):
@@ -89,8 +106,15 @@ def full_grid(history, model, prefs: pd.DataFrame) -> pd.DataFrame:
     ).astype({"expected_open_rate": float, "expected_click_rate": float, "hour_peak": float})
 
 
-def test_send_times_equal_the_full_grid_on_the_seeded_data(engagement):
+@pytest.mark.parametrize("weekdays", ["none", "all_apart", "one_cell"])
+def test_send_times_equal_the_full_grid_on_the_seeded_data(engagement, weekdays, request):
+    """No weekday; 7 weekdays the trees all tell apart; 7 weekdays in one cell (a model
+    that never split on them), each scored once for all 7."""
     model, customers, history = engagement
+    if weekdays == "all_apart":
+        model = request.getfixturevalue("weekday_model")
+    elif weekdays == "one_cell":
+        model = dataclasses.replace(model, uses_weekday=True)
     prefs = preferences_from_history(customers, history, model)
     own = (prefs["source"] == "customer").to_numpy()
     assert 100 <= own.sum() < len(prefs), own.sum()  # both paths are exercised

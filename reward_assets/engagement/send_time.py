@@ -24,6 +24,7 @@ from reward_assets.engagement.cells import cells, distinct, keys, split_points
 from reward_assets.engagement.model import (
     FEATURES,
     HOURS,
+    WEEKDAY,
     WEEKDAYS,
     EngagementModel,
     History,
@@ -267,12 +268,24 @@ class _Grid:
         digest = hashlib.sha256(json.dumps([*settings, WEEKDAY_MIN_SPREAD]).encode())
         return int.from_bytes(digest.digest()[:8], "little")
 
-    def features(self, customer: np.ndarray, hour: np.ndarray) -> np.ndarray:
-        """Rows for each customer at their hour(s) x every weekday, unknown content."""
-        customer, weekday = (
-            axis.ravel() for axis in np.meshgrid(customer, self.weekdays, indexing="ij")
+    @cached_property
+    def weekday_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """(a weekday of each cell the trees see weekdays in, each weekday's cell): nothing
+        else in a row depends on the weekday, so weekdays of one cell score the same."""
+        rows = np.zeros((self.weekdays.size, len(FEATURES)), dtype=np.float32)
+        rows[:, WEEKDAY] = self.weekdays
+        _, first, cell = np.unique(
+            cells(rows, self.points)[:, WEEKDAY], return_index=True, return_inverse=True
         )
-        hour = np.repeat(hour, self.weekdays.size)
+        return self.weekdays[first], cell
+
+    def features(self, customer: np.ndarray, hour: np.ndarray) -> np.ndarray:
+        """Rows for each customer at their hour(s) x a weekday per cell, unknown content."""
+        weekdays = self.weekday_cells[0]
+        customer, weekday = (
+            axis.ravel() for axis in np.meshgrid(customer, weekdays, indexing="ij")
+        )
+        hour = np.repeat(hour, weekdays.size)
         unknown = np.full(customer.size, len(self.model.categories))
         return feature_matrix(self.history, customer, hour, weekday, unknown)
 
@@ -280,14 +293,19 @@ class _Grid:
         customer, hour = (axis.ravel() for axis in np.meshgrid(rows, self.hours, indexing="ij"))
         return self.features(customer, hour)
 
+    def by_weekday(self, scores: np.ndarray, customers: int) -> np.ndarray:
+        """Scores of `features` rows spread back over every weekday: (customers, hours, 7)."""
+        cells_scored = scores.reshape(customers, -1, self.weekday_cells[0].size)
+        return cells_scored[:, :, self.weekday_cells[1]]
+
     def keys(self, own: np.ndarray, fallback: np.ndarray) -> np.ndarray:
         """Each customer's inputs key: the cells of their grid, or of their fallback hour
         (and the hour itself, since it is the answer)."""
         key = np.empty(own.size, dtype=np.int64)
+        width = self.weekday_cells[0].size * len(FEATURES)
         for start in range(0, own.size, self.chunk):
             rows = np.arange(start, min(start + self.chunk, own.size))
             owners, others = rows[own[rows]], rows[~own[rows]]
-            width = self.weekdays.size * len(FEATURES)
             inputs = cells(self.hour_grid(owners), self.points)
             key[owners] = keys(inputs.reshape(owners.size, self.hours.size * width), self.salt)
             inputs = cells(self.features(others, fallback[others]), self.points)
@@ -303,7 +321,7 @@ class _Grid:
         for start in range(0, owners.size, self.chunk):
             chunk = owners[start : start + self.chunk]
             grid = self.model.predict_open(self.hour_grid(rows[chunk]))
-            by_hour = grid.reshape(chunk.size, self.hours.size, self.weekdays.size).mean(axis=2)
+            by_hour = self.by_weekday(grid, chunk.size).mean(axis=2)
             best[chunk] = self.hours[by_hour.argmax(axis=1)]
             peak[chunk] = 1 - by_hour.mean(axis=1) / by_hour.max(axis=1)
         open_by_weekday, click_by_weekday = self.at_hour(rows, best)
@@ -340,14 +358,18 @@ class _Grid:
             ]
         )
         group, first = distinct(inputs)
-        customer = np.repeat(rows, self.weekdays.size)[first]
-        weekday = np.tile(self.weekdays, rows.size)[first]
+        weekdays = self.weekday_cells[0]
+        customer = np.repeat(rows, weekdays.size)[first]
+        at = np.repeat(hour, weekdays.size)[first]
+        weekday = np.tile(weekdays, rows.size)[first]
         unknown = np.full(first.size, len(self.model.categories))
-        represented = feature_matrix(
-            self.history, customer, np.repeat(hour, self.weekdays.size)[first], weekday, unknown
+        opened, clicked = self.model.predict(
+            feature_matrix(self.history, customer, at, weekday, unknown)
         )
-        opened, clicked = self.model.predict(represented)
-        return opened[group].reshape(shape), clicked[group].reshape(shape)
+        return (
+            self.by_weekday(opened[group], rows.size).reshape(shape),
+            self.by_weekday(clicked[group], rows.size).reshape(shape),
+        )
 
 
 def _group_hours(
