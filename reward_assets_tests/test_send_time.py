@@ -19,12 +19,15 @@ from reward_assets.engagement.model import (
     train_engagement,
 )
 from reward_assets.engagement.send_time import (
+    SEND_TIME_COLUMNS,
     TABLE,
     allowed_hours,
     preferences_from_history,
     refresh_preferences,
+    served_preferences,
 )
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
+from reward_assets.quality.publish import replace_served
 from reward_assets.recommend.inputs import positions
 from reward_assets.seed.generate import simulate_day
 from reward_assets.warehouse.store import Warehouse
@@ -214,3 +217,20 @@ def test_the_day_after_only_customers_whose_inputs_moved_are_scored(
     assert (recomputed | kept).all()
     np.testing.assert_array_equal(recomputed, moved)
     assert 0 < recomputed.sum() < len(table) / 2, recomputed.sum()
+
+
+@pytest.mark.parametrize("store", ["duckdb_warehouse", "pg_warehouse"])
+def test_served_rows_read_back_exactly_and_are_all_kept(engagement, store, request, tmp_path):
+    """The key and the carried values survive the warehouse's types on both engines."""
+    model, customers, history = engagement
+    warehouse = request.getfixturevalue(store)
+    day = dt.date(2023, 8, 27)
+    prefs = preferences_from_history(customers, history, model, as_of=day)
+    written = prefs.assign(as_of=day, model_version="v1")
+    served = replace_served(warehouse, TABLE, SEND_TIME_COLUMNS, [written], tmp_path)
+    assert served.published
+
+    previous = served_preferences(warehouse)
+    again = preferences_from_history(customers, history, model, previous=previous, as_of=day)
+    assert (again["computed_as_of"] == pd.Timestamp(day)).all()
+    pd.testing.assert_frame_equal(again, prefs)

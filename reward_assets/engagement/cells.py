@@ -55,9 +55,7 @@ def distinct(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def keys(rows: np.ndarray, salt: int) -> np.ndarray:
     """A 64-bit key per row of small integers: equal rows get equal keys, and different
     ones differ but with a chance of about 2**-60, the salt drawing the multipliers."""
-    multipliers = np.random.default_rng(salt).integers(
-        1, 2**63, size=rows.shape[1], dtype=np.uint64, endpoint=False
-    )
+    multipliers = np.random.default_rng(salt).integers(0, 2**64, rows.shape[1], np.uint64)
     multipliers |= np.uint64(1)  # odd, so no multiplier loses a bit of a difference
     values = rows.astype(np.int64).astype(np.uint64) + np.uint64(2)  # MISSING is not 0 * m
     return (values * multipliers).sum(axis=1, dtype=np.uint64).view(np.int64)
