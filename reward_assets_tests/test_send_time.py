@@ -138,10 +138,12 @@ def test_same_inputs_keep_every_row_and_other_hours_recompute_all(engagement):
     first = preferences_from_history(customers, history, model, previous=None, as_of=day)
     again = preferences_from_history(customers, history, model, previous=first, as_of=next_day)
     pd.testing.assert_frame_equal(again, first)  # computed_as_of still the first day
+    assert (first.attrs["scored"], again.attrs["scored"]) == (len(first), 0)
 
     wider = preferences_from_history(customers, history, model, (22, 7), as_of=day)
     back = preferences_from_history(customers, history, model, previous=wider, as_of=next_day)
     assert (back["computed_as_of"] == pd.Timestamp(next_day)).all()
+    assert back.attrs["scored"] == len(back)
     pd.testing.assert_frame_equal(
         back.drop(columns="computed_as_of"), again.drop(columns="computed_as_of")
     )
@@ -180,7 +182,7 @@ def test_the_day_after_only_customers_whose_inputs_moved_are_scored(
     warehouse = Warehouse(url)
     next_day = resolve_as_of(warehouse, None)
     assert next_day == day + dt.timedelta(days=1)
-    _, served = refresh_preferences(warehouse, model, "v1", next_day, (21, 8), data_dir)
+    prefs, served = refresh_preferences(warehouse, model, "v1", next_day, (21, 8), data_dir)
     assert served.published
     table = warehouse.frame(f"SELECT * FROM {TABLE} ORDER BY customer_id")
     customers, history = at_as_of(warehouse, model, next_day)
@@ -216,6 +218,7 @@ def test_the_day_after_only_customers_whose_inputs_moved_are_scored(
     kept = (table["computed_as_of"] == pd.Timestamp(day)).to_numpy()
     assert (recomputed | kept).all()
     np.testing.assert_array_equal(recomputed, moved)
+    assert prefs.attrs["scored"] == recomputed.sum()
     assert 0 < recomputed.sum() < len(table) / 2, recomputed.sum()
 
 

@@ -190,7 +190,8 @@ def preferences_from_history(
     `inputs_key` names the cells (`engagement.cells`) of every row the model scores for
     the customer, under this model and these hours. A customer of `previous` (rows this
     function returned before) with the same key keeps that row's CARRIED columns, which
-    the model would give again to the bit; the others are scored, `computed_as_of` `as_of`.
+    the model would give again to the bit; the others are scored, `computed_as_of` `as_of`,
+    and counted in `attrs["scored"]`.
     """
     hours = allowed_hours(quiet_hours)
     weekdays = np.arange(WEEKDAYS if model.uses_weekday else 1)
@@ -233,7 +234,7 @@ def preferences_from_history(
     )
     base = np.where(by_segment, segment_share[segment], global_share)
     evidence = history.opens / (history.opens + CONFIDENCE_HALF_OPENS)
-    return pd.DataFrame(
+    prefs = pd.DataFrame(
         {
             "customer_id": customers["customer_id"].to_numpy(),
             **{column: model_rows[column].array for column in CARRIED},
@@ -243,6 +244,8 @@ def preferences_from_history(
             "inputs_key": key,
         }
     )
+    prefs.attrs["scored"] = int(scored.size)
+    return prefs
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def send_time_preferences(
             **({"fallback_reason": reason} if reason else {}),
             "dagster/row_count": served.rows,
             # The model scored these; the others kept rows whose inputs had not moved.
-            "customers_scored": int((prefs.computed_as_of == pd.Timestamp(as_of)).sum()),
+            "customers_scored": prefs.attrs.get("scored", served.rows),
             **served.metadata(),
             **tables,
             **{f"source_{source}": int(count) for source, count in sources.items()},
