@@ -10,13 +10,21 @@ the chosen time are the customers' engagement scores.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from reward_assets.contact.timing import is_quiet_hour
+from reward_assets.engagement.cells import cells, distinct, keys, split_points
 from reward_assets.engagement.model import (
+    FEATURES,
     HOURS,
+    WEEKDAY,
     WEEKDAYS,
     EngagementModel,
     History,
@@ -26,8 +34,11 @@ from reward_assets.engagement.model import (
     load_activity,
 )
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
+from reward_assets.quality.publish import Audited, replace_served
+from reward_assets.recommend.inputs import positions
 from reward_assets.warehouse.store import Warehouse
 
+TABLE = "ml.send_time_preferences"
 # ml.send_time_preferences and ml.engagement_scores, as this module fills them.
 SEND_TIME_COLUMNS = {
     "customer_id": "VARCHAR",
@@ -40,7 +51,20 @@ SEND_TIME_COLUMNS = {
     "source": "VARCHAR",
     "opens": "BIGINT",
     "model_version": "VARCHAR",
+    "computed_as_of": "DATE",
+    "hour_peak": "DOUBLE PRECISION",
+    "inputs_key": "BIGINT",
 }
+# What the model gives a customer, kept from the last computation while their inputs key
+# holds, and the as-of it was computed at.
+CARRIED = [
+    "best_local_hour",
+    "best_weekday",
+    "expected_open_rate",
+    "expected_click_rate",
+    "hour_peak",
+    "computed_as_of",
+]
 SCORE_COLUMNS = {
     "customer_id": "VARCHAR",
     "as_of": "DATE",
@@ -85,11 +109,13 @@ def send_time_preferences(
     min_segment_opens: int = 30,
     chunk_customers: int = 20_000,
 ) -> pd.DataFrame:
-    """Each customer's best local send hour outside quiet hours, from email history at as-of.
+    """Each customer's best local send hour outside quiet hours, from email history at as-of;
+    the model scores only the customers whose inputs moved since the served rows.
 
     See `preferences_from_history` for the columns and rules.
     """
-    end = pd.Timestamp(as_of_params(resolve_as_of(warehouse, as_of))["as_of_end"])
+    as_of = resolve_as_of(warehouse, as_of)
+    end = pd.Timestamp(as_of_params(as_of)["as_of_end"])
     activity = load_activity(warehouse, end, model.categories)
     return preferences_from_history(
         activity.customers,
@@ -99,6 +125,43 @@ def send_time_preferences(
         min_opens,
         min_segment_opens,
         chunk_customers,
+        previous=served_preferences(warehouse),
+        as_of=as_of,
+    )
+
+
+def refresh_preferences(
+    warehouse: Warehouse,
+    model: EngagementModel | None,
+    version: str,
+    as_of: dt.date,
+    quiet_hours: tuple[int, int],
+    data_dir: Path,
+) -> tuple[pd.DataFrame, Audited]:
+    """Build the table beside the served one (the model's preferences, or the fallback's
+    without a model) and swap it in if its blocking checks pass."""
+    if model is None:
+        prefs = preferences_without_model(warehouse, as_of, quiet_hours)
+    else:
+        prefs = send_time_preferences(warehouse, model, as_of, quiet_hours)
+    prefs["as_of"] = as_of
+    prefs["model_version"] = version
+    return prefs, replace_served(warehouse, TABLE, SEND_TIME_COLUMNS, [prefs], data_dir)
+
+
+def served_preferences(warehouse: Warehouse) -> pd.DataFrame | None:
+    """The served rows the model computed, with their inputs key (None before any)."""
+    if not warehouse.table_exists(TABLE):
+        return None
+    if "inputs_key" not in {name for name, _ in warehouse.columns(TABLE)}:
+        return None  # written before keys existed: nothing can be carried
+    # The fallback's rows have no key; leaving them out keeps the key an exact int64.
+    rows = warehouse.frame(
+        f"SELECT customer_id, inputs_key, {', '.join(CARRIED)} FROM {TABLE} "
+        "WHERE inputs_key IS NOT NULL"
+    )
+    return rows.astype(
+        {"inputs_key": np.int64, "best_weekday": "Int64", "computed_as_of": "datetime64[s]"}
     )
 
 
@@ -110,6 +173,8 @@ def preferences_from_history(
     min_opens: int = 3,
     min_segment_opens: int = 30,
     chunk_customers: int = 20_000,
+    previous: pd.DataFrame | None = None,
+    as_of: dt.date | None = None,
 ) -> pd.DataFrame:
     """One row per customer (customer_id, timezone, tier) of `customers`.
 
@@ -121,6 +186,12 @@ def preferences_from_history(
     often. A best weekday is named only when the model
     uses weekdays and the customer's best one beats the worst by WEEKDAY_MIN_SPREAD;
     expected rates are the model's at the chosen hour (and weekday, else their mean).
+
+    `inputs_key` names the cells (`engagement.cells`) of every row the model scores for
+    the customer, under this model and these hours. A customer of `previous` (rows this
+    function returned before) with the same key keeps that row's CARRIED columns, which
+    the model would give again to the bit; the others are scored, `computed_as_of` `as_of`,
+    and counted in `attrs["scored"]`.
     """
     hours = allowed_hours(quiet_hours)
     weekdays = np.arange(WEEKDAYS if model.uses_weekday else 1)
@@ -130,40 +201,23 @@ def preferences_from_history(
     )
     own = history.opens >= min_opens
     fallback = np.where(by_segment, segment_hour[segment], global_hour)
+    grid = _Grid(history, model, hours, weekdays, chunk_customers)
 
-    # Only a customer whose own hour counts needs the model over every allowed hour (its
-    # argmax is the hour, its peak feeds the confidence); the others take their fallback
-    # hour, so the grid is left out for them: the same result at a share of the cost.
-    best = np.where(own, 0, fallback).astype(np.int64)
-    peak = np.zeros(n)
-    owners = np.flatnonzero(own)
-    for start in range(0, owners.size, chunk_customers):
-        rows = owners[start : start + chunk_customers]
-        customer, hour, weekday = (
-            axis.ravel() for axis in np.meshgrid(rows, hours, weekdays, indexing="ij")
-        )
-        grid = model.predict_open(_uncategorised(history, model, customer, hour, weekday)).reshape(
-            rows.size, hours.size, weekdays.size
-        )
-        by_hour = grid.mean(axis=2)
-        best[rows] = hours[by_hour.argmax(axis=1)]
-        peak[rows] = 1 - by_hour.mean(axis=1) / by_hour.max(axis=1)
-    open_by_weekday = np.empty((n, weekdays.size), dtype=np.float32)
-    click_by_weekday = np.empty((n, weekdays.size), dtype=np.float32)
-    for start in range(0, n, chunk_customers):
-        rows = np.arange(start, min(start + chunk_customers, n))
-        customer, weekday = (axis.ravel() for axis in np.meshgrid(rows, weekdays, indexing="ij"))
-        opened, clicked = model.predict(
-            _uncategorised(history, model, customer, best[customer], weekday)
-        )
-        open_by_weekday[rows] = opened.reshape(rows.size, weekdays.size)
-        click_by_weekday[rows] = clicked.reshape(rows.size, weekdays.size)
-
-    mean_open = open_by_weekday.mean(axis=1)
-    spread = (open_by_weekday.max(axis=1) - open_by_weekday.min(axis=1)) / mean_open
-    dated = spread >= WEEKDAY_MIN_SPREAD
-    top_weekday = open_by_weekday.argmax(axis=1)
-    index = np.arange(n)
+    key = grid.keys(own, fallback)
+    carried, at = np.zeros(n, dtype=bool), np.full(n, -1)
+    if previous is not None:
+        at = positions(customers["customer_id"], previous["customer_id"])
+        found = at >= 0
+        carried[found] = previous["inputs_key"].to_numpy()[at[found]] == key[found]
+    scored = np.flatnonzero(~carried)
+    model_rows = grid.score(scored, own[scored], fallback[scored])
+    model_rows["computed_as_of"] = pd.Series(
+        pd.Timestamp(as_of), index=scored, dtype="datetime64[s]"
+    )
+    if carried.any():
+        kept = previous.iloc[at[carried]][CARRIED].set_axis(np.flatnonzero(carried))
+        model_rows = pd.concat([model_rows, kept]).sort_index()
+    best, peak = model_rows["best_local_hour"].to_numpy(), model_rows["hour_peak"].to_numpy()
 
     # A group's hour is as sure as it is right (+-1 h) for the group's customers whose own
     # hour is known; a customer's own history adds to that, the more opens it has and the
@@ -180,20 +234,145 @@ def preferences_from_history(
     )
     base = np.where(by_segment, segment_share[segment], global_share)
     evidence = history.opens / (history.opens + CONFIDENCE_HALF_OPENS)
-    return pd.DataFrame(
+    prefs = pd.DataFrame(
         {
             "customer_id": customers["customer_id"].to_numpy(),
-            "best_local_hour": best,
-            "best_weekday": pd.Series(weekdays[top_weekday], dtype="Int64").where(dated),
-            "expected_open_rate": np.where(dated, open_by_weekday[index, top_weekday], mean_open),
-            "expected_click_rate": np.where(
-                dated, click_by_weekday[index, top_weekday], click_by_weekday.mean(axis=1)
-            ),
+            **{column: model_rows[column].array for column in CARRIED},
             "confidence": np.where(own, base + (1 - base) * evidence * peak, base),
             "source": np.where(own, "customer", np.where(by_segment, "segment", "global")),
             "opens": history.opens.astype(np.int64),
+            "inputs_key": key,
         }
     )
+    prefs.attrs["scored"] = int(scored.size)
+    return prefs
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The model over the sends a customer's preference needs: every allowed hour x weekday
+    for a customer whose own hour counts, their one hour x weekday for the others."""
+
+    history: History
+    model: EngagementModel
+    hours: np.ndarray
+    weekdays: np.ndarray
+    chunk: int
+
+    @cached_property
+    def points(self) -> list[np.ndarray]:
+        boosters = (self.model.open_booster, self.model.click_booster)
+        return split_points(boosters, len(FEATURES))
+
+    @cached_property
+    def salt(self) -> int:
+        """Keys differ whenever the model or what it is run over does."""
+        settings = [self.model.fingerprint(), self.hours.tolist(), self.weekdays.tolist()]
+        digest = hashlib.sha256(json.dumps([*settings, WEEKDAY_MIN_SPREAD]).encode())
+        return int.from_bytes(digest.digest()[:8], "little")
+
+    @cached_property
+    def weekday_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """(a weekday of each cell the trees see weekdays in, each weekday's cell): nothing
+        else in a row depends on the weekday, so weekdays of one cell score the same."""
+        rows = np.zeros((self.weekdays.size, len(FEATURES)), dtype=np.float32)
+        rows[:, WEEKDAY] = self.weekdays
+        _, first, cell = np.unique(
+            cells(rows, self.points)[:, WEEKDAY], return_index=True, return_inverse=True
+        )
+        return self.weekdays[first], cell
+
+    def features(self, customer: np.ndarray, hour: np.ndarray) -> np.ndarray:
+        """Rows for each customer at their hour(s) x a weekday per cell, unknown content."""
+        weekdays = self.weekday_cells[0]
+        customer, weekday = (
+            axis.ravel() for axis in np.meshgrid(customer, weekdays, indexing="ij")
+        )
+        hour = np.repeat(hour, weekdays.size)
+        unknown = np.full(customer.size, len(self.model.categories))
+        return feature_matrix(self.history, customer, hour, weekday, unknown)
+
+    def hour_grid(self, rows: np.ndarray) -> np.ndarray:
+        customer, hour = (axis.ravel() for axis in np.meshgrid(rows, self.hours, indexing="ij"))
+        return self.features(customer, hour)
+
+    def by_weekday(self, scores: np.ndarray, customers: int) -> np.ndarray:
+        """Scores of `features` rows spread back over every weekday: (customers, hours, 7)."""
+        cells_scored = scores.reshape(customers, -1, self.weekday_cells[0].size)
+        return cells_scored[:, :, self.weekday_cells[1]]
+
+    def keys(self, own: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+        """Each customer's inputs key: the cells of their grid, or of their fallback hour
+        (and the hour itself, since it is the answer)."""
+        key = np.empty(own.size, dtype=np.int64)
+        width = self.weekday_cells[0].size * len(FEATURES)
+        for start in range(0, own.size, self.chunk):
+            rows = np.arange(start, min(start + self.chunk, own.size))
+            owners, others = rows[own[rows]], rows[~own[rows]]
+            inputs = cells(self.hour_grid(owners), self.points)
+            key[owners] = keys(inputs.reshape(owners.size, self.hours.size * width), self.salt)
+            inputs = cells(self.features(others, fallback[others]), self.points)
+            inputs = np.column_stack([inputs.reshape(others.size, width), fallback[others]])
+            key[others] = keys(inputs, self.salt + 1)
+        return key
+
+    def score(self, rows: np.ndarray, own: np.ndarray, fallback: np.ndarray) -> pd.DataFrame:
+        """CARRIED columns but the date for `rows` (customers' positions), scored."""
+        best = fallback.astype(np.int64)
+        peak = np.zeros(rows.size)
+        owners = np.flatnonzero(own)
+        for start in range(0, owners.size, self.chunk):
+            chunk = owners[start : start + self.chunk]
+            grid = self.model.predict_open(self.hour_grid(rows[chunk]))
+            by_hour = self.by_weekday(grid, chunk.size).mean(axis=2)
+            best[chunk] = self.hours[by_hour.argmax(axis=1)]
+            peak[chunk] = 1 - by_hour.mean(axis=1) / by_hour.max(axis=1)
+        open_by_weekday, click_by_weekday = self.at_hour(rows, best)
+
+        mean_open = open_by_weekday.mean(axis=1)
+        spread = (open_by_weekday.max(axis=1) - open_by_weekday.min(axis=1)) / mean_open
+        dated = spread >= WEEKDAY_MIN_SPREAD
+        top_weekday = open_by_weekday.argmax(axis=1)
+        index = np.arange(rows.size)
+        return pd.DataFrame(
+            {
+                "best_local_hour": best,
+                "best_weekday": pd.Series(self.weekdays[top_weekday], dtype="Int64").where(dated),
+                "expected_open_rate": np.where(
+                    dated, open_by_weekday[index, top_weekday], mean_open
+                ).astype(np.float64),
+                "expected_click_rate": np.where(
+                    dated, click_by_weekday[index, top_weekday], click_by_weekday.mean(axis=1)
+                ).astype(np.float64),
+                "hour_peak": peak,
+            }
+        ).set_axis(rows)
+
+    def at_hour(self, rows: np.ndarray, hour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Open and click probability of each of `rows` at its hour, by weekday: each cell
+        of inputs scored once, however many customers share it."""
+        shape = (rows.size, self.weekdays.size)
+        if not rows.size:
+            return np.empty(shape, dtype=np.float32), np.empty(shape, dtype=np.float32)
+        inputs = np.concatenate(
+            [
+                cells(self.features(rows[part], hour[part]), self.points)
+                for part in np.array_split(np.arange(rows.size), max(rows.size // self.chunk, 1))
+            ]
+        )
+        group, first = distinct(inputs)
+        weekdays = self.weekday_cells[0]
+        customer = np.repeat(rows, weekdays.size)[first]
+        at = np.repeat(hour, weekdays.size)[first]
+        weekday = np.tile(weekdays, rows.size)[first]
+        unknown = np.full(first.size, len(self.model.categories))
+        opened, clicked = self.model.predict(
+            feature_matrix(self.history, customer, at, weekday, unknown)
+        )
+        return (
+            self.by_weekday(opened[group], rows.size).reshape(shape),
+            self.by_weekday(clicked[group], rows.size).reshape(shape),
+        )
 
 
 def _group_hours(
@@ -224,7 +403,8 @@ def preferences_without_model(
     hour and rates ('global'), else, with no open at all, DEFAULT_SEND_HOUR local (or the
     first hour after quiet hours) and the global rates, 0 where nothing was ever sent
     ('default'). No best weekday; confidence 0, since nothing was validated."""
-    end = pd.Timestamp(as_of_params(resolve_as_of(warehouse, as_of))["as_of_end"])
+    as_of = resolve_as_of(warehouse, as_of)
+    end = pd.Timestamp(as_of_params(as_of)["as_of_end"])
     activity = load_activity(warehouse, end)
     customers, history = activity.customers, history_at(activity, end)
     hours = allowed_hours(quiet_hours)
@@ -254,20 +434,12 @@ def preferences_without_model(
             "confidence": 0.0,
             "source": source,
             "opens": history.opens.astype(np.int64),
+            # Rates are read afresh every run: no key, nothing for the model to carry.
+            "computed_as_of": pd.Timestamp(as_of),
+            "hour_peak": np.nan,
+            "inputs_key": pd.Series([pd.NA] * len(customers), dtype="Int64"),
         }
     )
-
-
-def _uncategorised(
-    history: History,
-    model: EngagementModel,
-    customer: np.ndarray,
-    hour: np.ndarray,
-    weekday: np.ndarray,
-) -> np.ndarray:
-    """Features for sends whose content is not known yet (the 'unknown' category)."""
-    unknown = np.full(customer.size, len(model.categories))
-    return feature_matrix(history, customer, hour, weekday, unknown)
 
 
 def engagement_scores(preferences: pd.DataFrame) -> pd.DataFrame:

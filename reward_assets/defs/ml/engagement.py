@@ -109,22 +109,17 @@ def send_time_preferences(
 ):
     """Each customer's best local send hour (and weekday where it matters), the expected
     open rate there and a confidence; segment, then global, for thin histories. Quiet
-    hours are never chosen."""
+    hours are never chosen. The model scores only the customers whose inputs moved since
+    the served rows (their `computed_as_of`); the others keep them, unchanged to the bit."""
     config = settings.get()
     record, reason = serving_or_reason(ops, "engagement_model")
     quiet_hours = (config.quiet_hours_start, config.quiet_hours_end)
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)
-        if record:
-            model, version = EngagementModel.load(record.artefact_path), record.version
-            prefs = send_time.send_time_preferences(wh, model, as_of, quiet_hours)
-        else:
-            version = send_time.FALLBACK_VERSION
-            prefs = send_time.preferences_without_model(wh, as_of, quiet_hours)
-        prefs["as_of"] = as_of
-        prefs["model_version"] = version
-        served = replace_served(
-            wh, "ml.send_time_preferences", send_time.SEND_TIME_COLUMNS, [prefs], config.data_dir
+        model = EngagementModel.load(record.artefact_path) if record else None
+        version = record.version if record else send_time.FALLBACK_VERSION
+        prefs, served = send_time.refresh_preferences(
+            wh, model, version, as_of, quiet_hours, config.data_dir
         )
         tables = table_metadata(wh, served.table)
     sources = prefs.source.value_counts()
@@ -134,6 +129,8 @@ def send_time_preferences(
             "model_version": version,
             **({"fallback_reason": reason} if reason else {}),
             "dagster/row_count": served.rows,
+            # The model scored these; the others kept rows whose inputs had not moved.
+            "customers_scored": prefs.attrs.get("scored", served.rows),
             **served.metadata(),
             **tables,
             **{f"source_{source}": int(count) for source, count in sources.items()},
