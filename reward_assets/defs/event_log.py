@@ -18,6 +18,7 @@ from typing import Any
 from dagster._config import Field, StringSource
 from dagster._core.events import ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
+from dagster._core.instance import DagsterInstance
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
@@ -31,9 +32,16 @@ EVENT_BATCH_SIZE = "1000"
 class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     """Stores what the stock storage stores, row for row, in the same databases.
 
-    `base_dir` defaults to where Dagster keeps the event log of a DAGSTER_HOME without
-    storage settings (history/runs/), so an existing home reads on unchanged.
+    Without `base_dir` (as dagster_home/dagster.yaml leaves it) the databases go where
+    Dagster puts a home's event log by default, history/runs/ under the instance's own
+    directory, which is known once the instance registers: an existing home reads on
+    unchanged, and an instance made from another directory keeps its events there.
     """
+
+    def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
+        self._pending_inst_data = inst_data
+        if base_dir is not None:
+            super().__init__(base_dir, inst_data)
 
     @classmethod
     def config_type(cls) -> dict[str, Field]:
@@ -43,10 +51,13 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> BatchingSqliteEventLogStorage:
-        base_dir = config_value.get("base_dir") or os.path.join(
-            os.environ["DAGSTER_HOME"], "history", "runs", ""
-        )
-        return cls(base_dir=base_dir, inst_data=inst_data)
+        return cls(base_dir=config_value.get("base_dir"), inst_data=inst_data)
+
+    def register_instance(self, instance: DagsterInstance) -> None:
+        if not hasattr(self, "_base_dir"):
+            runs = os.path.join(instance.root_directory, "history", "runs", "")
+            super().__init__(runs, self._pending_inst_data)
+        super().register_instance(instance)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         run_ids = {event.run_id for event in events}
