@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from reward_assets.defs.event_log import EVENT_BATCH_SIZE, EVENT_BATCH_SWITCH
 from reward_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from reward_assets.email.outbox import Outbox
 from reward_assets.ingest.clock import resolve_as_of
@@ -57,6 +58,15 @@ def default_range(settings: Settings) -> tuple[dt.date, dt.date]:
 # that fails show as missing, not failed, in the UI (the run itself shows as failed).
 # `reward-assets run` and the Makefile set it unless the environment says otherwise.
 RANGE_PLANNING_SWITCH = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+# With the batch switch, a range run's materialisations of an asset reach the local event
+# log as one batch (reward_assets/defs/event_log.py).
+DAGSTER_SWITCHES = {RANGE_PLANNING_SWITCH: "true", EVENT_BATCH_SWITCH: EVENT_BATCH_SIZE}
+
+
+def set_dagster_switches() -> None:
+    """Dagster's switches as the Makefile sets them, unless the environment already does."""
+    for name, value in DAGSTER_SWITCHES.items():
+        os.environ.setdefault(name, value)
 
 
 @dataclass
@@ -245,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     a summary. The run is recorded in DAGSTER_HOME, so it shows in the Dagster UI."""
     from reward_assets.definitions import defs as load_definitions
 
-    os.environ.setdefault(RANGE_PLANNING_SWITCH, "true")
+    set_dagster_switches()
     settings = Settings()
     parser = argparse.ArgumentParser(
         prog="reward-assets run",

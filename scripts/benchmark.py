@@ -27,7 +27,7 @@ from pathlib import Path
 import dagster as dg
 import psutil
 
-from reward_assets.pipeline import RANGE_PLANNING_SWITCH
+from reward_assets.pipeline import set_dagster_switches
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def bench_folder(workdir: Path) -> Path:
     os.environ["WAREHOUSE_URL"] = f"duckdb:///{workdir / 'warehouse.duckdb'}"
     os.environ.pop("AS_OF", None)
     # As `reward-assets run` and the Makefile run the graph.
-    os.environ.setdefault(RANGE_PLANNING_SWITCH, "true")
+    set_dagster_switches()
     return workdir / "data"
 
 
