@@ -36,9 +36,12 @@ ANALYTICS_GROUP = "analytics"
 
 
 def model_params(warehouse, settings) -> dict:
+    last = daily_partitions.get_last_partition_window()
     return {
         **as_of_params(resolve_as_of(warehouse, settings.as_of)),
         "period_start": dt.datetime.combine(settings.partitions_start_date, dt.time()),
+        # Where the last daily window ends: no load writes a row past it, so no view does.
+        **({"period_end": last.end.replace(tzinfo=None)} if last else {}),
         "holdout_threshold": holdout_threshold(settings.holdout_share),
         "tiers": list(TIERS),
     }
