@@ -126,10 +126,14 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
             if model.partitioned:
                 metadata["rows_in_window"] = audited.rows
         if not audited.published:
-            context.log.warning(
-                f"{model.table} kept its previous version: blocking checks failed "
-                f"({', '.join(audited.blocked_by)}); the rejected build is in "
+            kept = (
+                "the marts built from the view keep their previous tables"
+                if model.materialized == "view"
+                else f"it kept its previous version; the rejected build is in "
                 f"{audited.built.staged.staged}"
+            )
+            context.log.warning(
+                f"{model.table}: blocking checks failed ({', '.join(audited.blocked_by)}); {kept}"
             )
         yield dg.MaterializeResult(metadata=metadata)
         yield from check_results(audited)
