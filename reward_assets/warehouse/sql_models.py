@@ -245,7 +245,8 @@ def _stage_view(conn: Connection, model: SqlModel, sql: str, params: Mapping[str
 
 # How each `materialized:` kind builds beside its table. A build writes every row the
 # table will hold (or, with a Window, every row of its window) into `<table>__next`; the
-# audit and the swap in `staging.py` are the same for every kind.
+# audit and the swap in `staging.py` are the same for every kind (a view, built in place,
+# has nothing to swap).
 BUILDS: dict[str, Callable[[Connection, SqlModel, str, Mapping[str, Any]], Staged]] = {
     "table": _stage_table,
     "partitioned": _stage_window,
