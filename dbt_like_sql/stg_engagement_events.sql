@@ -1,8 +1,7 @@
 -- schema: staging
--- materialized: partitioned
--- partition_column: occurred_at
+-- materialized: view
 -- group: staging
--- description: Email engagement events of the window (sent, delivered, open, click, bounce, unsubscribe, complaint).
+-- description: A view over raw.engagement_events: email engagement events (sent, delivered, open, click, bounce, unsubscribe, complaint).
 SELECT
     event_id,
     customer_id,
@@ -13,4 +12,3 @@ SELECT
     campaign,
     COALESCE(LOWER(channel), 'email') AS channel
 FROM {{ source('raw', 'engagement_events') }}
-WHERE occurred_at >= :partition_start AND occurred_at < :partition_end

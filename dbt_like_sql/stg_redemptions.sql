@@ -1,8 +1,7 @@
 -- schema: staging
--- materialized: partitioned
--- partition_column: redeemed_at
+-- materialized: view
 -- group: staging
--- description: Reward redemptions of the window, typed.
+-- description: A view over raw.redemptions: reward redemptions, typed.
 SELECT
     redemption_id,
     customer_id,
@@ -11,4 +10,3 @@ SELECT
     CAST(redeemed_at AS DATE) AS redeemed_date,
     points_spent
 FROM {{ source('raw', 'redemptions') }}
-WHERE redeemed_at >= :partition_start AND redeemed_at < :partition_end

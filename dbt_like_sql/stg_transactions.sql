@@ -1,8 +1,7 @@
 -- schema: staging
--- materialized: partitioned
--- partition_column: occurred_at
+-- materialized: view
 -- group: staging
--- description: Transactions of the window, typed; a negative amount is a refund, kept and flagged.
+-- description: A view over raw.transactions: transactions, typed; a negative amount is a refund, kept and flagged.
 SELECT
     transaction_id,
     customer_id,
@@ -15,4 +14,3 @@ SELECT
     LOWER(channel) AS channel,
     COALESCE(points_earned, 0) AS points_earned
 FROM {{ source('raw', 'transactions') }}
-WHERE occurred_at >= :partition_start AND occurred_at < :partition_end

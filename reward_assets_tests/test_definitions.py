@@ -46,14 +46,9 @@ ANALYTICS_WHOLE = {"analytics_experiments"}
 ANALYTICS_DAILY = {name for name in MODEL_FILES if name.startswith("analytics_")} - ANALYTICS_WHOLE
 ANALYTICS = ANALYTICS_DAILY | ANALYTICS_WHOLE | {"analytics_report"}
 ALL_ASSETS = INGESTION | MODEL_FILES | ML | SCORING | ENGAGEMENT | ANALYTICS
-DAILY = {
-    "transactions",
-    "redemptions",
-    "engagement_events",
-    "stg_transactions",
-    "stg_redemptions",
-    "stg_engagement_events",
-}
+DAILY = {"transactions", "redemptions", "engagement_events"}
+# Views over the daily raw tables: no partitions of their own (docs/architecture.md).
+STAGING_VIEWS = {"stg_transactions", "stg_redemptions", "stg_engagement_events"}
 QUARANTINE = "quarantine_share_within_limit"
 CHECK_NAMES = {
     "customers": {QUARANTINE},
@@ -207,7 +202,11 @@ def test_daily_assets_share_one_partitioning_with_single_run_backfills(d, graph)
     tagged = {name for name, node in nodes.items() if node.tags.get("partitioned") == "daily"}
     # Analytics read the marts, which a range launch of these does not rebuild.
     assert tagged == DAILY
-    assert d.resolve_job_def("daily_refresh_job").partitions_def == daily_partitions
+    refresh = d.resolve_job_def("daily_refresh_job")
+    assert refresh.partitions_def == daily_partitions
+    # The staging views are rebuilt by the refresh, without partitions of their own.
+    assert {nodes[name].metadata["materialized"] for name in STAGING_VIEWS} == {"view"}
+    assert keys(STAGING_VIEWS) <= refresh.asset_layer.selected_asset_keys
     assert d.resolve_job_def("analytics_job").partitions_def == daily_partitions
     assert d.resolve_job_def("daily_scoring_job").partitions_def == daily_partitions
 
@@ -433,15 +432,13 @@ def test_dg_launch_runs_a_date_range_of_every_daily_asset_in_one_run(dg_runs):
 
     warehouse = Warehouse(f"duckdb:///{dg_runs['home'] / 'launch.duckdb'}")
     try:
+        # The daily assets are the raw loads; the staging views over them are not ranged.
         days = warehouse.frame(
-            "SELECT DISTINCT occurred_date FROM staging.stg_transactions ORDER BY 1"
+            "SELECT DISTINCT CAST(occurred_at AS DATE) AS day FROM raw.transactions ORDER BY 1"
         )
-        assert [f"{d:%Y-%m-%d}" for d in days.occurred_date] == [
-            "2023-03-01",
-            "2023-03-02",
-            "2023-03-03",
-        ]
-        assert warehouse.row_count("staging.stg_redemptions") == 3
+        assert [f"{d:%Y-%m-%d}" for d in days.day] == ["2023-03-01", "2023-03-02", "2023-03-03"]
+        assert warehouse.row_count("raw.redemptions") == 3
+        assert not warehouse.table_exists("staging.stg_transactions")
     finally:
         warehouse.dispose()
 

@@ -53,13 +53,14 @@ def create(warehouse: Warehouse, table: str, ddl: str, rows: list[tuple]) -> Non
 
 
 def check(warehouse: Warehouse, model: str, params=PARAMS, window=None):
-    """The model's checks on its table as it stands (a partitioned one over `window`)."""
+    """The model's checks on its table as it stands (over `window` of `occurred_at`, as
+    for a partitioned build)."""
     model = MODELS[model]
     in_place = Staged(
         model.table,
         model.table,
         warehouse.row_count(model.table),
-        Window(model.partition_column, *window) if window else None,
+        Window("occurred_at", *window) if window else None,
     )
     return run_checks(warehouse, load_checks(checks_path(model)), in_place, params)
 
@@ -190,7 +191,29 @@ def test_reward_cost_and_inventory_violations_fail_their_checks(duckdb_warehouse
     assert (stock.passed, stock.failing_rows, stock.checked_rows) == (False, 1, 6)
 
 
-# --- a partitioned model, a day at a time ----------------------------------------------
+# --- a staging view: the whole view, up to the last daily window -----------------------
+
+
+def test_a_view_is_checked_whole_and_its_period_ends_with_the_last_daily_window(
+    duckdb_warehouse,
+):
+    rows = [
+        ("t1", T(2023, 3, 1, 9)),  # before period_start
+        ("t2", T(2023, 3, 5, 12)),  # after AS_OF, loaded: legitimate
+        ("t3", T(2023, 3, 9, 23, 59)),
+        ("t3", T(2023, 3, 10)),  # a duplicate, at the end of the last daily window
+    ]
+    create(duckdb_warehouse, "staging.stg_transactions", TRANSACTIONS_DDL, rows)
+
+    outcomes = check(duckdb_warehouse, "stg_transactions", {**PERIOD, "period_end": T(2023, 3, 10)})
+
+    unique, period = outcomes["transaction_id_unique_not_null"], outcomes["occurred_at_in_period"]
+    assert (unique.passed, unique.failing_rows, unique.checked_rows) == (False, 2, 4)
+    assert (period.passed, period.failing_rows, period.checked_rows) == (False, 2, 4)
+    assert sorted(period.examples) == [T(2023, 3, 1, 9), T(2023, 3, 10)]
+
+
+# --- a partitioned build, a day at a time (the checks of stg_transactions) ---------------
 
 WINDOW = (T(2023, 3, 1), T(2023, 3, 5))  # four days
 PERIOD = {"period_start": T(2023, 3, 2), "as_of_end": T(2023, 3, 4), "as_of": dt.date(2023, 3, 3)}

@@ -15,8 +15,15 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.ingest.contract import ENTITIES, LOWEST_TIER, TIER_RANKS, TIERS, sql_types
-from reward_assets.ingest.load import raw_columns
+from reward_assets.ingest.contract import (
+    ENTITIES,
+    LOWEST_TIER,
+    TIER_RANKS,
+    TIERS,
+    TRANSACTIONS,
+    sql_types,
+)
+from reward_assets.ingest.load import load_window, raw_columns
 from reward_assets.recommend.eligibility import unavailable_reason
 from reward_assets.warehouse.sql_models import (
     SQL_DIR,
@@ -28,6 +35,7 @@ from reward_assets.warehouse.sql_models import (
     render,
 )
 from reward_assets.warehouse.store import Warehouse
+from reward_assets_tests.landing_builders import transaction, write_basic_landing, write_rows
 
 D1, D2, D3, D4 = (dt.datetime(2023, 3, day) for day in (1, 2, 3, 4))
 
@@ -169,7 +177,7 @@ def test_a_model_without_header_is_a_warehouse_table_in_marts(tmp_path):
     [
         ("-- schema: marts\n-- owner: me\nSELECT 1\n", "unknown header key 'owner'"),
         ("-- materialized: partitioned\nSELECT 1\n", "partition_column"),
-        ("-- materialized: view\nSELECT 1\n", "materialized"),
+        ("-- materialized: snapshot\nSELECT 1\n", "materialized"),
         ("-- schema: marts\n\n   \n", "no SQL"),
         ("", "no SQL"),
     ],
@@ -461,10 +469,13 @@ def test_project_models_load_in_dependency_order():
     assert set(models["customer_features"].refs) >= {"dim_customers", "fct_transactions"}
     assert models["stg_customers"].sources == (("raw", "customers"),)
     partitioned = {m.name: m.partition_column for m in models.values() if m.partitioned}
+    views = {m.name: m.sources for m in models.values() if m.materialized == "view"}
+    assert views == {
+        "stg_transactions": (("raw", "transactions"),),
+        "stg_redemptions": (("raw", "redemptions"),),
+        "stg_engagement_events": (("raw", "engagement_events"),),
+    }
     assert partitioned == {
-        "stg_transactions": "occurred_at",
-        "stg_redemptions": "redeemed_at",
-        "stg_engagement_events": "occurred_at",
         "score_history": "as_of",
         "recommendation_log": "as_of",
         **dict.fromkeys(
@@ -602,3 +613,85 @@ def test_dims_take_tier_ranks_from_the_contract_and_availability_from_eligibilit
         available
     )
     assert 0 < sum(available.values()) < len(available)
+
+
+# --- views ---------------------------------------------------------------------------------
+
+
+def view_models(folder: Path) -> dict[str, SqlModel]:
+    """A staging view over raw.events and a mart built from it."""
+    write_model(
+        folder,
+        "stg_events",
+        "SELECT event_id, occurred_at, CAST(occurred_at AS DATE) AS day "
+        "FROM {{ source('raw', 'events') }}",
+        schema="staging",
+        materialized="view",
+    )
+    write_model(folder, "events_mart", "SELECT event_id, day FROM {{ ref('stg_events') }}")
+    return load_models(folder)
+
+
+def view_kind(warehouse: Warehouse, table: str) -> str | None:
+    schema, _, name = table.rpartition(".")
+    return warehouse.scalar(
+        "SELECT table_type FROM information_schema.tables "
+        "WHERE table_schema = :s AND table_name = :n",
+        {"s": schema, "n": name},
+    )
+
+
+def test_a_view_reads_its_source_as_it_changes_and_replaces_the_table_it_was(tmp_path, warehouse):
+    make_events(warehouse, [("a1", D1), ("b1", D2)])
+    models = view_models(tmp_path / "models")
+    # The model was a table before (a warehouse built by the previous partitioned kind).
+    warehouse.ensure_schemas()
+    with warehouse.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE staging.stg_events AS SELECT 'old' AS event_id"))
+
+    built = materialize(warehouse, models["stg_events"], models, {})
+
+    assert built.published and built.rows == 2
+    assert view_kind(warehouse, "staging.stg_events") == "VIEW"
+    assert not warehouse.table_exists("staging.stg_events__next")
+    # Loads rewrite the raw rows in place (DELETE and INSERT) under the view.
+    with warehouse.begin() as conn:
+        conn.execute(sa.text("DELETE FROM raw.events WHERE occurred_at >= :d"), {"d": D2})
+        conn.execute(sa.text("INSERT INTO raw.events VALUES ('c1', :t)"), {"t": D3})
+    assert [r[0] for r in table_rows(warehouse, "staging.stg_events")] == ["a1", "c1"]
+    # Building it again, and the mart from it by a swap beside, still work with the view.
+    assert materialize(warehouse, models["stg_events"], models, {}).rows == 2
+    assert materialize(warehouse, models["events_mart"], models, {}).rows == 2
+    assert materialize(warehouse, models["events_mart"], models, {}).published
+    assert [r[0] for r in table_rows(warehouse, "marts.events_mart")] == ["a1", "c1"]
+
+
+def test_a_view_takes_no_bound_parameters(tmp_path):
+    for body in (
+        "SELECT * FROM {{ source('raw', 'events') }} WHERE occurred_at < :as_of_end",
+        "SELECT {{ lowest_tier() }} AS tier",
+    ):
+        path = write_model(tmp_path, "stg_bad", body, materialized="view")
+        with pytest.raises(SqlModelError, match="no bound parameters"):
+            parse_model(path)
+    # A cast is not a parameter.
+    path = write_model(tmp_path, "stg_ok", "SELECT '1'::INTEGER AS n", materialized="view")
+    assert parse_model(path).materialized == "view"
+
+
+def test_the_loads_rewrite_raw_tables_under_the_staging_views(tmp_path, warehouse):
+    """PostgreSQL refuses to drop a table a view reads: the raw loads must keep rewriting
+    their tables in place, a window or a whole snapshot at a time."""
+    data = tmp_path / "data"
+    write_basic_landing(data)
+    start, end = dt.datetime(2023, 3, 1), dt.datetime(2023, 3, 4)
+    load_window(warehouse, TRANSACTIONS, data, start, end)
+    models = load_models(SQL_DIR)
+    materialize(warehouse, models["stg_transactions"], models, {})
+    write_rows(data, "transactions", "2023-03-02.csv", [transaction("t9", "cust001", "2023-03-02")])
+
+    load_window(warehouse, TRANSACTIONS, data, start, end)
+
+    assert view_kind(warehouse, "staging.stg_transactions") == "VIEW"
+    ids = warehouse.frame("SELECT transaction_id FROM staging.stg_transactions").transaction_id
+    assert len(ids) == 9 and "t9" in set(ids) and "t2023-03-02-1" not in set(ids)

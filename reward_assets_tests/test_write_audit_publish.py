@@ -5,6 +5,8 @@ tables), and the next good run publishes."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 import httpx
 import pandas as pd
@@ -88,6 +90,61 @@ def test_a_python_table_with_a_duplicate_split_across_chunks_is_not_published(wa
     assert warehouse.row_count("ml.churn_scores__next") == 4
 
 
+# The run's period, for the in_period checks of the staging views a mart reads.
+PERIOD = {
+    "period_start": dt.datetime(2023, 3, 1),
+    "period_end": dt.datetime(2023, 3, 10),
+    "as_of_end": dt.datetime(2023, 3, 3),
+}
+
+
+def test_a_mart_keeps_its_previous_version_when_a_view_it_reads_fails_a_blocking_check(
+    warehouse, tmp_path
+):
+    """A view has no previous version to keep, so the marts built from it carry its
+    blocking checks: a duplicate id in raw.redemptions leaves fct_redemptions as it was."""
+    data_dir = tmp_path / "data"
+    with warehouse.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE raw.redemptions (redemption_id VARCHAR, customer_id VARCHAR, "
+                "reward_id VARCHAR, redeemed_at TIMESTAMP, points_spent INTEGER)"
+            )
+        )
+        conn.execute(
+            sa.text("INSERT INTO raw.redemptions VALUES ('r1', 'c1', 'w1', :t, 5)"),
+            {"t": dt.datetime(2023, 3, 2)},
+        )
+        conn.execute(sa.text("CREATE TABLE marts.dim_rewards (reward_id VARCHAR, category TEXT)"))
+        conn.execute(sa.text("INSERT INTO marts.dim_rewards VALUES ('w1', 'dining')"))
+        conn.execute(sa.text("CREATE TABLE marts.dim_customers (customer_id VARCHAR)"))
+        conn.execute(sa.text("INSERT INTO marts.dim_customers VALUES ('c1')"))
+    models = load_models(SQL_DIR)
+    view = build_model(warehouse, models["stg_redemptions"], models, PERIOD, data_dir)
+    good = build_model(warehouse, models["fct_redemptions"], models, PERIOD, data_dir)
+    assert (view.published, good.published, good.blocked_by) == (True, True, [])
+
+    with warehouse.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO raw.redemptions VALUES ('r1', 'c1', 'w1', :t, 7)"),
+            {"t": dt.datetime(2023, 3, 2, 1)},
+        )
+    view = build_model(warehouse, models["stg_redemptions"], models, PERIOD, data_dir)
+    bad = build_model(warehouse, models["fct_redemptions"], models, PERIOD, data_dir)
+
+    # The view reports its failed check, and the mart does not swap in what it read.
+    assert not view.outcomes["redemption_id_unique_not_null"].passed
+    assert warehouse.row_count("staging.stg_redemptions") == 2
+    assert (bad.published, bad.blocked_by) == (
+        False,
+        ["stg_redemptions:redemption_id_unique_not_null"],
+    )
+    assert warehouse.frame(
+        "SELECT points_spent FROM marts.fct_redemptions"
+    ).points_spent.tolist() == [5]
+    assert warehouse.row_count("marts.fct_redemptions__next") == 2
+
+
 def test_a_failing_warning_check_still_publishes(duckdb_warehouse, tmp_path):
     with duckdb_warehouse.begin() as conn:
         conn.execute(sa.text("CREATE TABLE marts.dim_rewards (reward_id VARCHAR, category TEXT)"))
@@ -105,7 +162,7 @@ def test_a_failing_warning_check_still_publishes(duckdb_warehouse, tmp_path):
     models = load_models(SQL_DIR)
 
     audited = build_model(
-        duckdb_warehouse, models["fct_redemptions"], models, {}, tmp_path / "data"
+        duckdb_warehouse, models["fct_redemptions"], models, PERIOD, tmp_path / "data"
     )
 
     # reward_id_in_dim_rewards warns (a retired reward keeps its history): not blocking.

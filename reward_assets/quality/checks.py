@@ -90,13 +90,14 @@ def _at_least(spec: Mapping[str, Any]) -> Expectations:
 
 
 def _in_period(spec: Mapping[str, Any]) -> Expectations:
-    # The period ends with the run's window: days loaded beyond AS_OF are legitimate data.
+    # The period ends with the run's window (a view's, with the last daily window): days
+    # loaded beyond AS_OF are legitimate data.
     column = spec["column"]
     return lambda p: [
         gx_expectations().ExpectColumnValuesToBeBetween(
             column=column,
             min_value=p["period_start"],
-            max_value=p.get("partition_end", p["as_of_end"]),
+            max_value=p.get("partition_end", p.get("period_end", p["as_of_end"])),
             strict_max=True,  # window ends are exclusive, as in the SQL models
         )
     ]
@@ -119,7 +120,8 @@ KINDS: dict[str, tuple[Callable[[Mapping[str, Any]], Expectations] | None, str]]
     "at_least": (_at_least, "{column} is at least {min}."),
     "in_period": (
         _in_period,
-        "{column} falls between the first partition and the end of the run's window.",
+        "{column} falls between the first partition and the end of the run's window "
+        "(of the last daily window, for a view).",
     ),
     "before_as_of_end": (_before_as_of_end, "No {column} falls after AS_OF."),
     # SQL selecting the offending rows ({table} is the table checked), for what GX cannot say.

@@ -3,6 +3,10 @@ or a table a Python asset writes is built beside the table readers see, its decl
 checks run on that build, and only if no blocking check fails is it swapped in and its
 snapshot published. A failed blocking check leaves the previous table and snapshot
 serving, and the build in `<table>__next` for inspection (`warehouse/staging.py`).
+
+A view (`materialized: view`) has no previous version to keep: it always reads its
+sources. So a model built from views runs their blocking checks too, on the views as they
+read at its build, and a failed one keeps the model's previous table as its own would.
 """
 
 from __future__ import annotations
@@ -39,18 +43,30 @@ class Auditor:
     checks: Sequence[TableCheck]
     params: Mapping[str, Any]
     source: Path  # where the checks are declared, named when one cannot run
+    # The views the build reads, with their blocking checks (see the module's docstring).
+    views: Sequence[tuple[SqlModel, Sequence[TableCheck]]] = ()
     outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
+    views_failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def __call__(self, staged: Staged) -> bool:
         started = time.perf_counter()
         try:
             self.outcomes = run_checks(self.warehouse, self.checks, staged, self.params)
+            self.views_failed = [
+                f"{view.name}:{name}"
+                for view, checks in self.views
+                for name, outcome in run_checks(
+                    self.warehouse, checks, Staged(view.table, view.table, 0), self.params
+                ).items()
+                if not outcome.passed
+            ]
         except sa.exc.DBAPIError as error:
             raise SqlModelError(f"{self.source}: a check could not run: {error.orig}") from error
         finally:
             self.seconds = time.perf_counter() - started
-        return not any(not self.outcomes[c.name].passed for c in self.checks if c.blocking)
+        failed = any(not self.outcomes[c.name].passed for c in self.checks if c.blocking)
+        return not failed and not self.views_failed
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,7 @@ class Audited:
     checks: Sequence[TableCheck]
     outcomes: Mapping[str, CheckOutcome]
     check_seconds: float
+    views_failed: Sequence[str] = ()  # `view:check`, blocking checks of the views it read
 
     @property
     def table(self) -> str:
@@ -76,7 +93,8 @@ class Audited:
 
     @property
     def blocked_by(self) -> list[str]:
-        return [c.name for c in self.checks if c.blocking and not self.outcomes[c.name].passed]
+        own = [c.name for c in self.checks if c.blocking and not self.outcomes[c.name].passed]
+        return [*own, *self.views_failed]
 
     def metadata(self) -> dict[str, Any]:
         """What an asset records about the audit (no personal data: counts and names)."""
@@ -93,7 +111,9 @@ def _published(warehouse: Warehouse, built: Built, auditor: Auditor, data_dir: P
     """Publish the snapshot of an approved served table; a rejected one keeps the old."""
     if built.published and built.staged.table in SERVED_TABLES:
         publish(warehouse, built.staged.table, data_dir)
-    return Audited(built, auditor.checks, auditor.outcomes, auditor.seconds)
+    return Audited(
+        built, auditor.checks, auditor.outcomes, auditor.seconds, tuple(auditor.views_failed)
+    )
 
 
 def build_model(
@@ -106,7 +126,9 @@ def build_model(
     """Build a SQL model beside its table, check it, and swap it in and publish it only
     if no blocking check of its `<model>.yml` fails."""
     path = checks_path(model)
-    auditor = Auditor(warehouse, load_checks(path), params, path)
+    views = [models[ref] for ref in model.refs if models[ref].materialized == "view"]
+    view_checks = [(v, [c for c in load_checks(checks_path(v)) if c.blocking]) for v in views]
+    auditor = Auditor(warehouse, load_checks(path), params, path, view_checks)
     built = materialize(warehouse, model, models, params, auditor)
     return _published(warehouse, built, auditor, data_dir)
 

@@ -6,14 +6,15 @@ A model is built beside its table and swapped in only once its audit approves
 A model file is plain SQL with a header of `-- key: value` lines:
 
     -- schema: marts
-    -- materialized: table | partitioned | history
+    -- materialized: table | partitioned | history | view
     -- partition_column: occurred_at      (partitioned models only)
     -- group: warehouse
     -- description: One line a UI user reads.
 
 `{{ ref('model') }}` and `{{ source('raw', 'entity') }}` name other tables and make the
 lineage. Values come in as bound parameters (`:as_of`, `:as_of_end`, `:partition_start`,
-`:partition_end`, `:period_start`, `:holdout_threshold`, `:tiers`), never as pasted text.
+`:partition_end`, `:period_start`, `:holdout_threshold`, `:tiers`), never as pasted text;
+so a view, whose SQL the database stores, takes none.
 
 The tier order belongs to the input contract, which the warehouse does not import, so
 it arrives as `:tiers`, the tier names lowest first. Two macros read it, so no model
@@ -52,6 +53,8 @@ _LOWEST_TIER = re.compile(r"\{\{\s*lowest_tier\(\s*\)\s*\}\}")
 _TIERS = "CAST(:tiers AS VARCHAR[])"
 _HEADER = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*?)\s*$")
 _HEADER_KEYS = {"schema", "materialized", "partition_column", "group", "description"}
+# A bound parameter (`:name`), not a cast (`::type`).
+_PARAM = re.compile(r"(?<![:\w]):[a-z_]\w*")
 
 
 class SqlModelError(Exception):
@@ -97,6 +100,8 @@ def parse_model(path: Path) -> SqlModel:
         raise SqlModelError(f"{path}: a partitioned model needs a partition_column")
     if not body:
         raise SqlModelError(f"{path}: no SQL after the header")
+    if materialized == "view" and any(p.search(body) for p in (_PARAM, _TIER_RANK, _LOWEST_TIER)):
+        raise SqlModelError(f"{path}: a view is stored SQL and takes no bound parameters")
     return SqlModel(
         name=path.stem,
         path=path,
@@ -216,13 +221,37 @@ def _stage_history(
     return Staged(model.table, staged, int(rows))
 
 
+def _stage_view(conn: Connection, model: SqlModel, sql: str, params: Mapping[str, Any]) -> Staged:
+    """A view holds no rows of its own: it is created in place, in this transaction, and
+    its checks read it there (`staged == table`, so there is nothing to swap).
+
+    Dropped and created rather than CREATE OR REPLACE: PostgreSQL's cannot drop, rename
+    or retype a column. The previous kind's table goes the same way (a model that was a
+    table before).
+    """
+    kind = conn.execute(
+        sa.text(
+            "SELECT table_type FROM information_schema.tables "
+            "WHERE table_schema = :schema AND table_name = :name"
+        ),
+        {"schema": model.schema, "name": model.name},
+    ).scalar()
+    if kind is not None:
+        conn.execute(sa.text(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} {model.table}"))
+    conn.execute(sa.text(f"CREATE VIEW {model.table} AS {sql}"))
+    rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {model.table}")).scalar()
+    return Staged(model.table, model.table, int(rows))
+
+
 # How each `materialized:` kind builds beside its table. A build writes every row the
 # table will hold (or, with a Window, every row of its window) into `<table>__next`; the
-# audit and the swap in `staging.py` are the same for every kind.
+# audit and the swap in `staging.py` are the same for every kind (a view, built in place,
+# has nothing to swap).
 BUILDS: dict[str, Callable[[Connection, SqlModel, str, Mapping[str, Any]], Staged]] = {
     "table": _stage_table,
     "partitioned": _stage_window,
     "history": _stage_history,
+    "view": _stage_view,
 }
 
 

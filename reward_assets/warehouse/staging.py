@@ -137,6 +137,8 @@ def write_audit_swap(
 
 def swap(warehouse: Warehouse, staged: Staged) -> None:
     """Put an approved build in place of the table (or of its window), in one transaction."""
+    if staged.staged == staged.table:  # built in place (a view): nothing to swap
+        return
     name = staged.table.rpartition(".")[2]
     with warehouse.begin() as conn:
         whole = staged.window is None or not _rows_outside(conn, staged)

@@ -36,9 +36,12 @@ ANALYTICS_GROUP = "analytics"
 
 
 def model_params(warehouse, settings) -> dict:
+    last = daily_partitions.get_last_partition_window()
     return {
         **as_of_params(resolve_as_of(warehouse, settings.as_of)),
         "period_start": dt.datetime.combine(settings.partitions_start_date, dt.time()),
+        # Where the last daily window ends: no load writes a row past it, so no view does.
+        **({"period_end": last.end.replace(tzinfo=None)} if last else {}),
         "holdout_threshold": holdout_threshold(settings.holdout_share),
         "tiers": list(TIERS),
     }
@@ -123,10 +126,14 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
             if model.partitioned:
                 metadata["rows_in_window"] = audited.rows
         if not audited.published:
-            context.log.warning(
-                f"{model.table} kept its previous version: blocking checks failed "
-                f"({', '.join(audited.blocked_by)}); the rejected build is in "
+            kept = (
+                "the marts built from the view keep their previous tables"
+                if model.materialized == "view"
+                else f"it kept its previous version; the rejected build is in "
                 f"{audited.built.staged.staged}"
+            )
+            context.log.warning(
+                f"{model.table}: blocking checks failed ({', '.join(audited.blocked_by)}); {kept}"
             )
         yield dg.MaterializeResult(metadata=metadata)
         yield from check_results(audited)
