@@ -4,7 +4,7 @@ A fit costs time in proportion to its rows, and past some size more rows no long
 the validation metric. Up to `max_rows` training rows a model trains on all of them. Above
 it, the model is fitted on nested, stratified, seeded samples of `max_rows` / 8, / 4, / 2
 and `max_rows` rows, each measured on the same validation rows, and growing stops as soon
-as a doubling gains less than `tolerance` over a fit that ranks better than chance; the
+as a doubling gains less than `TOLERANCE` over a fit that ranks better than chance; the
 last fit is the model. The curve costs at most twice its last fit. The metric is a ROC-AUC
 (chance 0.5): a sample too small for the trees to split on scores 0.5 at one size and the
 next, and that flat start says nothing of larger samples.
@@ -42,7 +42,6 @@ class Curve(Generic[Model]):
     model: Model  # the last fit
     rows: np.ndarray  # its rows, sorted positions in the training rows
     max_rows: int
-    tolerance: float
 
     @property
     def chosen(self) -> int:
@@ -53,7 +52,7 @@ class Curve(Generic[Model]):
         return {
             "rows_available": self.available,
             "max_rows": self.max_rows,
-            "tolerance": self.tolerance,
+            "tolerance": TOLERANCE,
             "metric": metric,
             "sizes": list(self.sizes),
             "scores": [None if math.isnan(s) else s for s in self.scores],
@@ -97,8 +96,6 @@ def learning_curve(
     max_rows: int,
     fit: Callable[[np.ndarray], tuple[Model, float]],
     seed: int,
-    *,
-    tolerance: float = TOLERANCE,
 ) -> Curve[Model]:
     """`fit(rows)` -> (model, validation ROC-AUC) on the training rows at `rows`; `strata`
     labels each training row (the outcome, say) for the sampling."""
@@ -106,7 +103,7 @@ def learning_curve(
     if available <= max_rows:
         everything = np.arange(available)
         model, score = fit(everything)
-        return Curve(available, [available], [score], model, everything, max_rows, tolerance)
+        return Curve(available, [available], [score], model, everything, max_rows)
     order = stratified_order(strata, seed)
     sizes: list[int] = []
     scores: list[float] = []
@@ -117,6 +114,6 @@ def learning_curve(
         sizes.append(size)
         scores.append(score)
         # False when either score is undefined: keep growing.
-        if gain < tolerance and scores[-2] > CHANCE:
+        if gain < TOLERANCE and scores[-2] > CHANCE:
             break
-    return Curve(available, sizes, scores, model, rows, max_rows, tolerance)
+    return Curve(available, sizes, scores, model, rows, max_rows)
