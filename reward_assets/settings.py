@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         description="Absolute held-out open ROC-AUC floor for the engagement model, on top of "
         "beating the base-rate baseline; empty means none.",
     )
+    training_max_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="Training rows churn_model and engagement_model fit in full; above it, "
+        "they fit on a stratified sample sized by the learning curve (ml/learning_curve.py).",
+    )
     recommendations_k: int = Field(10, ge=1, le=100)
     exploration_share: float = Field(0.1, ge=0, le=1)
     ranking_min_lift: float = Field(

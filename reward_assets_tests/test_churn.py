@@ -295,13 +295,45 @@ def test_fit_is_deterministic_and_fingerprints_its_inputs(synthetic):
     assert fit_churn(flipped, validation, seed=7).fingerprint != training.fingerprint
 
 
-def test_training_rows_are_capped_by_a_seeded_sample(synthetic):
-    train, validation, _ = synthetic
-    capped = fit_churn(train, validation, seed=7, max_train_rows=1000)
-    assert capped.metrics["train_rows"] == 1000
-    assert fit_churn(train, validation, seed=7, max_train_rows=1000).fingerprint == (
-        capped.fingerprint
+def test_below_the_cap_the_model_is_the_fit_on_every_row(synthetic):
+    train, validation, training = synthetic
+    assert training.curve.sizes == [len(train)] and training.metrics["train_rows"] == len(train)
+    assert training.metrics["learning_curve"]["chosen_rows"] == len(train)
+    rows = train.sort_values(["as_of", "customer_id"], ignore_index=True)
+    names = training.features
+    booster = xgb.train(
+        {k: v for k, v in training.params.items() if k != "num_boost_round"},
+        xgb.DMatrix(model_matrix(rows, names), label=rows.churned.astype(int), feature_names=names),
+        num_boost_round=training.params["num_boost_round"],
     )
+    valid = xgb.DMatrix(model_matrix(validation, names), feature_names=names)
+    np.testing.assert_array_equal(training.model.booster.predict(valid), booster.predict(valid))
+    at_the_cap = fit_churn(train, validation, seed=7, max_train_rows=len(train))
+    assert at_the_cap.fingerprint == training.fingerprint
+
+
+def test_above_the_cap_the_learning_curve_sizes_a_stratified_sample(synthetic):
+    train, validation, _ = synthetic
+    capped = fit_churn(train, validation, seed=7, max_train_rows=4000)
+    curve = capped.metrics["learning_curve"]
+    assert curve["sizes"] == [500, 1000, 2000, 4000][: len(curve["sizes"])]
+    assert len(curve["sizes"]) == len(curve["scores"]) >= 2
+    assert curve["rows_available"] == len(train) and curve["max_rows"] == 4000
+    assert capped.metrics["train_rows"] == curve["chosen_rows"] == curve["sizes"][-1]
+    gains = np.diff(curve["scores"])
+    # It stopped where a doubling gained too little, or at the cap.
+    assert (gains[:-1] >= curve["tolerance"]).all()
+    assert gains[-1] < curve["tolerance"] or curve["chosen_rows"] == 4000
+    # Stratified by date and outcome: the sample keeps each date's churn rate.
+    chosen = train.sort_values(["as_of", "customer_id"], ignore_index=True)
+    chosen = chosen.iloc[capped.curve.rows]
+    for day, rows in chosen.groupby("as_of"):
+        everyone = train[train.as_of == day]
+        assert len(rows) == pytest.approx(len(chosen) * len(everyone) / len(train), abs=1)
+        assert rows.churned.sum() == pytest.approx(len(rows) * everyone.churned.mean(), abs=1.5)
+    assert churn_quality(capped.metrics) == []
+    again = fit_churn(train, validation, seed=7, max_train_rows=4000)
+    assert again.fingerprint == capped.fingerprint
 
 
 def test_shuffled_training_labels_fail_the_quality_check(synthetic):
@@ -435,6 +467,18 @@ def test_churn_model_meets_the_quality_bar(seeded_churn, seeded_world):
     assert len(metrics["train_as_of_dates"]) == 3
     for day in metrics["train_as_of_dates"]:
         assert dt.date.fromisoformat(day) + dt.timedelta(days=60) <= validation_day
+
+
+def test_a_sampled_fit_still_meets_the_bar_on_seeded_data(seeded_churn):
+    training, train, validation, _ = seeded_churn
+    cap = len(train) // 4
+    sampled = fit_churn(train, validation, max_train_rows=cap)
+    curve = sampled.metrics["learning_curve"]
+    assert curve["rows_available"] == len(train) > cap >= curve["chosen_rows"]
+    assert curve["sizes"] == sorted(curve["sizes"]) and len(set(curve["sizes"])) >= 2
+    assert sampled.metrics["train_rows"] == curve["chosen_rows"]
+    assert sampled.metrics["validation_rows"] == len(validation)  # the gate sees every row
+    assert churn_quality(sampled.metrics) == [], sampled.metrics
 
 
 def test_shuffled_labels_fail_on_seeded_data(seeded_churn):

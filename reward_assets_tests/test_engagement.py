@@ -8,8 +8,13 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 
 from reward_assets.engagement.model import (
+    FEATURES,
+    ROUNDS,
+    WEEKDAY,
+    XGB_PARAMS,
     EngagementModel,
     circular_distance,
     engagement_quality,
@@ -377,7 +382,10 @@ def test_training_is_deterministic_and_round_trips(fallback_world, tmp_path):
     assert len(first.fingerprint) == 64
     assert train_engagement(fallback_world, AS_OF, seed=12).fingerprint != first.fingerprint
     capped = train_engagement(fallback_world, AS_OF, seed=11, max_rows=300)
-    assert capped.metrics["train_rows"] == 300 < first.metrics["train_rows"]
+    curve = capped.metrics["learning_curve"]
+    assert curve["sizes"] == [37, 75, 150, 300][: len(curve["sizes"])]
+    assert len(curve["sizes"]) >= 2 and curve["rows_available"] == first.metrics["train_rows"]
+    assert capped.metrics["train_rows"] == curve["chosen_rows"] <= 300 < curve["rows_available"]
 
     first.model.save(tmp_path / "model")
     loaded = EngagementModel.load(tmp_path / "model")
@@ -387,6 +395,28 @@ def test_training_is_deterministic_and_round_trips(fallback_world, tmp_path):
     ]  # fmt: skip
     original = send_time_preferences(fallback_world, first.model, AS_OF)
     pd.testing.assert_frame_equal(original, send_time_preferences(fallback_world, loaded, AS_OF))
+
+
+def test_below_the_cap_the_open_model_is_the_fit_on_every_row(fallback_world):
+    training = train_engagement(fallback_world, AS_OF, seed=11)
+    end = pd.Timestamp(as_of_params(AS_OF)["as_of_end"])
+    data = training_set(load_activity(fallback_world, end), end, seed=11)
+    train = ~data.validation
+    assert training.curve.sizes == [training.metrics["train_rows"]] == [train.sum()]
+    features = data.features[train]
+    if not training.model.uses_weekday:
+        features[:, WEEKDAY] = 0
+    booster = xgb.train(
+        {**XGB_PARAMS, "seed": 11},
+        xgb.DMatrix(features, data.opened[train], feature_names=list(FEATURES)),
+        num_boost_round=ROUNDS,
+    )
+    held_out = data.features[data.validation]
+    np.testing.assert_array_equal(
+        training.model.predict_open(held_out), booster.inplace_predict(held_out)
+    )
+    at_the_cap = fit_engagement(data, seed=11, max_rows=int(train.sum()))
+    assert at_the_cap.model.fingerprint() == training.model.fingerprint()
 
 
 @pytest.mark.postgres
@@ -430,6 +460,16 @@ def test_engagement_auc_meets_the_bar(seeded_world):
     assert metrics["open_auc"] >= 0.70
     assert metrics["validation_rows"] > 1000 and metrics["train_rows"] > 4 * 1000
     assert 0.03 < metrics["open_base_rate"] < 0.5
+
+    # On a quarter of the training sends at most, the curve's sample still passes.
+    cap = metrics["train_rows"] // 4
+    sampled = fit_engagement(data, seed=42, max_rows=cap)
+    curve = sampled.metrics["learning_curve"]
+    assert curve["rows_available"] == metrics["train_rows"] > cap >= curve["chosen_rows"]
+    assert curve["sizes"] == sorted(curve["sizes"]) and len(set(curve["sizes"])) >= 2
+    assert sampled.metrics["train_rows"] == curve["chosen_rows"]
+    assert sampled.metrics["validation_rows"] == metrics["validation_rows"]
+    assert engagement_quality(sampled.metrics) == [], sampled.metrics
 
     # Shuffled labels (opens and clicks moved together) must not pass the gate.
     order = np.random.default_rng(0).permutation(data.opened.size)

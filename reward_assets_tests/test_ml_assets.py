@@ -7,6 +7,8 @@ fails its blocking check leaving the previous good models and their outputs in s
 
 from __future__ import annotations
 
+import json
+
 from reward_assets.ml.registry import APPROVED, REJECTED, ModelRegistry
 from reward_assets.ops.store import open_ops_store
 from reward_assets.settings import Settings
@@ -39,6 +41,21 @@ def test_every_model_is_approved_and_every_score_traces_to_it(scored):
     }
     for name, sql in used.items():
         assert warehouse.frame(sql).model_version.tolist() == [versions["serving"][name]]
+
+
+def test_the_models_record_their_learning_curve(scored):
+    _, _, data_dir = scored
+    with open_ops_store(f"sqlite:///{data_dir / 'ops.sqlite'}") as store:
+        registry = ModelRegistry(store, data_dir / "models")
+        records = [registry.serving(name) for name in ("churn_model", "engagement_model")]
+    for record in records:
+        curve = record.metrics["learning_curve"]
+        # Under TRAINING_MAX_ROWS: one fit, on every training row.
+        assert curve["sizes"] == [curve["rows_available"]] == [record.metrics["train_rows"]]
+        assert curve["chosen_rows"] == record.metrics["train_rows"] > 1000
+        assert curve["max_rows"] == Settings().training_max_rows
+        manifest = json.loads((record.artefact_path / "manifest.json").read_text())
+        assert manifest["metrics"]["learning_curve"] == curve
 
 
 def test_every_customer_gets_scores_and_eligible_recommendations(scored):

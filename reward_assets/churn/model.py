@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from sklearn.metrics import average_precision_score, brier_score_loss
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from reward_assets.churn.features import features_as_of, model_matrix
 from reward_assets.churn.selection import select_features
+from reward_assets.ml.learning_curve import TRAINING_MAX_ROWS, Curve, learning_curve
 from reward_assets.ml.lift import auc_lift
 from reward_assets.warehouse.store import Warehouse
 
@@ -300,6 +301,7 @@ class ChurnTraining:
     features: list[str]
     params: dict[str, Any]
     fingerprint: str
+    curve: Curve
 
 
 def fit_churn(
@@ -309,36 +311,43 @@ def fit_churn(
     horizon_days: int = 60,
     active_days: int = 90,
     seed: int = 42,
-    max_train_rows: int = 1_000_000,
+    max_train_rows: int = TRAINING_MAX_ROWS,
     features: list[str] | None = None,
     **params: Any,
 ) -> ChurnTraining:
     """Fit on `train` and measure on `validation`: labelled `customer_features` frames
     (a `churned` column added), as `labelled_snapshot` gives. The inputs are `features`
-    when given, else chosen on the training dates (`churn/selection.py`)."""
+    when given, else chosen on the training dates (`churn/selection.py`). Above
+    `max_train_rows` training rows, the fit is on a sample sized by its learning curve
+    (`ml/learning_curve.py`), stratified by as-of date and outcome."""
     if train.empty or validation["churned"].nunique() < 2:
         raise ValueError("churn needs training rows and both outcomes among validation rows")
     settings = {**DEFAULT_PARAMS, **params, "seed": seed}
     # SQL returns rows in no fixed order, and row order steers the sample and subsampling.
     train = train.sort_values(["as_of", "customer_id"], ignore_index=True)
     validation = validation.sort_values(["as_of", "customer_id"], ignore_index=True)
-    if len(train) > max_train_rows:
-        rng = np.random.default_rng(seed)
-        train = train.iloc[np.sort(rng.choice(len(train), max_train_rows, replace=False))]
     if features is None:
         chosen, selection = select_features(train, settings, seed)
     else:
         chosen, selection = list(features), {"method": "given"}
-    x_train, y_train = model_matrix(train, chosen), train["churned"].to_numpy(dtype=np.int8)
+    x_all, y_all = model_matrix(train, chosen), train["churned"].to_numpy(dtype=np.int8)
     x_valid = model_matrix(validation, chosen)
     y_valid = validation["churned"].to_numpy(dtype=np.int8)
+    valid_data = xgb.DMatrix(x_valid, feature_names=chosen)
 
-    train_data = xgb.DMatrix(x_train, label=y_train, feature_names=chosen)
-    booster = xgb.train(
-        {k: v for k, v in settings.items() if k != "num_boost_round"},
-        train_data,
-        num_boost_round=settings["num_boost_round"],
-    )
+    def fit(rows: np.ndarray) -> tuple[tuple[xgb.Booster, xgb.DMatrix], float]:
+        data = xgb.DMatrix(x_all.iloc[rows], label=y_all[rows], feature_names=chosen)
+        booster = xgb.train(
+            {k: v for k, v in settings.items() if k != "num_boost_round"},
+            data,
+            num_boost_round=settings["num_boost_round"],
+        )
+        return (booster, data), float(roc_auc_score(y_valid, booster.predict(valid_data)))
+
+    strata = train.groupby(["as_of", "churned"], sort=True).ngroup().to_numpy()
+    curve = learning_curve(strata, max_train_rows, fit, seed)
+    booster, train_data = curve.model
+    train, x_train, y_train = train.iloc[curve.rows], x_all.iloc[curve.rows], y_all[curve.rows]
     medium, high = np.quantile(booster.predict(train_data), BAND_QUANTILES)
     model = ChurnModel(booster, chosen, (float(medium), float(high)), horizon_days, active_days)
     scores = model.predict(x_valid)
@@ -357,6 +366,7 @@ def fit_churn(
         "train_base_rate": float(y_train.mean()),
         "train_rows": len(train),
         "validation_rows": len(validation),
+        "learning_curve": curve.metrics("roc_auc"),
         "train_as_of_dates": sorted(_iso(d) for d in train["as_of"].unique()),
         "validation_as_of": _iso(validation["as_of"].iloc[0]),
         "horizon_days": horizon_days,
@@ -376,6 +386,7 @@ def fit_churn(
         features=chosen,
         params=settings,
         fingerprint=fingerprint,
+        curve=curve,
     )
 
 
@@ -423,7 +434,7 @@ def train_churn(
     train_dates: int = 3,
     step_days: int = 14,
     min_history_days: int = 28,
-    max_train_rows: int = 1_000_000,
+    max_train_rows: int = TRAINING_MAX_ROWS,
     **params: Any,
 ) -> ChurnTraining:
     """Train on past as-of dates and validate on the latest one the data can label."""

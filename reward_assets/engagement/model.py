@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,6 +27,7 @@ from scipy.stats import chi2_contingency
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
+from reward_assets.ml.learning_curve import TRAINING_MAX_ROWS, Curve, learning_curve
 from reward_assets.ml.lift import auc_lift
 from reward_assets.recommend.inputs import positions
 from reward_assets.warehouse.store import Warehouse
@@ -386,6 +388,7 @@ class EngagementTraining:
     features: tuple[str, ...]
     params: dict
     fingerprint: str
+    curve: Curve
 
 
 def training_set(
@@ -433,11 +436,11 @@ def training_set(
 
 
 def fit_engagement(
-    data: TrainingSet, seed: int = 42, max_rows: int = 1_000_000
+    data: TrainingSet, seed: int = 42, max_rows: int = TRAINING_MAX_ROWS
 ) -> EngagementTraining:
-    """Fit on the training customers' sends (a seeded sample of `max_rows` at most) and
-    measure on the held-out customers'."""
-    rng = np.random.default_rng(seed)
+    """Fit on the training customers' sends and measure on the held-out customers'. Above
+    `max_rows` training sends, the fit is on a sample sized by the open model's learning
+    curve (`ml/learning_curve.py`), stratified by outcome (not opened, opened, clicked)."""
     train = np.flatnonzero(~data.validation)
     for label, outcome in (("opens", data.opened), ("clicks", data.clicked)):
         if not outcome[train].any() or outcome[train].all():
@@ -445,8 +448,6 @@ def fit_engagement(
                 f"engagement needs sends with and without {label} to learn from: "
                 f"{train.size} training sends, {int(outcome[train].sum())} with {label}"
             )
-    if train.size > max_rows:
-        train = np.sort(rng.choice(train, size=max_rows, replace=False))
     valid = np.flatnonzero(data.validation)
     features, opened, clicked = data.features[train], data.opened[train], data.clicked[train]
     weekday_p = _weekday_p_value(features[:, WEEKDAY], opened)
@@ -454,29 +455,37 @@ def fit_engagement(
     if not uses_weekday:
         # Without a real weekday effect, splits on it only fit noise and would name a best
         # weekday for no reason: a constant column cannot be split on.
-        features = features.copy()
         features[:, WEEKDAY] = 0
     params = {**XGB_PARAMS, "seed": seed}
+    held_out, held_out_opened = data.features[valid], data.opened[valid]
 
     def fit(rows: np.ndarray, target: np.ndarray) -> xgb.Booster:
         matrix = xgb.DMatrix(features[rows], target[rows], feature_names=list(FEATURES))
         return xgb.train(params, matrix, num_boost_round=ROUNDS)
 
-    everyone = np.full(train.size, True)
-    model = EngagementModel(
-        fit(everyone, opened), fit(opened, clicked), data.categories, uses_weekday
-    )
-    predicted = model.predict(data.features[valid])
+    def fit_open(rows: np.ndarray) -> tuple[xgb.Booster, float]:
+        booster = fit(rows, opened)
+        if not 0 < held_out_opened.sum() < held_out_opened.size:
+            return booster, math.nan
+        return booster, float(roc_auc_score(held_out_opened, booster.inplace_predict(held_out)))
+
+    curve = learning_curve(opened.astype(np.int8) + clicked, max_rows, fit_open, seed)
+    rows = curve.rows
+    # P(click | open) learns from the sample's opened sends.
+    click_booster = fit(rows[opened[rows]], clicked)
+    model = EngagementModel(curve.model, click_booster, data.categories, uses_weekday)
+    predicted = model.predict(held_out)
     metrics = {
-        **_lift("open", data.opened[valid], predicted[0], data.features[valid], seed),
-        **_lift("click", data.clicked[valid], predicted[1], data.features[valid], seed),
-        "train_rows": int(train.size),
+        **_lift("open", held_out_opened, predicted[0], held_out, seed),
+        **_lift("click", data.clicked[valid], predicted[1], held_out, seed),
+        "train_rows": int(rows.size),
         "validation_rows": int(valid.size),
-        "train_open_rate": float(opened.mean()) if train.size else None,
-        "train_click_rate": float(clicked.mean()) if train.size else None,
+        "learning_curve": curve.metrics("open_auc"),
+        "train_open_rate": float(opened[rows].mean()),
+        "train_click_rate": float(clicked[rows].mean()),
         "weekday_p_value": weekday_p,
         "weekday_used": uses_weekday,
-        **_scores("open", data.opened[valid], predicted[0]),
+        **_scores("open", held_out_opened, predicted[0]),
         **_scores("click", data.clicked[valid], predicted[1]),
         "window_rows": data.window_rows,
     }
@@ -486,6 +495,7 @@ def fit_engagement(
         features=FEATURES,
         params={**params, "rounds": ROUNDS, "cutoffs": list(data.cutoffs), "max_rows": max_rows},
         fingerprint=model.fingerprint(),
+        curve=curve,
     )
 
 
@@ -534,7 +544,7 @@ def train_engagement(
     warehouse: Warehouse,
     as_of: dt.date | None = None,
     seed: int = 42,
-    max_rows: int = 1_000_000,
+    max_rows: int = TRAINING_MAX_ROWS,
 ) -> EngagementTraining:
     """Train the open and click models on email activity up to the end of `as_of`."""
     end = pd.Timestamp(as_of_params(resolve_as_of(warehouse, as_of))["as_of_end"])

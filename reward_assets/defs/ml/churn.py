@@ -51,7 +51,12 @@ def churn_model(settings: SettingsResource, warehouse: WarehouseResource, ops: O
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)
         try:
-            training = train_churn(wh, as_of=as_of, horizon_days=config.churn_horizon_days)
+            training = train_churn(
+                wh,
+                as_of=as_of,
+                horizon_days=config.churn_horizon_days,
+                max_train_rows=config.training_max_rows,
+            )
         except ValueError as error:  # too little history, or one outcome only
             yield from untrained_result("churn_model", CHECK, str(error), {"as_of": str(as_of)})
             return
@@ -89,6 +94,7 @@ def churn_model(settings: SettingsResource, warehouse: WarehouseResource, ops: O
             "as_of": as_of.isoformat(),
             "feature_importance": table(importance),
             "versus_baseline": table(pd.DataFrame([compared])),
+            "learning_curve": table(training.curve.frame("roc_auc")),
         },
         severity=dg.AssetCheckSeverity.WARN,
     )

@@ -54,7 +54,7 @@ def engagement_model(
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)
         try:
-            training = train_engagement(wh, as_of=as_of)
+            training = train_engagement(wh, as_of=as_of, max_rows=config.training_max_rows)
         except ValueError as error:  # no email activity, or no opens or clicks in it
             yield from untrained_result(
                 "engagement_model", CHECK, str(error), {"as_of": as_of.isoformat()}
@@ -89,7 +89,11 @@ def engagement_model(
         CHECK,
         record,
         failures,
-        {"as_of": as_of.isoformat(), "versus_baseline": table(pd.DataFrame(compared))},
+        {
+            "as_of": as_of.isoformat(),
+            "versus_baseline": table(pd.DataFrame(compared)),
+            "learning_curve": table(training.curve.frame("open_auc")),
+        },
         severity=dg.AssetCheckSeverity.WARN,
     )
 
