@@ -206,6 +206,26 @@ def seeded_world(request, worlds) -> SeededWorld:
 
 
 @pytest.fixture(scope="session")
+def engagement_trainings(worlds):
+    """A function name -> `train_engagement(seed=42)` on that world, fitted once per session:
+    several modules check the same model, and each fit takes tens of seconds."""
+    from reward_assets.engagement.model import train_engagement
+
+    trained = {}
+
+    def get(name: str):
+        if name not in trained:
+            warehouse = worlds(name).warehouse()
+            try:
+                trained[name] = train_engagement(warehouse, seed=42)
+            finally:
+                warehouse.dispose()
+        return trained[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def scored(worlds, tmp_path_factory):
     """The default world's warehouse copied, then the `ml` and `scoring` groups run on it.
 

@@ -447,10 +447,10 @@ def test_quality_gate_reasons():
 # --------------------------------------------------------------------------- seeded worlds
 
 
-def test_engagement_auc_meets_the_bar(seeded_world):
+def test_engagement_auc_meets_the_bar(seeded_world, engagement_trainings):
+    training = engagement_trainings(seeded_world.name)
     warehouse = seeded_world.warehouse()
     try:
-        training = train_engagement(warehouse, seed=42)
         end = as_of_params(resolve_as_of(warehouse))["as_of_end"]
         data = training_set(load_activity(warehouse, end), pd.Timestamp(end), seed=42)
     finally:
@@ -478,10 +478,10 @@ def test_engagement_auc_meets_the_bar(seeded_world):
     assert any(reason.startswith("open ROC-AUC") for reason in failures)
 
 
-def test_best_hour_matches_planted_preference(seeded_world):
+def test_best_hour_matches_planted_preference(seeded_world, engagement_trainings):
+    model = engagement_trainings(seeded_world.name).model
     warehouse = seeded_world.warehouse()
     try:
-        model = train_engagement(warehouse, seed=42).model
         prefs = send_time_preferences(warehouse, model)
         customers = warehouse.frame("SELECT customer_id FROM marts.dim_customers")
     finally:

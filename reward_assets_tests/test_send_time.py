@@ -36,11 +36,11 @@ HOURS = allowed_hours((21, 8))
 
 
 @pytest.fixture(scope="module")
-def engagement(worlds):
+def engagement(worlds, engagement_trainings):
     """The default world's engagement model, customers and history at its last day."""
+    model = engagement_trainings("default").model
     warehouse = worlds("default").warehouse()
     try:
-        model = train_engagement(warehouse, seed=42).model
         customers, history = at_as_of(warehouse, model, None)
     finally:
         warehouse.dispose()
