@@ -1,5 +1,7 @@
 -- schema: marts
--- materialized: table
+-- materialized: incremental
+-- partition_column: redeemed_at
+-- incremental_on: dim_customers(customer_id) dim_rewards(reward_id, category)
 -- group: warehouse
 -- description: Redemptions of known customers, with the reward's category.
 SELECT r.*, w.category

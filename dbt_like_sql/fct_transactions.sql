@@ -1,5 +1,7 @@
 -- schema: marts
--- materialized: table
+-- materialized: incremental
+-- partition_column: occurred_at
+-- incremental_on: dim_customers(customer_id)
 -- group: warehouse
 -- description: Transactions of known customers; rows of customers not yet known wait in held_rows and join here once the customer arrives.
 SELECT t.*

@@ -1,5 +1,7 @@
 -- schema: marts
--- materialized: table
+-- materialized: incremental
+-- partition_column: event_at
+-- incremental_on: dim_customers(customer_id)
 -- group: warehouse
 -- description: Event rows whose customer is not known yet; they are retried on every load and leave this table once the customer arrives.
 SELECT 'transactions' AS entity, transaction_id AS record_id, customer_id, occurred_at AS event_at

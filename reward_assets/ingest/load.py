@@ -50,6 +50,7 @@ from reward_assets.ingest.validation import (
     suspect_columns,
     validation_sql,
 )
+from reward_assets.warehouse.load_log import LOG_COLUMNS, LOG_TABLE, record_load
 from reward_assets.warehouse.store import COPY_BATCH_ROWS, Warehouse
 
 # Rows validated and written at a time: bounds memory while a long range loads.
@@ -89,6 +90,7 @@ def raw_columns(entity: Entity) -> list[Column]:
 def _prepare(warehouse: Warehouse, entity: Entity) -> None:
     warehouse.create_table(entity.table, sql_types(raw_columns(entity)))
     warehouse.create_table(QUARANTINE_TABLE, QUARANTINE_COLUMNS)
+    warehouse.create_table(LOG_TABLE, LOG_COLUMNS)
 
 
 def _timestamp(value: dt.datetime) -> str:
@@ -422,6 +424,7 @@ def load_snapshot(
                 f"({report.rows_quarantined} rows quarantined, "
                 f"{len(report.files_quarantined)} files unreadable)."
             )
+        record_load(conn, entity.name)
     return report
 
 
@@ -473,5 +476,6 @@ def load_window(
                 {"e": entity.name, "files": undated},
             )
         report = _Load(con, warehouse, conn, entity, files, window, known_rewards).run()
+        record_load(conn, entity.name, start, end)
     report.files_skipped = scan.skipped
     return report

@@ -32,7 +32,7 @@ import yaml
 from reward_assets.ingest.validation import EMAIL_PATTERN
 from reward_assets.privacy import mask_record, mask_value
 from reward_assets.warehouse.sql_models import SQL_DIR, SqlModel, SqlModelError
-from reward_assets.warehouse.staging import Staged
+from reward_assets.warehouse.staging import Staged, Window
 from reward_assets.warehouse.store import Warehouse
 
 # Expectations are built when a check runs: importing GX costs seconds, which every
@@ -262,14 +262,15 @@ def _row_rules(
 
 
 def _batches(warehouse: Warehouse, build: Staged, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
-    """The build's rows: a whole table at once, a window in runs of whole days.
+    """The build's rows: a whole table (or an incremental build's slice) at once, a
+    window in runs of whole days.
 
     Days are grouped up to CHECK_BATCH_ROWS rows, so a range of small days costs a few
     validations while a day is never split and memory stays bounded on large tables.
     """
     select = f"SELECT {', '.join(columns)} FROM {build.staged}"
     window = build.window
-    if window is None:
+    if not isinstance(window, Window):
         yield warehouse.frame(select)
         return
     column = window.column

@@ -7,10 +7,15 @@ serving, and the build in `<table>__next` for inspection (`warehouse/staging.py`
 A view (`materialized: view`) has no previous version to keep: it always reads its
 sources. So a model built from views runs their blocking checks too, on the views as they
 read at its build, and a failed one keeps the model's previous table as its own would.
+They run once per state of the view's sources: a pass is remembered with the last load
+of those sources (`warehouse/load_log.py`) and with what else decides the outcome (the
+view's SQL, its checks, the run's parameters), and a model whose build read that same
+state takes it rather than reading the whole view again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,10 +34,66 @@ from reward_assets.quality.checks import (
     run_checks,
     table_checks_path,
 )
+from reward_assets.warehouse.load_log import latest_seq
 from reward_assets.warehouse.snapshots import SERVED_TABLES, publish
 from reward_assets.warehouse.sql_models import SqlModel, SqlModelError, materialize
 from reward_assets.warehouse.staging import Built, Staged, stage_frames, write_audit_swap
 from reward_assets.warehouse.store import Warehouse
+
+# Views whose blocking checks passed, with the state they passed on.
+VIEW_CHECKS_TABLE = "staging.view_checks"
+VIEW_CHECKS_COLUMNS = {"view_name": "VARCHAR", "state": "VARCHAR", "seq": "BIGINT"}
+
+
+@dataclass(frozen=True)
+class ViewAudit:
+    """A view's blocking checks, and the state a model's build read the view in."""
+
+    view: SqlModel
+    checks: Sequence[TableCheck]
+    # What the outcome depends on besides the rows: the view's SQL, its checks, the
+    # parameters the checks take.
+    state: str
+    seq: int  # the last load of the view's sources before the build (0: not logged)
+
+    @classmethod
+    def before_build(
+        cls, warehouse: Warehouse, view: SqlModel, params: Mapping[str, Any]
+    ) -> ViewAudit:
+        path = checks_path(view)
+        declared = path.read_text() if path.exists() else ""
+        facts = repr((view.body, declared, sorted(params.items())))
+        checks = [c for c in load_checks(path) if c.blocking]
+        state = hashlib.sha256(facts.encode()).hexdigest()
+        return cls(view, checks, state, _sources_seq(warehouse, view))
+
+    def passed_before(self, warehouse: Warehouse) -> bool:
+        """Whether these checks passed on the very rows the build read."""
+        if not self.seq or not warehouse.table_exists(VIEW_CHECKS_TABLE):
+            return False
+        found = warehouse.scalar(
+            f"SELECT COUNT(*) FROM {VIEW_CHECKS_TABLE} "
+            "WHERE view_name = :view AND state = :state AND seq = :seq",
+            {"view": self.view.name, "state": self.state, "seq": self.seq},
+        )
+        return bool(found) and _sources_seq(warehouse, self.view) == self.seq
+
+    def remember_pass(self, warehouse: Warehouse) -> None:
+        """Record a pass, unless a load of the sources came between the build and now."""
+        if not self.seq or _sources_seq(warehouse, self.view) != self.seq:
+            return
+        warehouse.create_table(VIEW_CHECKS_TABLE, VIEW_CHECKS_COLUMNS)
+        with warehouse.begin() as conn:
+            key = {"view": self.view.name, "state": self.state, "seq": self.seq}
+            conn.execute(sa.text(f"DELETE FROM {VIEW_CHECKS_TABLE} WHERE view_name = :view"), key)
+            conn.execute(
+                sa.text(f"INSERT INTO {VIEW_CHECKS_TABLE} VALUES (:view, :state, :seq)"), key
+            )
+
+
+def _sources_seq(warehouse: Warehouse, view: SqlModel) -> int:
+    with warehouse.engine.connect() as conn:
+        return latest_seq(conn, [entity for _, entity in view.sources])
 
 
 @dataclass
@@ -44,7 +105,7 @@ class Auditor:
     params: Mapping[str, Any]
     source: Path  # where the checks are declared, named when one cannot run
     # The views the build reads, with their blocking checks (see the module's docstring).
-    views: Sequence[tuple[SqlModel, Sequence[TableCheck]]] = ()
+    views: Sequence[ViewAudit] = ()
     outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
     views_failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -53,14 +114,18 @@ class Auditor:
         started = time.perf_counter()
         try:
             self.outcomes = run_checks(self.warehouse, self.checks, staged, self.params)
-            self.views_failed = [
-                f"{view.name}:{name}"
-                for view, checks in self.views
-                for name, outcome in run_checks(
-                    self.warehouse, checks, Staged(view.table, view.table, 0), self.params
-                ).items()
-                if not outcome.passed
-            ]
+            self.views_failed = []
+            for audit in self.views:
+                if audit.passed_before(self.warehouse):
+                    continue
+                view = audit.view
+                outcomes = run_checks(
+                    self.warehouse, audit.checks, Staged(view.table, view.table, 0), self.params
+                )
+                failed = [f"{view.name}:{n}" for n, o in outcomes.items() if not o.passed]
+                if not failed:
+                    audit.remember_pass(self.warehouse)
+                self.views_failed += failed
         except sa.exc.DBAPIError as error:
             raise SqlModelError(f"{self.source}: a check could not run: {error.orig}") from error
         finally:
@@ -127,9 +192,14 @@ def build_model(
     if no blocking check of its `<model>.yml` fails."""
     path = checks_path(model)
     views = [models[ref] for ref in model.refs if models[ref].materialized == "view"]
-    view_checks = [(v, [c for c in load_checks(checks_path(v)) if c.blocking]) for v in views]
-    auditor = Auditor(warehouse, load_checks(path), params, path, view_checks)
+    view_audits = [ViewAudit.before_build(warehouse, v, params) for v in views]
+    is_view = model.materialized == "view"
+    itself = ViewAudit.before_build(warehouse, model, params) if is_view else None
+    auditor = Auditor(warehouse, load_checks(path), params, path, view_audits)
     built = materialize(warehouse, model, models, params, auditor)
+    if itself and built.published:
+        # The marts that read the view in this state need not check it again.
+        itself.remember_pass(warehouse)
     return _published(warehouse, built, auditor, data_dir)
 
 

@@ -6,8 +6,10 @@ A model is built beside its table and swapped in only once its audit approves
 A model file is plain SQL with a header of `-- key: value` lines:
 
     -- schema: marts
-    -- materialized: table | partitioned | history | view
-    -- partition_column: occurred_at      (partitioned models only)
+    -- materialized: table | partitioned | history | view | incremental
+    -- partition_column: occurred_at      (partitioned and incremental models only)
+    -- incremental_on: dim_customers(customer_id) dim_rewards(reward_id, category)
+                                          (incremental models only)
     -- group: warehouse
     -- description: One line a UI user reads.
 
@@ -24,6 +26,7 @@ for no or an unknown tier) and `{{ lowest_tier() }}` the lowest tier's name.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,9 +38,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from reward_assets.warehouse.load_log import latest_seq, windows_since
 from reward_assets.warehouse.staging import (
     Audit,
     Built,
+    Slice,
     Staged,
     Window,
     staged_name,
@@ -52,7 +57,15 @@ _LOWEST_TIER = re.compile(r"\{\{\s*lowest_tier\(\s*\)\s*\}\}")
 # A bound list is a typeless literal to PostgreSQL until cast.
 _TIERS = "CAST(:tiers AS VARCHAR[])"
 _HEADER = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*?)\s*$")
-_HEADER_KEYS = {"schema", "materialized", "partition_column", "group", "description"}
+_HEADER_KEYS = {
+    "schema",
+    "materialized",
+    "partition_column",
+    "incremental_on",
+    "group",
+    "description",
+}
+_DIMENSION = re.compile(r"([a-z_][a-z0-9_]*)\(\s*([a-z_][a-z0-9_, ]*?)\s*\)")
 # A bound parameter (`:name`), not a cast (`::type`).
 _PARAM = re.compile(r"(?<![:\w]):[a-z_]\w*")
 
@@ -73,6 +86,8 @@ class SqlModel:
     description: str
     refs: tuple[str, ...]
     sources: tuple[tuple[str, str], ...]
+    # An incremental model's dimensions: (model, columns it reads, its key first).
+    incremental_on: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def table(self) -> str:
@@ -94,10 +109,14 @@ def parse_model(path: Path) -> SqlModel:
         lines.pop(0)
     body = "\n".join(lines).strip().rstrip(";")
     materialized = header.get("materialized", "table")
-    if materialized not in BUILDS:
-        raise SqlModelError(f"{path}: materialized must be one of {', '.join(map(repr, BUILDS))}")
-    if materialized == "partitioned" and not header.get("partition_column"):
-        raise SqlModelError(f"{path}: a partitioned model needs a partition_column")
+    if materialized not in KINDS:
+        raise SqlModelError(f"{path}: materialized must be one of {', '.join(map(repr, KINDS))}")
+    if materialized in ("partitioned", "incremental") and not header.get("partition_column"):
+        raise SqlModelError(f"{path}: a {materialized} model needs a partition_column")
+    dimensions = tuple(
+        (name, tuple(c.strip() for c in columns.split(",")))
+        for name, columns in _DIMENSION.findall(header.get("incremental_on", ""))
+    )
     if not body:
         raise SqlModelError(f"{path}: no SQL after the header")
     if materialized == "view" and any(p.search(body) for p in (_PARAM, _TIER_RANK, _LOWEST_TIER)):
@@ -113,6 +132,7 @@ def parse_model(path: Path) -> SqlModel:
         description=header.get("description", ""),
         refs=tuple(dict.fromkeys(_REF.findall(body))),
         sources=tuple(dict.fromkeys(_SOURCE.findall(body))),
+        incremental_on=dimensions,
     )
 
 
@@ -123,6 +143,9 @@ def load_models(folder: Path) -> dict[str, SqlModel]:
         for ref in model.refs:
             if ref not in models:
                 raise SqlModelError(f"{model.path}: ref('{ref}') names no model in {folder}")
+        for dimension, _ in model.incremental_on:
+            if dimension not in model.refs:
+                raise SqlModelError(f"{model.path}: incremental_on names {dimension}, no ref")
     try:
         order = TopologicalSorter({m.name: m.refs for m in models.values()}).static_order()
         return {name: models[name] for name in order}
@@ -253,6 +276,131 @@ BUILDS: dict[str, Callable[[Connection, SqlModel, str, Mapping[str, Any]], Stage
     "history": _stage_history,
     "view": _stage_view,
 }
+# And `incremental`, which also reads the other models (`_stage_incremental`).
+KINDS = (*BUILDS, "incremental")
+
+
+def event_sources(model: SqlModel, models: Mapping[str, SqlModel]) -> list[str]:
+    """The raw entities whose loads change the model's rows: its own sources and those of
+    the views it reads."""
+    entities = [entity for _, entity in model.sources]
+    for ref in model.refs:
+        if models[ref].materialized == "view":
+            entities += event_sources(models[ref], models)
+    return list(dict.fromkeys(entities))
+
+
+def _fingerprint(model: SqlModel, models: Mapping[str, SqlModel], sql: str, params) -> str:
+    """What an incremental model's rows depend on besides the data: its SQL and its views'
+    (whose rows it reads), the parameters the SQL takes, what it is incremental on."""
+    views = [render(models[r], models) for r in model.refs if models[r].materialized == "view"]
+    taken = sorted((name, repr(params.get(name[1:]))) for name in set(_PARAM.findall(sql)))
+    facts = repr((sql, views, taken, model.partition_column, model.incremental_on))
+    return hashlib.sha256(facts.encode()).hexdigest()
+
+
+def _last_build(conn: Connection, model: SqlModel, fingerprint: str) -> int:
+    """The last load an incremental model's serving table was built from (0: unknown, or
+    built from other SQL or parameters, or without its record)."""
+    names = [model.name, f"{model.name}__state"]
+    names += [f"{model.name}__seen_{dimension}" for dimension, _ in model.incremental_on]
+    inspector = sa.inspect(conn)
+    if not all(inspector.has_table(name, schema=model.schema) for name in names):
+        return 0
+    row = conn.execute(sa.text(f"SELECT seq, fingerprint FROM {model.table}__state")).first()
+    if row is None or row.fingerprint != fingerprint:
+        return 0
+    return int(row.seq or 0)
+
+
+def _stage_incremental(
+    conn: Connection,
+    model: SqlModel,
+    models: Mapping[str, SqlModel],
+    sql: str,
+    params: Mapping[str, Any],
+) -> Staged:
+    """An incremental model: each row comes from one event row (dated by the model's
+    partition column, as its raw table is) and from the rows of its `incremental_on`
+    dimensions with the row's key. So once built, only two kinds of rows can change:
+    those in the windows the loads replaced since (`load_log.py`), and those of keys whose
+    dimension columns changed (compared with a copy kept from the last build). The build
+    holds exactly those rows (a `Slice`), and the swap replaces them.
+
+    The first build, a whole table reloaded, an unknown state (nothing logged) or other
+    SQL or parameters than the last build's build the whole table. The record of what the
+    build read (the last load, the dimensions' copies) is swapped in with it, so a
+    rejected build leaves the next one to rebuild the same rows and more.
+    """
+    staged = staged_name(model.table)
+    entities = event_sources(model, models)
+    fingerprint = _fingerprint(model, models, sql, params)
+    upto = latest_seq(conn, entities)
+    last = _last_build(conn, model, fingerprint) if upto else 0
+    if last > upto:  # the log was started again: what it numbered before is unknown
+        last = 0
+    windows = windows_since(conn, entities, last, upto) if last else [None]
+    after_swap: list[tuple[str, dict[str, Any]]] = []
+    window = None
+    if None in windows:
+        conn.execute(sa.text(f"CREATE TABLE {staged} AS {sql}"), params)
+    else:
+        keys = []
+        for dimension, columns in model.incremental_on:
+            changed = f"{model.table}__changed_{dimension}"
+            seen, table, listed = (
+                f"{model.table}__seen_{dimension}",
+                models[dimension].table,
+                ", ".join(columns),
+            )
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {changed}"))
+            conn.execute(
+                sa.text(
+                    f"CREATE TABLE {changed} AS SELECT DISTINCT {columns[0]} FROM ("
+                    f"(SELECT {listed} FROM {table} EXCEPT SELECT {listed} FROM {seen}) "
+                    f"UNION ALL (SELECT {listed} FROM {seen} EXCEPT SELECT {listed} FROM {table})"
+                    ") d"
+                )
+            )
+            after_swap.append((f"DROP TABLE {changed}", {}))
+            if conn.execute(sa.text(f"SELECT COUNT(*) FROM {changed}")).scalar():
+                keys.append((columns[0], changed))
+        window = Slice(model.partition_column, tuple(windows), tuple(keys))
+        # Two scans rather than one with OR: a range alone reaches the raw table's scan.
+        parts = [f"SELECT * FROM ({sql}) q WHERE {window.in_ranges('q')}"]
+        if window.keys:
+            parts.append(
+                f"SELECT * FROM ({sql}) q WHERE NOT COALESCE({window.in_ranges('q')}, FALSE) "
+                f"AND {window.of_keys('q')}"
+            )
+        conn.execute(
+            sa.text(f"CREATE TABLE {staged} AS {' UNION ALL '.join(parts)}"),
+            {**params, **window.params},
+        )
+    for dimension, columns in model.incremental_on:
+        seen = f"{model.table}__seen_{dimension}"
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {seen}__next"))
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {seen}__next AS "
+                f"SELECT {', '.join(columns)} FROM {models[dimension].table}"
+            )
+        )
+        after_swap += [
+            (f"DROP TABLE IF EXISTS {seen}", {}),
+            (f"ALTER TABLE {seen}__next RENAME TO {seen.rpartition('.')[2]}", {}),
+        ]
+    state = f"{model.table}__state"
+    after_swap += [
+        (f"DROP TABLE IF EXISTS {state}", {}),
+        (f"CREATE TABLE {state} (seq BIGINT, fingerprint VARCHAR)", {}),
+        (
+            f"INSERT INTO {state} VALUES (:seq, :fingerprint)",
+            {"seq": upto, "fingerprint": fingerprint},
+        ),
+    ]
+    rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {staged}")).scalar()
+    return Staged(model.table, staged, int(rows), window, tuple(after_swap))
 
 
 def stage(
@@ -260,10 +408,17 @@ def stage(
 ) -> Staged:
     """Build `model` into `<table>__next`, in one transaction; readers still see the table."""
     sql = render(model, models)
+    incremental = model.materialized == "incremental"
     try:
         with warehouse.begin() as conn:
+            if incremental and warehouse.dialect == "postgresql":
+                # The log, the dimensions and the rows read in one snapshot: a load or a
+                # dimension swapped in meanwhile is the next build's.
+                conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
             conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {model.schema}"))
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged_name(model.table)}"))
+            if incremental:
+                return _stage_incremental(conn, model, models, sql, params)
             return BUILDS[model.materialized](conn, model, sql, params)
     except sa.exc.DBAPIError as error:
         raise SqlModelError(f"{model.path}: {error.orig}") from error

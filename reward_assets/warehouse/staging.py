@@ -8,9 +8,10 @@ left in `<table>__next` for inspection (the checks report a few masked examples;
 table holds every offending row) until the next build of the table replaces it.
 
 A build replaces the whole table, or one window of it (`Window`: a partitioned model's
-days). A window's audit sees the table as it would read after the swap: the rows outside
-the window that stay, plus the new window, so a rule over the whole table (unique ids)
-holds across windows too.
+days), or a slice (`Slice`: an incremental model's windows loaded since its last build and
+the rows of keys whose dimension rows changed). A window's audit sees the table as it
+would read after the swap: the rows outside the window that stay, plus the new window, so
+a rule over the whole table (unique ids) holds across windows too.
 """
 
 from __future__ import annotations
@@ -56,13 +57,54 @@ class Window:
 
 
 @dataclass(frozen=True)
+class Slice:
+    """The rows an incremental build replaces: those whose `column` falls in one of
+    `ranges`, and those whose key column holds a value listed in a table of `keys`
+    ((column, table) pairs)."""
+
+    column: str
+    ranges: tuple[tuple[dt.datetime, dt.datetime], ...]
+    keys: tuple[tuple[str, str], ...]
+
+    @property
+    def params(self) -> dict[str, dt.datetime]:
+        params = {}
+        for i, (start, end) in enumerate(self.ranges):
+            params |= {f"slice_start_{i}": start, f"slice_end_{i}": end}
+        return params
+
+    def in_ranges(self, alias: str = "") -> str:
+        column = f"{alias}.{self.column}" if alias else self.column
+        spans = [
+            f"({column} >= :slice_start_{i} AND {column} < :slice_end_{i})"
+            for i in range(len(self.ranges))
+        ]
+        return f"({' OR '.join(spans)})" if spans else "FALSE"
+
+    def of_keys(self, alias: str = "") -> str:
+        prefix = f"{alias}." if alias else ""
+        keyed = [f"{prefix}{key} IN (SELECT {key} FROM {table})" for key, table in self.keys]
+        return f"({' OR '.join(keyed)})" if keyed else "FALSE"
+
+    def inside(self, alias: str = "") -> str:
+        return f"({self.in_ranges(alias)} OR {self.of_keys(alias)})"
+
+    def outside(self) -> str:
+        # A NULL time or key is in no range and no key list: such a row stays.
+        return f"NOT COALESCE({self.inside()}, FALSE)"
+
+
+@dataclass(frozen=True)
 class Staged:
     """A build of `table` in `staged`, not yet visible to readers."""
 
     table: str
     staged: str
     rows: int
-    window: Window | None = None
+    window: Window | Slice | None = None
+    # Statements (SQL, parameters) run in the swap's transaction: an incremental build's
+    # record of what it was built from, which must advance only if the build serves.
+    after_swap: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     @property
     def params(self) -> dict[str, Any]:
@@ -145,11 +187,15 @@ def swap(warehouse: Warehouse, staged: Staged) -> None:
         if whole:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged.table}"))
             conn.execute(sa.text(f"ALTER TABLE {staged.staged} RENAME TO {name}"))
-            return
-        window = staged.window
-        conn.execute(sa.text(f"DELETE FROM {staged.table} WHERE {window.inside()}"), window.params)
-        conn.execute(sa.text(f"INSERT INTO {staged.table} SELECT * FROM {staged.staged}"))
-        conn.execute(sa.text(f"DROP TABLE {staged.staged}"))
+        else:
+            window = staged.window
+            conn.execute(
+                sa.text(f"DELETE FROM {staged.table} WHERE {window.inside()}"), window.params
+            )
+            conn.execute(sa.text(f"INSERT INTO {staged.table} SELECT * FROM {staged.staged}"))
+            conn.execute(sa.text(f"DROP TABLE {staged.staged}"))
+        for sql, params in staged.after_swap:
+            conn.execute(sa.text(sql), params)
 
 
 def _rows_outside(conn: Connection, staged: Staged) -> bool:

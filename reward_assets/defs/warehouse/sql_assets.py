@@ -125,6 +125,9 @@ def sql_model_asset(model: SqlModel, models: dict[str, SqlModel]) -> dg.AssetsDe
                     metadata["preview"] = _preview(wh, model)
             if model.partitioned:
                 metadata["rows_in_window"] = audited.rows
+            if model.materialized == "incremental":
+                # The rows this build replaced (every row, when it built the whole table).
+                metadata["rows_rebuilt"] = audited.rows
         if not audited.published:
             kept = (
                 "the marts built from the view keep their previous tables"
