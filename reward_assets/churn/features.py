@@ -8,7 +8,6 @@ feature, so training and scoring can never compute them differently.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,40 +22,6 @@ def features_as_of(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
     models = load_models(SQL_DIR)
     sql = render(models["customer_features"], models)
     return warehouse.frame(sql, as_of_params(as_of))
-
-
-@dataclass(frozen=True)
-class _Relation:
-    """What `render` resolves a ref to: here a CTE rather than a model's table."""
-
-    table: str
-
-
-def features_of(population: str) -> str:
-    """`customer_features` SQL (parameters as for `features_as_of`) for only the customers
-    of `population`, a relation with a `customer_id` column that the query can see (a CTE
-    around it), and exactly their rows of `features_as_of`.
-
-    Training needs the features of the customers it labels, some half of them at each
-    as-of date: each table the model reads is cut to their rows before the aggregates. The
-    one figure that is not per customer, the first day of data (which marks windows
-    reaching before it missing), reads the first day's transactions, which are kept.
-    """
-    models = load_models(SQL_DIR)
-    model = models["customer_features"]
-    kept = f"customer_id IN (SELECT customer_id FROM {population})"
-    first_day = (
-        "occurred_at < (SELECT CAST(CAST(MIN(occurred_at) AS DATE) AS TIMESTAMP) "
-        f"+ INTERVAL '1 day' FROM {models['fct_transactions'].table})"
-    )
-    tables = {
-        name: f"SELECT * FROM {models[name].table} WHERE {kept}"
-        + (f" OR {first_day}" if name == "fct_transactions" else "")
-        for name in model.refs
-    }
-    cut = {name: _Relation(f"{population}_{name}") for name in tables}
-    ctes = ",\n".join(f"{cut[name].table} AS ({sql})" for name, sql in tables.items())
-    return f"WITH {ctes}\nSELECT * FROM ({render(model, {**models, **cut})}) features"
 
 
 # The churn model's candidate inputs, in groups: the first always enters, each other one

@@ -25,9 +25,8 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from reward_assets.churn.features import features_of, model_matrix
+from reward_assets.churn.features import features_as_of, model_matrix
 from reward_assets.churn.selection import select_features
-from reward_assets.ingest.clock import as_of_params
 from reward_assets.ml.learning_curve import TRAINING_MAX_ROWS, Curve, learning_curve
 from reward_assets.ml.lift import auc_lift
 from reward_assets.warehouse.store import Warehouse
@@ -82,6 +81,7 @@ SELECT a.customer_id, a.bought_after = 0 AS churned
 FROM activity a
 JOIN marts.dim_customers c ON c.customer_id = a.customer_id
 WHERE a.was_active = 1 AND c.signup_at < CAST(:as_of_end AS TIMESTAMP)
+ORDER BY a.customer_id
 """
 
 
@@ -93,19 +93,16 @@ def churn_labels(
     Active: a non-refund transaction in the `active_days` days ending with `as_of`.
     Churned: no non-refund transaction in the `horizon_days` days after `as_of`.
     """
+    as_of_end = dt.datetime.combine(as_of, dt.time()) + dt.timedelta(days=1)
     labels = warehouse.frame(
-        f"{_LABEL_SQL}ORDER BY a.customer_id", _label_params(as_of, horizon_days, active_days)
+        _LABEL_SQL,
+        {
+            "active_from": as_of_end - dt.timedelta(days=active_days),
+            "as_of_end": as_of_end,
+            "horizon_end": as_of_end + dt.timedelta(days=horizon_days),
+        },
     )
     return labels.astype({"churned": bool})
-
-
-def _label_params(as_of: dt.date, horizon_days: int, active_days: int) -> dict[str, dt.datetime]:
-    as_of_end = dt.datetime.combine(as_of, dt.time()) + dt.timedelta(days=1)
-    return {
-        "active_from": as_of_end - dt.timedelta(days=active_days),
-        "as_of_end": as_of_end,
-        "horizon_end": as_of_end + dt.timedelta(days=horizon_days),
-    }
 
 
 def is_active(features: pd.DataFrame, active_days: int = 90) -> pd.Series:
@@ -144,15 +141,9 @@ def plan_dates(
 def labelled_snapshot(
     warehouse: Warehouse, as_of: dt.date, horizon_days: int = 60, active_days: int = 90
 ) -> pd.DataFrame:
-    """`customer_features` as of `as_of` for the active customers, with their label: the
-    rows of `features_as_of` merged with `churn_labels`, computed for those customers only."""
-    sql = (
-        f"WITH labels AS MATERIALIZED ({_LABEL_SQL})\n"
-        f"SELECT f.*, labels.churned FROM ({features_of('labels')}) f\n"
-        "JOIN labels ON labels.customer_id = f.customer_id"
-    )
-    params = {**as_of_params(as_of), **_label_params(as_of, horizon_days, active_days)}
-    return warehouse.frame(sql, params).astype({"churned": bool})
+    """`customer_features` as of `as_of` for the active customers, with their label."""
+    labels = churn_labels(warehouse, as_of, horizon_days, active_days)
+    return features_as_of(warehouse, as_of).merge(labels, on="customer_id", how="inner")
 
 
 def outside_population(inactive: pd.DataFrame) -> pd.DataFrame:
