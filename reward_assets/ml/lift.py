@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import sparse
 
 RESAMPLES = 200
 CHUNK = 25  # resamples per pass, so memory stays rows x CHUNK
@@ -44,19 +43,20 @@ class Lift:
 
 class _Ranks:
     """One score's rows grouped by tied value, lowest first, split by class: an AUC under
-    any row weights is then two sparse products and a cumulative sum."""
+    any row weights is then one weighted count per resample and a cumulative sum."""
 
     def __init__(self, target: np.ndarray, score: np.ndarray):
         values, group = np.unique(score, return_inverse=True)
-        rows = np.arange(score.size)
-        shape = (score.size, values.size)
-        self.positive = sparse.csr_matrix((target.astype(float), (rows, group)), shape=shape)
-        self.negative = sparse.csr_matrix(((~target).astype(float), (rows, group)), shape=shape)
+        # Bin 2g holds group g's negative rows, 2g + 1 its positive ones.
+        self.bins = group.ravel() * 2 + target
+        self.size = 2 * values.size
 
     def auc(self, weights: np.ndarray) -> np.ndarray:
         """ROC-AUC under each row of `weights` (k, n); ties count one half, as in sklearn."""
-        pos = np.asarray((self.positive.T @ weights.T).T)
-        neg = np.asarray((self.negative.T @ weights.T).T)
+        # The weights are whole numbers, so every per-group sum is exact and the AUC does
+        # not depend on the order the rows are added in.
+        counts = np.stack([np.bincount(self.bins, row, self.size) for row in weights])
+        neg, pos = counts[:, 0::2], counts[:, 1::2]
         below = np.cumsum(neg, axis=1) - neg
         with np.errstate(invalid="ignore", divide="ignore"):
             return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
@@ -84,7 +84,7 @@ def auc_lift(
     rng = np.random.default_rng(seed)
     differences = []
     for done in range(0, resamples, CHUNK):
-        weights = rng.poisson(1.0, size=(min(CHUNK, resamples - done), target.size)).astype(float)
+        weights = rng.poisson(1.0, size=(min(CHUNK, resamples - done), target.size))
         differences.append(ranked_model.auc(weights) - ranked_baseline.auc(weights))
     lift = np.concatenate(differences)
     lift = lift[np.isfinite(lift)]
