@@ -139,29 +139,31 @@ def test_sends_each_due_message_once_in_the_expected_format(store, mailer, serve
 
 
 def test_a_crash_after_the_claim_is_taken_over_after_the_lease(store, mailer, server):
-    first, second = message("c1"), message("c2")
-    Outbox(store).enqueue([first, second])
+    first, second, third = message("c1"), message("c2"), message("c3")
+    Outbox(store).enqueue([first, second, third])
+    pairs = dataclasses.replace(CONFIG, batch_size=2)
 
     with pytest.raises(Crash):
-        deliver(store, mailer, T0, hooks=DeliveryHooks(after_claim=crash))
+        deliver(store, mailer, T0, pairs, hooks=DeliveryHooks(after_claim=crash))
 
-    held = row(store, first.key)
-    assert (held.status, held.claimed_by, held.lease_until) == (
-        "queued",
-        "w1",
-        (T0 + LEASE).replace(tzinfo=None),
-    )
-    assert row(store, second.key).claimed_by is None
+    # A batch is claimed in one statement: both its rows are held, the next one is not.
+    for key in (first.key, second.key):
+        held = row(store, key)
+        assert (held.status, held.claimed_by, held.lease_until) == (
+            "queued",
+            "w1",
+            (T0 + LEASE).replace(tzinfo=None),
+        )
+    assert row(store, third.key).claimed_by is None
 
     # Before the lease runs out only the unclaimed row goes.
     assert deliver(store, mailer, T0 + LEASE - MINUTE, worker="w2").sent == 1
-    assert server.handler.ids() == [message_id_for(second.key, FROM)]
+    assert server.handler.ids() == [message_id_for(third.key, FROM)]
 
-    assert deliver(store, mailer, T0 + LEASE + MINUTE, worker="w2").sent == 1
+    assert deliver(store, mailer, T0 + LEASE + MINUTE, worker="w2").sent == 2
     assert deliver(store, mailer, T0 + 2 * LEASE, worker="w2").sent == 0
     assert Counter(server.handler.ids()) == {
-        message_id_for(first.key, FROM): 1,
-        message_id_for(second.key, FROM): 1,
+        message_id_for(m.key, FROM): 1 for m in (first, second, third)
     }
 
 

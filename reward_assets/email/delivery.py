@@ -13,12 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from reward_assets.contact.rules import (
     KILL_SWITCH,
@@ -45,8 +47,9 @@ from reward_assets.email.outbox import (
     UNCERTAIN,
     Outbox,
     kill_switch_engaged,
+    kill_switch_on,
 )
-from reward_assets.email.suppression import suppressed
+from reward_assets.email.suppression import suppressed_in
 from reward_assets.email.unsubscribe import make_token, signing_secret, unsubscribe_url
 from reward_assets.ops.store import OpsStore, outbox, to_db
 
@@ -134,16 +137,18 @@ def deliver_due(
     run.report.uncertain = run.expire_leases()
     remaining = math.inf if limit is None else limit
     while remaining > 0 and not kill_switch_engaged(store, config.kill_switch_env):
-        keys = run.claim(int(min(config.batch_size, remaining)))
-        if not keys:
+        rows = run.claim(int(min(config.batch_size, remaining)))
+        if not rows:
             break
-        remaining -= len(keys)
+        remaining -= len(rows)
         try:
-            keep_going = run.deliver(keys)
+            keep_going = run.deliver(rows)
         except Exception:
-            # A real error (not a simulated crash, which raises BaseException): give the
-            # untouched claims back now rather than after their lease.
-            run.release(keys)
+            # A real error (not a simulated crash, which raises BaseException): record the
+            # outcomes already known and give the untouched claims back now rather than
+            # after their lease.
+            run.flush()
+            run.release([row.idempotency_key for row in rows])
             raise
         if not keep_going:
             break
@@ -151,6 +156,14 @@ def deliver_due(
 
 
 class _Run:
+    """One worker's delivery run.
+
+    Per message one transaction records the previous message's outcome, checks the claim
+    and the rules and marks the message `sending`: a single commit per email. The outcome
+    of the last SMTP transaction waits for the next commit, so a crash in between leaves
+    that one message `sending` (later `uncertain`), as a crash right after SMTP always did.
+    """
+
     def __init__(self, store, mailer, config, clock, worker_id, hooks):
         self.store = store
         self.mailer = mailer
@@ -158,22 +171,13 @@ class _Run:
         self.clock = clock
         self.worker = worker_id
         self.hooks = hooks
-        self.outbox = Outbox(store)
         self.report = DeliveryReport()
         self.lease = dt.timedelta(seconds=config.lease_seconds)
+        # Outcomes of sent messages not committed yet, as their UPDATE statements.
+        self.pending: list[sa.Update] = []
 
     def now(self) -> dt.datetime:
         return to_db(self.clock())
-
-    def update(self, key: str, where: Sequence, **values) -> bool:
-        """Compare-and-set on one row: True when this worker's condition still held."""
-        statement = (
-            sa.update(outbox)
-            .where(outbox.c.idempotency_key == key, *where)
-            .values(updated_at=self.now(), **values)
-        )
-        with self.store.begin() as conn:
-            return conn.execute(statement).rowcount == 1
 
     def count(self, reason: str) -> None:
         self.report.by_reason[reason] = self.report.by_reason.get(reason, 0) + 1
@@ -200,33 +204,37 @@ class _Run:
             sa.or_(outbox.c.claimed_by.is_(None), outbox.c.lease_until < now),
         ]
 
-    def claim(self, size: int) -> list[str]:
+    def claim(self, size: int) -> list:
+        """Claim the `size` oldest due rows in one compare-and-set UPDATE; the claimed rows,
+        oldest first."""
         now = self.now()
-        query = (
+        oldest = (
             sa.select(outbox.c.idempotency_key)
             .where(*self._due(now))
             .order_by(outbox.c.send_at, outbox.c.idempotency_key)
             .limit(size)
         )
+        # The due condition again, so a row another worker claimed meanwhile (PostgreSQL
+        # re-reads a row it waited for) is left to it.
+        statement = (
+            sa.update(outbox)
+            .where(outbox.c.idempotency_key.in_(oldest), *self._due(now))
+            .values(claimed_by=self.worker, lease_until=now + self.lease, updated_at=now)
+            .returning(*outbox.c)
+        )
         with self.store.begin() as conn:
-            candidates = conn.execute(query).scalars().all()
-        claimed = []
-        for key in candidates:
-            # The due condition again, so a row another worker claimed meanwhile is skipped.
-            if self.update(
-                key, self._due(now), claimed_by=self.worker, lease_until=now + self.lease
-            ):
-                claimed.append(key)
-                if self.hooks.after_claim:
-                    self.hooks.after_claim(key)
-        return claimed
+            rows = sorted(conn.execute(statement).all(), key=lambda r: (r.send_at, r[0]))
+        if self.hooks.after_claim:
+            for row in rows:
+                self.hooks.after_claim(row.idempotency_key)
+        return rows
 
-    def release(self, keys: Sequence[str], next_attempt_at: dt.datetime | None = None) -> int:
+    def _release(self, keys: Sequence[str], next_attempt_at: dt.datetime | None = None):
         """Give back claims this worker still holds on queued rows."""
         values = {"claimed_by": None, "lease_until": None, "updated_at": self.now()}
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
-        statement = (
+        return (
             sa.update(outbox)
             .where(
                 outbox.c.idempotency_key.in_(list(keys)),
@@ -235,42 +243,92 @@ class _Run:
             )
             .values(**values)
         )
-        with self.store.begin() as conn:
-            return conn.execute(statement).rowcount
 
-    def mine(self, key: str):
-        query = sa.select(outbox).where(
-            outbox.c.idempotency_key == key,
-            outbox.c.claimed_by == self.worker,
-            outbox.c.status == QUEUED,
+    def release(self, keys: Sequence[str], next_attempt_at: dt.datetime | None = None) -> int:
+        with self.store.begin() as conn:
+            return conn.execute(self._release(keys, next_attempt_at)).rowcount
+
+    def _finish(self, key: str, statuses: Sequence[str], values: dict):
+        """Compare-and-set on a row this worker holds, giving up its claim."""
+        return (
+            sa.update(outbox)
+            .where(
+                outbox.c.idempotency_key == key,
+                outbox.c.claimed_by == self.worker,
+                outbox.c.status.in_(list(statuses)),
+            )
+            .values(claimed_by=None, lease_until=None, updated_at=self.now(), **values)
         )
-        with self.store.begin() as conn:
-            return conn.execute(query).first()
 
-    def deliver(self, keys: list[str]) -> bool:
+    def finish(self, key: str, statuses: Sequence[str], **values) -> None:
+        """Record a sent message's outcome with the next commit (`flush`)."""
+        self.pending.append(self._finish(key, statuses, values))
+
+    @contextmanager
+    def flushing(self) -> Iterator[Connection]:
+        """A transaction that first records the pending outcomes; they stay pending unless
+        it commits."""
+        pending = list(self.pending)
+        with self.store.begin() as conn:
+            for statement in pending:
+                conn.execute(statement)
+            yield conn
+        del self.pending[: len(pending)]
+
+    def flush(self) -> None:
+        if self.pending:
+            with self.flushing():
+                pass
+
+    def deliver(self, rows: list) -> bool:
         """Check and send the claimed rows; False when the connection is gone."""
         with ExitStack() as stack:
             session: MailSession | None = None
-            for index, key in enumerate(keys):
-                row = self.mine(key)
-                if row is None or not self.may_send(row):
-                    continue
+            for index, row in enumerate(rows):
                 try:
-                    if session is None:
+                    email = self.check(row, ready=session is not None)
+                    if email is True:
+                        # The session opens only once a message may go, and before any
+                        # row is marked `sending`.
                         session = stack.enter_context(self.mailer.session())
-                    self.send(session, row)
+                        email = self.check(row, ready=True)
+                    if isinstance(email, EmailMessage):
+                        self.send(session, row, email)
                 except ConnectionLostError as error:
-                    untried = self.release(keys[index:], self.now() + RETRY_BASE)
+                    self.flush()
+                    keys = [r.idempotency_key for r in rows[index:]]
+                    untried = self.release(keys, self.now() + RETRY_BASE)
                     self.report.retried += untried
                     log.warning("mail server unavailable, %d message(s) wait: %s", untried, error)
                     return False
+            # Before the session closes: the outcomes are known, whatever QUIT does.
+            self.flush()
         return True
 
-    def may_send(self, row) -> bool:
+    def check(self, row, *, ready: bool) -> EmailMessage | bool:
+        """In one transaction: the previous outcomes, then whether this worker still holds
+        the row and the contact rules let it go now. False: it does not go now (released,
+        deferred, cancelled or failed); True: it may, once a session is open (`ready`
+        False); else the email, built and its row marked `sending`."""
+        key = row.idempotency_key
+        with self.flushing() as conn:
+            mine = sa.select(outbox.c.attempts).where(
+                outbox.c.idempotency_key == key,
+                outbox.c.claimed_by == self.worker,
+                outbox.c.status == QUEUED,
+            )
+            if conn.execute(mine).first() is None or not self.may_send(conn, row):
+                return False
+            if not ready:
+                return True
+            return self.mark_sending(conn, row)
+
+    def may_send(self, conn: Connection, row) -> bool:
         """Apply the contact rules at send time; False when the row must not go now."""
         at = self.clock()
         policy = self.config.policy
-        others = self.outbox.other_marketing_sends(
+        others = Outbox.marketing_sends(
+            conn,
             [row.customer_id],
             *policy.cap_window(at),
             statuses=_DEPARTED,
@@ -282,8 +340,8 @@ class _Run:
             Recipient(row.customer_id, row.timezone, marketing_opt_in=True),
             row.campaign,
             at,
-            suppressed=bool(suppressed(self.store, [row.customer_id])),
-            kill_switch=kill_switch_engaged(self.store, self.config.kill_switch_env),
+            suppressed=bool(suppressed_in(conn, [row.customer_id])),
+            kill_switch=self.config.kill_switch_env or kill_switch_on(conn),
             other_sends=others.get(row.customer_id, []),
         )
         if reason is None:
@@ -291,20 +349,17 @@ class _Run:
         self.count(reason)
         key = row.idempotency_key
         if reason == KILL_SWITCH:
-            self.release([key])
+            conn.execute(self._release([key]))
         elif reason == QUIET_HOURS:
             start, end = policy.quiet_hours_start, policy.quiet_hours_end
-            self.release([key], to_db(next_allowed(at, row.timezone, start, end)))
+            conn.execute(self._release([key], to_db(next_allowed(at, row.timezone, start, end))))
             self.report.deferred += 1
-        elif self.finish(key, [QUEUED], status=CANCELLED, reason=reason):
-            self.report.cancelled += 1
+        else:
+            cancel = self._finish(key, [QUEUED], {"status": CANCELLED, "reason": reason})
+            self.report.cancelled += conn.execute(cancel).rowcount
         return False
 
-    def finish(self, key: str, statuses: Sequence[str], **values) -> bool:
-        mine = [outbox.c.claimed_by == self.worker, outbox.c.status.in_(list(statuses))]
-        return self.update(key, mine, claimed_by=None, lease_until=None, **values)
-
-    def send(self, session: MailSession, row) -> None:
+    def mark_sending(self, conn: Connection, row) -> EmailMessage | bool:
         key = row.idempotency_key
         config = self.config
         token = make_token(row.customer_id, config.unsubscribe_secret, self.clock().date())
@@ -319,20 +374,32 @@ class _Run:
             )
         except ValueError as error:
             # A row that cannot become an email fails alone instead of blocking the queue.
-            self.finish(key, [QUEUED], status=FAILED, reason=f"build_error: {error}")
+            failed = {"status": FAILED, "reason": f"build_error: {error}"}
+            conn.execute(self._finish(key, [QUEUED], failed))
             self.report.failed += 1
             self.count("build_error")
-            return
+            return False
+        statement = (
+            sa.update(outbox)
+            .where(
+                outbox.c.idempotency_key == key,
+                outbox.c.claimed_by == self.worker,
+                outbox.c.status == QUEUED,
+            )
+            .values(
+                status=SENDING,
+                attempts=row.attempts + 1,
+                message_id=message_id,
+                lease_until=self.now() + self.lease,
+                updated_at=self.now(),
+            )
+        )
+        return email if conn.execute(statement).rowcount == 1 else False
+
+    def send(self, session: MailSession, row, email: EmailMessage) -> None:
+        key = row.idempotency_key
+        config = self.config
         attempts = row.attempts + 1
-        if not self.update(
-            key,
-            [outbox.c.claimed_by == self.worker, outbox.c.status == QUEUED],
-            status=SENDING,
-            attempts=attempts,
-            message_id=message_id,
-            lease_until=self.now() + self.lease,
-        ):
-            return
         # Our own lease may have run out while the server answered: the outcome is known
         # now, so it overrides `uncertain`.
         ours = [SENDING, UNCERTAIN]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import pandas as pd
 import sqlalchemy as sa
@@ -73,7 +74,7 @@ class Message:
     variant: str | None = None
     lineage: dict | None = None  # what it was made from (`engagement.messages.message_lineage`)
 
-    @property
+    @cached_property
     def key(self) -> str:
         return message_key(self.customer_id, self.campaign, self.occurrence)
 
@@ -87,7 +88,7 @@ class Skip:
     send_at: dt.datetime
     timezone: str | None
 
-    @property
+    @cached_property
     def key(self) -> str:
         return message_key(self.customer_id, self.campaign, self.occurrence)
 
@@ -189,7 +190,7 @@ class Outbox:
                     window = policy.cap_window(
                         min(m.send_at for m in counted), max(m.send_at for m in counted)
                     )
-                    others = self._marketing_sends(conn, [m.customer_id for m in counted], *window)
+                    others = self.marketing_sends(conn, [m.customer_id for m in counted], *window)
                 refused = []
                 for m in counted:
                     earlier = others.setdefault(m.customer_id, [])
@@ -250,12 +251,12 @@ class Outbox:
         switch, outage) counts when it actually left.
         """
         with self.store.begin() as conn:
-            return self._marketing_sends(
+            return self.marketing_sends(
                 conn, customer_ids, start, end, statuses=statuses, exclude_keys=exclude_keys
             )
 
     @staticmethod
-    def _marketing_sends(
+    def marketing_sends(
         conn: Connection,
         customer_ids: Iterable[str],
         start: dt.datetime,
@@ -264,6 +265,7 @@ class Outbox:
         statuses: Collection[str] = ACTIVE_STATUSES,
         exclude_keys: Collection[str] = (),
     ) -> dict[str, list[dt.datetime]]:
+        """`other_marketing_sends` inside the caller's transaction."""
         sends: dict[str, list[dt.datetime]] = {}
         at = sa.func.coalesce(outbox.c.sent_at, outbox.c.send_at)
         for chunk in chunked(customer_ids):
@@ -381,9 +383,14 @@ class Outbox:
 def kill_switch_engaged(store: OpsStore, env_flag: bool) -> bool:
     if env_flag:
         return True
-    query = sa.select(switches.c.value).where(switches.c.name == KILL_SWITCH)
     with store.begin() as conn:
-        return conn.execute(query).scalar() == "on"
+        return kill_switch_on(conn)
+
+
+def kill_switch_on(conn: Connection) -> bool:
+    """Whether an operator engaged the kill switch, read inside the caller's transaction."""
+    query = sa.select(switches.c.value).where(switches.c.name == KILL_SWITCH)
+    return conn.execute(query).scalar() == "on"
 
 
 def set_kill_switch(store: OpsStore, on: bool, by: str) -> None:

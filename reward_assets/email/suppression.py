@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from reward_assets.email.outbox import chunked
 from reward_assets.ops.store import OpsStore, insert_missing, stored_now, suppressions
@@ -40,13 +41,16 @@ def suppress(store: OpsStore, customer_id: str, reason: str, source: str) -> boo
 
 
 def suppressed(store: OpsStore, customer_ids: Iterable[str]) -> set[str]:
-    found: set[str] = set()
     with store.begin() as conn:
-        for chunk in chunked(customer_ids):
-            query = sa.select(suppressions.c.customer_id).where(
-                suppressions.c.customer_id.in_(chunk)
-            )
-            found.update(conn.execute(query).scalars())
+        return suppressed_in(conn, customer_ids)
+
+
+def suppressed_in(conn: Connection, customer_ids: Iterable[str]) -> set[str]:
+    """`suppressed` inside the caller's transaction."""
+    found: set[str] = set()
+    for chunk in chunked(customer_ids):
+        query = sa.select(suppressions.c.customer_id).where(suppressions.c.customer_id.in_(chunk))
+        found.update(conn.execute(query).scalars())
     return found
 
 

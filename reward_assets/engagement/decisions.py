@@ -15,6 +15,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import pandas as pd
 
@@ -40,7 +41,7 @@ class Decision:
     timezone: str
     reason: str | None = None  # None: contact
 
-    @property
+    @cached_property
     def key(self) -> str:
         return message_key(self.customer_id, self.campaign, self.occurrence)
 
@@ -121,11 +122,17 @@ def cycle_decisions(
     of the later candidates of the same customer.
     """
     planned: dict[str, list[dt.datetime]] = {}
+    # The day's send time depends on the zone and hour only: a few hundred distinct ones
+    # for 100k+ candidates.
+    times: dict[tuple[str, int], dt.datetime] = {}
     decisions = []
     for row in candidates.itertuples(index=False):
         zone = _timezone(row.timezone)
         hour = DEFAULT_LOCAL_HOUR if pd.isna(row.best_local_hour) else int(row.best_local_hour)
-        at = send_time(day_start, hour, zone, policy.quiet_hours_start, policy.quiet_hours_end)
+        at = times.get((zone, hour))
+        if at is None:
+            start, end = policy.quiet_hours_start, policy.quiet_hours_end
+            at = times[zone, hour] = send_time(day_start, hour, zone, start, end)
         earlier = [*other_sends.get(row.customer_id, ()), *planned.get(row.customer_id, ())]
         reason = blocking_reason(
             policy,

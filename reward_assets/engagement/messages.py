@@ -49,6 +49,10 @@ LEFT JOIN ml.send_time_preferences p ON p.customer_id = c.customer_id
 """
 
 
+# The customers the day's plan contacts.
+_CONTACTED = f"SELECT customer_id FROM {PLAN_TABLE} WHERE as_of = :as_of AND decision = 'contact'"
+
+
 @dataclass(frozen=True)
 class Queued:
     queued: int  # messages this call added to the outbox
@@ -150,27 +154,23 @@ def queue_planned(
         as_of = resolve_as_of(warehouse, settings.as_of)
         decisions = planned_decisions(warehouse, as_of)
         lineage = data_lineage(
-            warehouse,
-            as_of,
-            f"WHERE c.customer_id IN (SELECT customer_id FROM {PLAN_TABLE} "
-            "WHERE as_of = :as_of AND decision = 'contact')",
+            warehouse, as_of, f"WHERE c.customer_id IN ({_CONTACTED})", {"as_of": as_of}
+        )
+        # Only the customers to contact: the engine filters, not pandas over every row.
+        profiles = warehouse.frame(
+            "SELECT customer_id, email, first_name, tier, points_balance FROM marts.dim_customers "
+            f"WHERE customer_id IN ({_CONTACTED})",
             {"as_of": as_of},
         )
-        ids = {d.customer_id for d in decisions if d.reason is None}
-        profiles = warehouse.frame(
-            "SELECT customer_id, email, first_name, tier, points_balance FROM marts.dim_customers"
-        )
         offers = warehouse.frame(
-            """
+            f"""
             SELECT s.customer_id, s.rank, s.reward_id, r.name, r.category, r.points_cost,
                    s.reason, s.is_almost_there
             FROM ml.recommendation_sets s JOIN marts.dim_rewards r ON r.reward_id = s.reward_id
-            WHERE s.rank <= :top
+            WHERE s.rank <= :top AND s.customer_id IN ({_CONTACTED})
             """,
-            {"top": OFFERS_PER_EMAIL},
+            {"top": OFFERS_PER_EMAIL, "as_of": as_of},
         )
-    profiles = profiles[profiles.customer_id.isin(ids)]
-    offers = offers[offers.customer_id.isin(ids)]
     outbox = Outbox(store)
     decided = outbox.existing([d.key for d in decisions])
     pending = [d for d in decisions if d.key not in decided]
