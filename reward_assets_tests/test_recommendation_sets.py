@@ -23,6 +23,7 @@ from reward_assets.recommend.eligibility import (
 from reward_assets.recommend.sets import (
     COLUMNS,
     RewardCatalog,
+    SetBuild,
     SetRules,
     build_sets,
     recommend_one,
@@ -609,6 +610,61 @@ def test_one_customer_path_gives_the_batch_rows(world, world_sets):
         )
         batch = world_sets[world_sets["customer_id"] == customer_id].reset_index(drop=True)
         pd.testing.assert_frame_equal(one, batch, check_exact=True)
+
+
+def prepared(world: dict, rules: SetRules = DEFAULT_RULES) -> SetBuild:
+    return SetBuild.prepare(
+        world["customers"],
+        world["customer_vectors"],
+        world["rewards"],
+        world["reward_vectors"],
+        BLOCKS,
+        world["recent"],
+        world["latest"],
+        rules,
+        "v-test",
+    )
+
+
+def test_a_key_moves_with_its_customers_inputs_only_and_stale_sets_complete_the_rest(world):
+    before = prepared(world)
+    changed = dict(world, customer_vectors=world["customer_vectors"].copy())
+    changed["customer_vectors"][3, BLOCKS["latent"].start] += 0.5
+    customers = world["customers"].copy()
+    customers.loc[7, "points_balance"] += 1
+    customers.loc[11, "tier"] = "gold" if customers.loc[11, "tier"] != "gold" else "silver"
+    changed["customers"] = customers
+    recent = world["recent"]
+    changed["recent"] = recent[recent["customer_id"] != recent["customer_id"].iloc[0]]
+    latest = world["latest"].copy()
+    latest.loc[latest.index[0], "reward_name"] = "Another reward"
+    changed["latest"] = latest
+    moved = {
+        "c0003",
+        "c0007",
+        "c0011",
+        recent["customer_id"].iloc[0],
+        latest["customer_id"].iloc[0],
+    }
+
+    after = prepared(changed)
+    previous = pd.DataFrame(
+        {"customer_id": world["customers"]["customer_id"], "inputs_key": before.keys}
+    )
+    stale = after.stale(previous)
+    assert set(world["customers"]["customer_id"][stale]) == moved
+    assert prepared(changed).stale(previous[~stale]).tolist() == stale.tolist()
+    # Shared inputs move every key.
+    other_rules = prepared(world, SetRules(max_per_category=2))
+    assert other_rules.stale(previous).all()
+    rewards = world["rewards"].assign(points_cost=world["rewards"]["points_cost"] + 1)
+    assert prepared(dict(world, rewards=rewards)).stale(previous).all()
+
+    full = pd.concat(list(after.sets(AS_OF)), ignore_index=True)
+    rows = np.flatnonzero(stale)
+    part = pd.concat(list(after.sets(AS_OF, rows, chunk_size=2)), ignore_index=True)
+    expected = full[full["customer_id"].isin(moved)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(part, expected, check_exact=True)
 
 
 def test_rules_are_validated():
