@@ -23,7 +23,6 @@ from reward_assets.recommend.eligibility import (
 from reward_assets.recommend.sets import (
     COLUMNS,
     RewardCatalog,
-    SetBuild,
     SetRules,
     build_sets,
     recommend_one,
@@ -612,59 +611,51 @@ def test_one_customer_path_gives_the_batch_rows(world, world_sets):
         pd.testing.assert_frame_equal(one, batch, check_exact=True)
 
 
-def prepared(world: dict, rules: SetRules = DEFAULT_RULES) -> SetBuild:
-    return SetBuild.prepare(
-        world["customers"],
-        world["customer_vectors"],
-        world["rewards"],
+def keyed(world: dict, as_of: dt.date, previous=None, rules=DEFAULT_RULES) -> pd.DataFrame:
+    inputs = [world[name] for name in ("customers", "customer_vectors", "rewards")]
+    chunks = build_sets(
+        *inputs,
         world["reward_vectors"],
         BLOCKS,
         world["recent"],
         world["latest"],
         rules,
         "v-test",
+        as_of,
+        chunk_size=7,
+        keyed=True,
+        previous=previous,
     )
+    frame = pd.concat(list(chunks), ignore_index=True)
+    return frame.sort_values(["customer_id", "rank"], ignore_index=True)
 
 
-def test_a_key_moves_with_its_customers_inputs_only_and_stale_sets_complete_the_rest(world):
-    before = prepared(world)
-    changed = dict(world, customer_vectors=world["customer_vectors"].copy())
-    changed["customer_vectors"][3, BLOCKS["latent"].start] += 0.5
+def test_only_customers_whose_inputs_moved_get_a_new_set_the_rest_is_carried(world):
+    day, next_day = AS_OF, AS_OF + dt.timedelta(days=1)
+    before = keyed(world, day)
     customers = world["customers"].copy()
     customers.loc[7, "points_balance"] += 1
     customers.loc[11, "tier"] = "gold" if customers.loc[11, "tier"] != "gold" else "silver"
-    changed["customers"] = customers
-    recent = world["recent"]
-    changed["recent"] = recent[recent["customer_id"] != recent["customer_id"].iloc[0]]
-    latest = world["latest"].copy()
+    vectors = world["customer_vectors"].copy()
+    vectors[3, BLOCKS["latent"].start] += 0.5
+    recent, latest = world["recent"], world["latest"].copy()
     latest.loc[latest.index[0], "reward_name"] = "Another reward"
-    changed["latest"] = latest
-    moved = {
-        "c0003",
-        "c0007",
-        "c0011",
-        recent["customer_id"].iloc[0],
-        latest["customer_id"].iloc[0],
-    }
+    changed = dict(world, customers=customers, customer_vectors=vectors, latest=latest)
+    changed["recent"] = recent[recent["customer_id"] != recent["customer_id"].iloc[0]]
+    moved = {"c0003", "c0007", "c0011", recent["customer_id"].iloc[0]}
+    moved.add(latest["customer_id"].iloc[0])
 
-    after = prepared(changed)
-    previous = pd.DataFrame(
-        {"customer_id": world["customers"]["customer_id"], "inputs_key": before.keys}
+    after = keyed(changed, next_day, before)
+    full = keyed(changed, next_day)
+    assert set(after["customer_id"][after["computed_as_of"] == next_day]) == moved
+    assert (full["computed_as_of"] == next_day).all()
+    pd.testing.assert_frame_equal(
+        after.drop(columns="computed_as_of"), full.drop(columns="computed_as_of"), check_exact=True
     )
-    stale = after.stale(previous)
-    assert set(world["customers"]["customer_id"][stale]) == moved
-    assert prepared(changed).stale(previous[~stale]).tolist() == stale.tolist()
-    # Shared inputs move every key.
-    other_rules = prepared(world, SetRules(max_per_category=2))
-    assert other_rules.stale(previous).all()
+    # What every customer shares moves every key.
     rewards = world["rewards"].assign(points_cost=world["rewards"]["points_cost"] + 1)
-    assert prepared(dict(world, rewards=rewards)).stale(previous).all()
-
-    full = pd.concat(list(after.sets(AS_OF)), ignore_index=True)
-    rows = np.flatnonzero(stale)
-    part = pd.concat(list(after.sets(AS_OF, rows, chunk_size=2)), ignore_index=True)
-    expected = full[full["customer_id"].isin(moved)].reset_index(drop=True)
-    pd.testing.assert_frame_equal(part, expected, check_exact=True)
+    for other, rules in [(dict(world, rewards=rewards), DEFAULT_RULES), (world, PLAIN)]:
+        assert (keyed(other, next_day, before, rules)["computed_as_of"] == next_day).all()
 
 
 def test_rules_are_validated():

@@ -208,6 +208,8 @@ def build_sets(
     item_weights: np.ndarray | None = None,
     history: sp.csr_matrix | None = None,
     source: str = MODEL_SOURCE,
+    keyed: bool = False,
+    previous: pd.DataFrame | None = None,
 ) -> Iterator[pd.DataFrame]:
     """One frame (COLUMNS) per chunk of `chunk_size` customers, in the order of `customers`.
 
@@ -215,23 +217,31 @@ def build_sets(
     category, points_cost, min_tier_rank, is_available, redemptions; recent: (customer_id,
     reward_id) redeemed in the last `rules.recent_days`; last_redeemed: customer_id,
     category, reward_name of the customer's latest redemption in that category.
+
+    `keyed`: frames of TABLE_COLUMNS instead, and the customers whose inputs key
+    (`SetBuild`) is that of their rows in `previous` (served rows, TABLE_COLUMNS) keep
+    those rows, as of `as_of`, in a last frame.
     """
-    build = SetBuild.prepare(
-        customers,
-        customer_vectors,
-        rewards,
-        reward_vectors,
-        blocks,
+    catalog = RewardCatalog.build(rewards, reward_vectors, blocks, item_weights)
+    build = SetBuild(
+        customers.reset_index(drop=True),
+        np.asarray(customer_vectors, dtype=np.float32),
+        _in_catalog_order(history, catalog, rewards),
+        catalog,
         recent,
         last_redeemed,
         rules,
-        model_version,
+        (model_version, source),
         seed,
-        item_weights,
-        history,
-        source,
     )
-    yield from build.sets(as_of, chunk_size=chunk_size)
+    if not keyed:
+        yield from build.sets(as_of, chunk_size=chunk_size)
+        return
+    stale = build.stale(previous)
+    yield from build.sets(as_of, np.flatnonzero(stale), chunk_size, keyed=True)
+    if not stale.all():
+        rows = previous[member_of(previous["customer_id"], build.customers.customer_id[~stale])]
+        yield rows.assign(as_of=as_of)[list(TABLE_COLUMNS)]
 
 
 @dataclass(frozen=True)
@@ -248,45 +258,14 @@ class SetBuild:
     """
 
     customers: pd.DataFrame
-    vectors: np.ndarray
-    history: sp.csr_matrix | None
+    vectors: np.ndarray  # float32
+    history: sp.csr_matrix | None  # in catalogue order, None without item-item weights
     catalog: RewardCatalog
     recent: pd.DataFrame
     last_redeemed: pd.DataFrame
     rules: SetRules
     labels: tuple[str, str]  # the rows' model_version and source
     seed: int
-
-    @classmethod
-    def prepare(
-        cls,
-        customers: pd.DataFrame,
-        customer_vectors: np.ndarray,
-        rewards: pd.DataFrame,
-        reward_vectors: np.ndarray,
-        blocks: Mapping[str, slice],
-        recent: pd.DataFrame,
-        last_redeemed: pd.DataFrame,
-        rules: SetRules,
-        model_version: str,
-        seed: int = 42,
-        item_weights: np.ndarray | None = None,
-        history: sp.csr_matrix | None = None,
-        source: str = MODEL_SOURCE,
-    ) -> SetBuild:
-        """The arguments of `build_sets` but `as_of` and `chunk_size`."""
-        catalog = RewardCatalog.build(rewards, reward_vectors, blocks, item_weights)
-        return cls(
-            customers.reset_index(drop=True),
-            np.asarray(customer_vectors, dtype=np.float32),
-            _in_catalog_order(history, catalog, rewards),
-            catalog,
-            recent,
-            last_redeemed,
-            rules,
-            (model_version, source),
-            seed,
-        )
 
     @cached_property
     def keys(self) -> np.ndarray:
@@ -356,14 +335,6 @@ class SetBuild:
                 )
                 chunk = chunk.assign(computed_as_of=as_of, inputs_key=self.keys[part][at])
             yield chunk
-
-
-def carried_sets(previous: pd.DataFrame, customer_ids: pd.Series, as_of: dt.date) -> pd.DataFrame:
-    """The rows (TABLE_COLUMNS) of `previous` (served rows) of `customer_ids`, whose sets
-    `SetBuild.stale` found unchanged: served again as of `as_of`, still dated the day
-    they were computed."""
-    rows = previous[member_of(previous["customer_id"], customer_ids)]
-    return rows.assign(as_of=as_of)[list(TABLE_COLUMNS)]
 
 
 def _in_catalog_order(

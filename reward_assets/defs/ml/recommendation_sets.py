@@ -1,10 +1,8 @@
 """Each customer's top-k eligible rewards: `recommendation_sets` (group `scoring`)."""
 
 from collections.abc import Iterator
-from itertools import chain
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from reward_assets.defs.ml.gates import SCORING, serving_or_reason, snapshot
@@ -24,7 +22,7 @@ from reward_assets.recommend.inputs import (
 )
 from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.served import ServedModel, redemption_history
-from reward_assets.recommend.sets import TABLE_COLUMNS, SetBuild, SetRules, carried_sets
+from reward_assets.recommend.sets import TABLE_COLUMNS, SetRules, build_sets
 
 RANKER_SERVED = "served_by_a_ranker"
 TABLE = "ml.recommendation_sets"
@@ -72,7 +70,6 @@ def recommendation_sets(
                 as_of,
             )
             version, served_by = "fallback", "fallback"
-            computed = len(customers)
         else:
             meta, vectors = read_vectors(snapshot(config, "customer_embeddings"))
             version = str(meta.model_version.iloc[0])
@@ -86,7 +83,7 @@ def recommendation_sets(
             if item_weights is not None:
                 pairs = redemption_pairs(wh, as_of)
                 history = redemption_history(customers, rewards["reward_id"], pairs)
-            build = SetBuild.prepare(
+            chunks = build_sets(
                 customers,
                 vectors[position[position >= 0]],
                 rewards,
@@ -96,25 +93,23 @@ def recommendation_sets(
                 last_redeemed,
                 rules,
                 model_version=version,
+                as_of=as_of,
                 item_weights=item_weights,
                 history=history,
+                keyed=True,
+                previous=keyed_rows(wh, TABLE, list(TABLE_COLUMNS)),
             )
-            previous = keyed_rows(wh, TABLE, list(TABLE_COLUMNS))
-            stale = build.stale(previous)
-            computed = int(stale.sum())
-            chunks = build.sets(as_of, np.flatnonzero(stale), keyed=True)
-            if computed < len(stale):
-                carried = carried_sets(previous, customers.customer_id[~stale], as_of)
-                chunks = chain(chunks, [carried])
             served_by = model.choice
         served = replace_served(wh, TABLE, TABLE_COLUMNS, chunks, config.data_dir)
         rows = served.rows
         tables = table_metadata(wh, served.table)
         summary = wh.frame(
             "SELECT COUNT(DISTINCT customer_id) AS customers, "
+            "COUNT(DISTINCT CASE WHEN computed_as_of = :as_of THEN customer_id END) AS computed, "
             "AVG(CAST(is_exploration AS INTEGER)) AS exploration_share, "
             "AVG(CAST(is_almost_there AS INTEGER)) AS almost_there_share "
-            "FROM ml.recommendation_sets"
+            "FROM ml.recommendation_sets",
+            {"as_of": as_of},
         ).iloc[0]
         sources = wh.frame(
             "SELECT source, COUNT(DISTINCT customer_id) AS customers "
@@ -135,7 +130,7 @@ def recommendation_sets(
             **served.metadata(),
             **tables,
             "customers": int(summary.customers),
-            "customers_computed": computed,
+            "customers_computed": int(summary.computed),
             "exploration_share": float(summary.exploration_share or 0),
             "almost_there_share": float(summary.almost_there_share or 0),
         },
