@@ -46,9 +46,7 @@ def running_sum(values: np.ndarray) -> np.ndarray:
 
 
 def hash_ids(ids: pd.Series) -> np.ndarray:
-    # Each distinct id hashed once: ids repeat (a reward in every redemption of it).
-    codes, distinct = pd.factorize(ids.astype(str))
-    return pd.util.hash_array(np.asarray(distinct, dtype=object))[codes]
+    return pd.util.hash_array(ids.astype(str).to_numpy(object))
 
 
 def mix(values: np.ndarray) -> np.ndarray:
