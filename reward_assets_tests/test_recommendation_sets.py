@@ -611,6 +611,53 @@ def test_one_customer_path_gives_the_batch_rows(world, world_sets):
         pd.testing.assert_frame_equal(one, batch, check_exact=True)
 
 
+def keyed(world: dict, as_of: dt.date, previous=None, rules=DEFAULT_RULES) -> pd.DataFrame:
+    inputs = [world[name] for name in ("customers", "customer_vectors", "rewards")]
+    chunks = build_sets(
+        *inputs,
+        world["reward_vectors"],
+        BLOCKS,
+        world["recent"],
+        world["latest"],
+        rules,
+        "v-test",
+        as_of,
+        chunk_size=7,
+        keyed=True,
+        previous=previous,
+    )
+    frame = pd.concat(list(chunks), ignore_index=True)
+    return frame.sort_values(["customer_id", "rank"], ignore_index=True)
+
+
+def test_only_customers_whose_inputs_moved_get_a_new_set_the_rest_is_carried(world):
+    day, next_day = AS_OF, AS_OF + dt.timedelta(days=1)
+    before = keyed(world, day)
+    customers = world["customers"].copy()
+    customers.loc[7, "points_balance"] += 1
+    customers.loc[11, "tier"] = "gold" if customers.loc[11, "tier"] != "gold" else "silver"
+    vectors = world["customer_vectors"].copy()
+    vectors[3, BLOCKS["latent"].start] += 0.5
+    recent, latest = world["recent"], world["latest"].copy()
+    latest.loc[latest.index[0], "reward_name"] = "Another reward"
+    changed = dict(world, customers=customers, customer_vectors=vectors, latest=latest)
+    changed["recent"] = recent[recent["customer_id"] != recent["customer_id"].iloc[0]]
+    moved = {"c0003", "c0007", "c0011", recent["customer_id"].iloc[0]}
+    moved.add(latest["customer_id"].iloc[0])
+
+    after = keyed(changed, next_day, before)
+    full = keyed(changed, next_day)
+    assert set(after["customer_id"][after["computed_as_of"] == next_day]) == moved
+    assert (full["computed_as_of"] == next_day).all()
+    pd.testing.assert_frame_equal(
+        after.drop(columns="computed_as_of"), full.drop(columns="computed_as_of"), check_exact=True
+    )
+    # What every customer shares moves every key.
+    rewards = world["rewards"].assign(points_cost=world["rewards"]["points_cost"] + 1)
+    for other, rules in [(dict(world, rewards=rewards), DEFAULT_RULES), (world, PLAIN)]:
+        assert (keyed(other, next_day, before, rules)["computed_as_of"] == next_day).all()
+
+
 def test_rules_are_validated():
     with pytest.raises(ValueError):
         SetRules(k=0)

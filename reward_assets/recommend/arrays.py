@@ -1,7 +1,9 @@
 """Row-wise array helpers of the recommendation sets: top-n per row, labels seen before,
-running sums and seeded hashes of ids."""
+running sums, seeded hashes of ids and the 64-bit keys that tell whose inputs changed."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pandas as pd
@@ -54,3 +56,42 @@ def mix(values: np.ndarray) -> np.ndarray:
     values = values ^ (values >> np.uint64(27))
     values = values * np.uint64(0x94D049BB133111EB)
     return values ^ (values >> np.uint64(31))
+
+
+def salt(*parts: bytes | str | np.ndarray) -> np.uint64:
+    """A 64-bit digest of what every row's key shares (a catalogue, a model version):
+    when any part changes, every key changes."""
+    digest = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else np.ascontiguousarray(part).tobytes()
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return np.uint64(int.from_bytes(digest.digest(), "little"))
+
+
+def bits(values: np.ndarray) -> np.ndarray:
+    """(n, m) uint64 of the exact bit patterns of `values` ((n,) or (n, m), any numeric
+    dtype of at most 8 bytes): equal floats to the bit give equal words."""
+    values = np.ascontiguousarray(values)
+    values = values.reshape(len(values), -1)
+    unsigned = values.view(f"u{values.dtype.itemsize}") if values.dtype.kind != "b" else values
+    return unsigned.astype(np.uint64)
+
+
+def fold(key: np.uint64, columns: list[np.ndarray]) -> np.ndarray:
+    """Each row's 64-bit key of its words in `columns` (each (n,) or (n, m), see `bits`)
+    in order, seeded by `key`: equal rows get equal keys, different ones a different key
+    but with a chance of about 2**-64."""
+    words = np.concatenate([bits(column) for column in columns], axis=1)
+    keys = np.full(len(words), key, np.uint64)
+    for word in words.T:
+        keys = mix(keys ^ word)
+    return keys
+
+
+def set_keys(n: int, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Per row of n, a 64-bit key of the multiset of uint64 `items` at that row (0 for
+    none), whatever their order: the wrapping sum of their mixes."""
+    keys = np.zeros(n, np.uint64)
+    np.add.at(keys, rows, mix(np.asarray(items, np.uint64)))
+    return keys

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from reward_assets.ingest.clock import as_of_params
+from reward_assets.recommend.arrays import fold, hash_ids, mix, salt, set_keys
 from reward_assets.warehouse.store import Warehouse
 
 
@@ -101,6 +102,42 @@ def eligibility_inputs(
     return customers, rewards, recent, last_redeemed
 
 
+def keyed_rows(warehouse: Warehouse, table: str, columns: list[str]) -> pd.DataFrame | None:
+    """`columns` of the rows of a served table that carry an `inputs_key` (the rows an
+    incremental build may carry forward); None while the table is missing or predates
+    the keys."""
+    if not warehouse.table_exists(table):
+        return None
+    if "inputs_key" not in {name for name, _ in warehouse.columns(table)}:
+        return None
+    return warehouse.frame(f"SELECT {', '.join(columns)} FROM {table} WHERE inputs_key IS NOT NULL")
+
+
+def customer_input_keys(
+    customers: pd.DataFrame,
+    redemptions: pd.DataFrame,
+    category_purchases: pd.DataFrame | None,
+    model_version: str,
+) -> np.ndarray:
+    """Each customer's int64 key of what the model version computes their vector from
+    (`TasteModel.customer_vectors`): tier, sign-up preferences, every redemption row (a
+    reward redeemed twice counts twice) and purchases per category. An unchanged key
+    means the same vector to the bit."""
+    n, ids = len(customers), customers["customer_id"]
+    row = positions(redemptions["customer_id"], ids)
+    known = row >= 0
+    redeemed = set_keys(n, row[known], hash_ids(redemptions["reward_id"])[known])
+    purchased = np.zeros(n, np.uint64)
+    if category_purchases is not None and len(category_purchases):
+        row = positions(category_purchases["customer_id"], ids)
+        known = row >= 0
+        count = category_purchases["purchases"].to_numpy(np.int64).astype(np.uint64)
+        items = hash_ids(category_purchases["category"]) ^ mix(count)
+        purchased = set_keys(n, row[known], items[known])
+    profile = [hash_ids(customers[c]) for c in ("customer_id", "tier", "preferred_categories")]
+    return fold(salt(model_version), [*profile, redeemed, purchased]).view(np.int64)
+
+
 def write_vectors(
     path: Path,
     key: str,
@@ -108,19 +145,24 @@ def write_vectors(
     vectors: np.ndarray,
     as_of: dt.date,
     model_version: str,
+    inputs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
-    """Write `ids` (column `key`) and their vectors as Parquet, replacing `path` in one rename."""
+    """Write `ids` (column `key`) and their vectors as Parquet, replacing `path` in one
+    rename; `inputs`, each row's (inputs key, day computed), go to columns `inputs_key`
+    and `computed_as_of`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     n, dims = vectors.shape
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-    table = pa.table(
-        {
-            key: pa.array(ids.astype(str).to_numpy()),
-            "as_of": pa.array([as_of] * n, pa.date32()),
-            "model_version": pa.array([model_version] * n),
-            "vector": pa.FixedSizeListArray.from_arrays(flat, dims),
-        }
-    )
+    columns = {
+        key: pa.array(ids.astype(str).to_numpy()),
+        "as_of": pa.array([as_of] * n, pa.date32()),
+        "model_version": pa.array([model_version] * n),
+        "vector": pa.FixedSizeListArray.from_arrays(flat, dims),
+    }
+    if inputs is not None:
+        columns["inputs_key"] = pa.array(inputs[0], pa.int64())
+        columns["computed_as_of"] = pa.array(inputs[1], pa.date32())
+    table = pa.table(columns)
     staged = path.with_suffix(".parquet.tmp")
     pq.write_table(table, staged)
     os.replace(staged, path)

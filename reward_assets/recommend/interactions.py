@@ -143,6 +143,15 @@ class Interactions:
         return binary_matrix((self.n_customers, self.n_rewards), customer, reward)
 
     @cached_property
+    def gram(self) -> np.ndarray:
+        """X'X of the redemption matrix, dense float64 (read-only): EASE and DLAE invert it
+        with a penalty for every value of their grids, so it is built once."""
+        matrix = self.redemption_matrix
+        gram = (matrix.T @ matrix).toarray().astype(np.float64)
+        gram.flags.writeable = False
+        return gram
+
+    @cached_property
     def categories(self) -> list[str]:
         """Reward categories, sorted: the columns of the per-category matrices."""
         return sorted(self.rewards["category"].astype(str).unique().tolist())

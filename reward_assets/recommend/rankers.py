@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Protocol, Self
 
 import numpy as np
-import scipy.sparse as sp
 
 from reward_assets.recommend.interactions import Interactions
 
@@ -66,7 +65,7 @@ class Ease:
 
     def fit(self, data: Interactions) -> Self:
         self.matrix = data.redemption_matrix
-        gram = (self.matrix.T @ self.matrix).toarray().astype(np.float64)
+        gram = data.gram.copy()
         gram[np.diag_indices_from(gram)] += self.l2
         inverse = np.linalg.inv(gram)
         self.weights = (-inverse / np.diag(inverse)[None, :]).astype(np.float32)
@@ -89,7 +88,7 @@ class ItemKNN:
 
     def fit(self, data: Interactions) -> Self:
         self.matrix = data.redemption_matrix
-        similarity = cosine_similarity(self.matrix)
+        similarity = cosine_similarity(data.gram)
         np.fill_diagonal(similarity, 0.0)
         if self.neighbors < similarity.shape[0]:
             # Rank of each row within its column; keep the top `neighbors` of every column.
@@ -104,9 +103,9 @@ class ItemKNN:
         return np.asarray(self.matrix[customer_index] @ self.similarity, dtype=np.float32)
 
 
-def cosine_similarity(matrix: sp.csr_matrix) -> np.ndarray:
-    """Reward x reward cosine similarity of the columns of a binary matrix (dense)."""
-    gram = (matrix.T @ matrix).toarray().astype(np.float64)
+def cosine_similarity(gram: np.ndarray) -> np.ndarray:
+    """Reward x reward cosine similarity of the columns of a binary matrix (dense), from
+    their Gram matrix (`Interactions.gram`)."""
     norms = np.sqrt(np.diag(gram))
     norms[norms == 0] = 1.0
     return gram / norms[:, None] / norms[None, :]

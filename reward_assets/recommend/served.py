@@ -195,8 +195,7 @@ def item_item_weights(data: Interactions, l2: float, dropout: float = 0.0) -> np
     penalty = l2 * max(per_reward, 1.0)
     if dropout == 0.0:
         return Ease(penalty).fit(data).weights
-    matrix = data.redemption_matrix
-    gram = (matrix.T @ matrix).toarray().astype(np.float64)
+    gram = data.gram.copy()
     diagonal = dropout / (1.0 - dropout) * np.diag(gram) + penalty
     gram[np.diag_indices_from(gram)] += diagonal
     weights = -np.linalg.inv(gram) * diagonal[None, :]

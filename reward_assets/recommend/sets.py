@@ -37,7 +37,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from reward_assets.recommend.arrays import best, hash_ids, mix, running_sum, seen_before
+from reward_assets.recommend.arrays import (
+    best,
+    fold,
+    hash_ids,
+    mix,
+    running_sum,
+    salt,
+    seen_before,
+    set_keys,
+)
 from reward_assets.recommend.eligibility import (
     ALMOST_THERE_RATIO,
     LOWEST_RANK,
@@ -48,7 +57,7 @@ from reward_assets.recommend.eligibility import (
     required_rank,
     tier_allowed,
 )
-from reward_assets.recommend.inputs import positions
+from reward_assets.recommend.inputs import member_of, positions
 from reward_assets.settings import Settings
 
 # ml.recommendation_sets: one row per customer and rank.
@@ -66,6 +75,10 @@ COLUMNS = {
     # (recommend.fallback).
     "source": "VARCHAR",
 }
+# The served table adds, per row, the day its set was computed (before `as_of` when the
+# set was carried forward) and the key of the inputs it was computed from (`SetBuild`);
+# the ranking fallback's rows have no key and are always recomputed.
+TABLE_COLUMNS = {**COLUMNS, "computed_as_of": "DATE", "inputs_key": "BIGINT"}
 MODEL_SOURCE = "model"
 # The blocks that can explain a regular item; a tie goes to the earlier one.
 REASON_BLOCKS = ("latent", "segment", "taste")
@@ -195,6 +208,8 @@ def build_sets(
     item_weights: np.ndarray | None = None,
     history: sp.csr_matrix | None = None,
     source: str = MODEL_SOURCE,
+    keyed: bool = False,
+    previous: pd.DataFrame | None = None,
 ) -> Iterator[pd.DataFrame]:
     """One frame (COLUMNS) per chunk of `chunk_size` customers, in the order of `customers`.
 
@@ -202,11 +217,124 @@ def build_sets(
     category, points_cost, min_tier_rank, is_available, redemptions; recent: (customer_id,
     reward_id) redeemed in the last `rules.recent_days`; last_redeemed: customer_id,
     category, reward_name of the customer's latest redemption in that category.
+
+    `keyed`: frames of TABLE_COLUMNS instead, and the customers whose inputs key
+    (`SetBuild`) is that of their rows in `previous` (served rows, TABLE_COLUMNS) keep
+    those rows, as of `as_of`, in a last frame.
     """
     catalog = RewardCatalog.build(rewards, reward_vectors, blocks, item_weights)
-    history = _in_catalog_order(history, catalog, rewards)
-    context = (catalog, recent, last_redeemed, rules, (model_version, source), as_of, seed)
-    yield from _sets(customers, customer_vectors, history, *context, chunk_size)
+    build = SetBuild(
+        customers.reset_index(drop=True),
+        np.asarray(customer_vectors, dtype=np.float32),
+        _in_catalog_order(history, catalog, rewards),
+        catalog,
+        recent,
+        last_redeemed,
+        rules,
+        (model_version, source),
+        seed,
+    )
+    if not keyed:
+        yield from build.sets(as_of, chunk_size=chunk_size)
+        return
+    stale = build.stale(previous)
+    yield from build.sets(as_of, np.flatnonzero(stale), chunk_size, keyed=True)
+    if not stale.all():
+        rows = previous[member_of(previous["customer_id"], build.customers.customer_id[~stale])]
+        yield rows.assign(as_of=as_of)[list(TABLE_COLUMNS)]
+
+
+@dataclass(frozen=True)
+class SetBuild:
+    """`build_sets`'s inputs prepared once, to build the sets of all customers or of some.
+
+    A customer's set is a function of their row (tier, balance), vector, recent
+    redemptions, latest redemption per category and, with item-item weights, redemption
+    history, and of what all customers share: the catalogue (with which rewards count as
+    new), the model's reward vectors and weights, the rules, the seed and the labels.
+    `keys` digests all of it per customer, so a customer whose key is the one their served
+    set was computed from would get that set again, row for row: only the others need
+    computing (`stale`).
+    """
+
+    customers: pd.DataFrame
+    vectors: np.ndarray  # float32
+    history: sp.csr_matrix | None  # in catalogue order, None without item-item weights
+    catalog: RewardCatalog
+    recent: pd.DataFrame
+    last_redeemed: pd.DataFrame
+    rules: SetRules
+    labels: tuple[str, str]  # the rows' model_version and source
+    seed: int
+
+    @cached_property
+    def keys(self) -> np.ndarray:
+        """Each customer's int64 inputs key (see the class docstring)."""
+        catalog, rules = self.catalog, self.rules
+        shared = salt(
+            "\0".join(self.labels),
+            f"{rules!r} seed={self.seed} blocks={sorted(catalog.blocks.items())!r}",
+            "\0".join(catalog.reward_id.astype(str)),
+            "\0".join(catalog.categories.astype(str)),
+            catalog.category_code,
+            catalog.points_cost,
+            catalog.required_rank,
+            catalog.redemptions <= rules.new_reward_max_redemptions,
+            catalog.vectors,
+            b"" if catalog.item_weights is None else catalog.item_weights,
+        )
+        people = _Customers.build(self.customers)
+        n = len(people.customer_id)
+        recent, latest = _pairs(people, catalog, self.recent, self.last_redeemed)
+        rows, columns = np.divmod(recent.keys, catalog.size)
+        recent_key = set_keys(n, rows, catalog.hash[columns])
+        rows, category = np.divmod(latest.keys, len(catalog.categories))
+        named = hash_ids(pd.Series(latest.values, dtype=object)) ^ mix(category.astype(np.uint64))
+        latest_key = set_keys(n, rows, named)
+        history_key = np.zeros(n, np.uint64)
+        if self.history is not None:
+            rows = np.repeat(np.arange(n), np.diff(self.history.indptr))
+            history_key = set_keys(n, rows, catalog.hash[self.history.indices])
+        tier = hash_ids(pd.Series(people.segment_reason, dtype=object))
+        columns = [people.hash, tier, people.has_tier, people.tier_rank, people.points_balance]
+        columns += [self.vectors, recent_key, latest_key, history_key]
+        return fold(shared, columns).view(np.int64)
+
+    def stale(self, previous: pd.DataFrame | None) -> np.ndarray:
+        """Which customers need their set computed: those without a row in `previous`
+        (customer_id, inputs_key: the served sets' keys) under their current key."""
+        if previous is None:
+            return np.ones(len(self.customers), dtype=bool)
+        at = positions(self.customers["customer_id"], previous["customer_id"])
+        known = at >= 0
+        stale = ~known
+        stale[known] = previous["inputs_key"].to_numpy(np.int64)[at[known]] != self.keys[known]
+        return stale
+
+    def sets(
+        self,
+        as_of: dt.date,
+        rows: np.ndarray | None = None,
+        chunk_size: int = 50_000,
+        keyed: bool = False,
+    ) -> Iterator[pd.DataFrame]:
+        """The sets (COLUMNS, or TABLE_COLUMNS when `keyed`) of the customers at positions
+        `rows` (all by default), a frame per chunk of `chunk_size` customers."""
+        rows = np.arange(len(self.customers)) if rows is None else np.asarray(rows)
+        customers = self.customers.iloc[rows].reset_index(drop=True)
+        history = None if self.history is None else self.history[rows]
+        context = (self.catalog, self.recent, self.last_redeemed, self.rules, self.labels)
+        chunks = _sets(
+            customers, self.vectors[rows], history, *context, as_of, self.seed, chunk_size
+        )
+        for start, chunk in zip(range(0, len(rows), chunk_size), chunks, strict=True):
+            if keyed:
+                part = rows[start : start + chunk_size]
+                at = positions(
+                    chunk["customer_id"], customers["customer_id"][start : start + chunk_size]
+                )
+                chunk = chunk.assign(computed_as_of=as_of, inputs_key=self.keys[part][at])
+            yield chunk
 
 
 def _in_catalog_order(
@@ -331,22 +459,7 @@ def _sets(
     """`labels`: the rows' model_version and source."""
     model_version, source = labels
     people = _Customers.build(customers)
-
-    def row_of(ids: pd.Series) -> np.ndarray:
-        return positions(ids, people.customer_id)
-
-    recent_pairs = _Pairs.build(
-        row_of(recent["customer_id"]),
-        catalog.reward_id.get_indexer(recent["reward_id"]),
-        catalog.size,
-    )
-    latest = last_redeemed.drop_duplicates(["customer_id", "category"], keep="last")
-    latest_pairs = _Pairs.build(
-        row_of(latest["customer_id"]),
-        pd.Index(catalog.categories).get_indexer(latest["category"]),
-        len(catalog.categories),
-        ("because you redeemed " + latest["reward_name"].astype(str)).to_numpy(object),
-    )
+    recent_pairs, latest_pairs = _pairs(people, catalog, recent, last_redeemed)
     for start in range(0, len(customers), chunk_size):
         part = slice(start, min(start + chunk_size, len(customers)))
         sets = _chunk(
@@ -373,6 +486,30 @@ def _sets(
         for name in ("reason", "model_version", "source"):
             frame[name] = pd.array(frame[name], dtype="str")
         yield pd.DataFrame({name: frame[name] for name in COLUMNS}, copy=False)
+
+
+def _pairs(
+    people: _Customers, catalog: RewardCatalog, recent: pd.DataFrame, last_redeemed: pd.DataFrame
+) -> tuple[_Pairs, _Pairs]:
+    """The recently redeemed (customer row, catalogue column) pairs, and the reason naming
+    each (customer row, category)'s latest redemption."""
+
+    def row_of(ids: pd.Series) -> np.ndarray:
+        return positions(ids, people.customer_id)
+
+    recent_pairs = _Pairs.build(
+        row_of(recent["customer_id"]),
+        catalog.reward_id.get_indexer(recent["reward_id"]),
+        catalog.size,
+    )
+    latest = last_redeemed.drop_duplicates(["customer_id", "category"], keep="last")
+    latest_pairs = _Pairs.build(
+        row_of(latest["customer_id"]),
+        pd.Index(catalog.categories).get_indexer(latest["category"]),
+        len(catalog.categories),
+        ("because you redeemed " + latest["reward_name"].astype(str)).to_numpy(object),
+    )
+    return recent_pairs, latest_pairs
 
 
 def _chunk(

@@ -132,7 +132,7 @@ class TasteModel:
         self._min_tier = _min_tiers(rewards)
         self._content_group = _content_groups(cost, self._min_tier, self._cost_edges)
         self._factors = _co_redemption_factors(
-            data.redemption_matrix, self.params["latent_rank"], self.params["seed"]
+            data.gram, data.redemption_matrix.nnz, self.params["latent_rank"], self.params["seed"]
         )
         self._history = _History(
             segment=profiles.segments,
@@ -417,13 +417,14 @@ def _segment_values(
     return values
 
 
-def _co_redemption_factors(matrix: sp.csr_matrix, rank: int, seed: int) -> np.ndarray:
-    """(R, rank) F with F F' ~ the cosine co-redemption matrix (positive semi-definite)."""
-    n_rewards = matrix.shape[1]
+def _co_redemption_factors(gram: np.ndarray, redeemed: int, rank: int, seed: int) -> np.ndarray:
+    """(R, rank) F with F F' ~ the cosine co-redemption matrix (positive semi-definite),
+    from the redemption matrix's Gram matrix and its number of redemptions."""
+    n_rewards = gram.shape[1]
     rank = min(rank, n_rewards)
-    if matrix.nnz == 0 or rank == 0:
+    if redeemed == 0 or rank == 0:
         return np.zeros((n_rewards, rank))
-    similarity = cosine_similarity(matrix)
+    similarity = cosine_similarity(gram)
     if rank < n_rewards - 1:
         start = np.random.default_rng(seed).random(n_rewards)
         values, vectors = eigsh(similarity, k=rank, v0=start)

@@ -1,6 +1,9 @@
 """Each customer's top-k eligible rewards: `recommendation_sets` (group `scoring`)."""
 
+from collections.abc import Iterator
+
 import dagster as dg
+import pandas as pd
 
 from reward_assets.defs.ml.gates import SCORING, serving_or_reason, snapshot
 from reward_assets.defs.pools import WAREHOUSE_POOL
@@ -12,15 +15,17 @@ from reward_assets.quality.publish import replace_served
 from reward_assets.recommend.fallback import fallback_ranker, fallback_sets
 from reward_assets.recommend.inputs import (
     eligibility_inputs,
+    keyed_rows,
     positions,
     read_vectors,
     redemption_pairs,
 )
 from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.served import ServedModel, redemption_history
-from reward_assets.recommend.sets import COLUMNS, SetRules, build_sets
+from reward_assets.recommend.sets import TABLE_COLUMNS, SetRules, build_sets
 
 RANKER_SERVED = "served_by_a_ranker"
+TABLE = "ml.recommendation_sets"
 
 
 @dg.asset(
@@ -47,7 +52,9 @@ def recommendation_sets(
     """Top-k eligible rewards per customer at AS_OF (active, in stock, tier allowed,
     affordable or flagged 'almost there', not redeemed in 30 days), diverse across
     categories, with exploration slots for new rewards, a reason and the model version;
-    from the ranking fallback while no ranker is approved."""
+    from the ranking fallback while no ranker is approved. Only customers whose inputs
+    changed since their served set was computed get a new one (`SetBuild`); the others'
+    sets are carried forward, with the day they were computed."""
     config = settings.get()
     rules = SetRules.from_settings(config)
     record, why = serving_or_reason(ops, "taste_model")
@@ -58,7 +65,10 @@ def recommendation_sets(
         if fallback:
             data = Interactions.from_warehouse(wh, as_of)
             ranker = fallback_ranker(customers, rewards, data.redemptions, data.category_purchases)
-            chunks = fallback_sets(customers, ranker, rewards, recent, last_redeemed, rules, as_of)
+            chunks = _unkeyed(
+                fallback_sets(customers, ranker, rewards, recent, last_redeemed, rules, as_of),
+                as_of,
+            )
             version, served_by = "fallback", "fallback"
         else:
             meta, vectors = read_vectors(snapshot(config, "customer_embeddings"))
@@ -86,16 +96,20 @@ def recommendation_sets(
                 as_of=as_of,
                 item_weights=item_weights,
                 history=history,
+                keyed=True,
+                previous=keyed_rows(wh, TABLE, list(TABLE_COLUMNS)),
             )
             served_by = model.choice
-        served = replace_served(wh, "ml.recommendation_sets", COLUMNS, chunks, config.data_dir)
+        served = replace_served(wh, TABLE, TABLE_COLUMNS, chunks, config.data_dir)
         rows = served.rows
         tables = table_metadata(wh, served.table)
         summary = wh.frame(
             "SELECT COUNT(DISTINCT customer_id) AS customers, "
+            "COUNT(DISTINCT CASE WHEN computed_as_of = :as_of THEN customer_id END) AS computed, "
             "AVG(CAST(is_exploration AS INTEGER)) AS exploration_share, "
             "AVG(CAST(is_almost_there AS INTEGER)) AS almost_there_share "
-            "FROM ml.recommendation_sets"
+            "FROM ml.recommendation_sets",
+            {"as_of": as_of},
         ).iloc[0]
         sources = wh.frame(
             "SELECT source, COUNT(DISTINCT customer_id) AS customers "
@@ -116,6 +130,7 @@ def recommendation_sets(
             **served.metadata(),
             **tables,
             "customers": int(summary.customers),
+            "customers_computed": int(summary.computed),
             "exploration_share": float(summary.exploration_share or 0),
             "almost_there_share": float(summary.almost_there_share or 0),
         },
@@ -128,3 +143,9 @@ def recommendation_sets(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"reasons": reason or f"served by {served_by} ({version})"},
     )
+
+
+def _unkeyed(chunks: Iterator[pd.DataFrame], as_of) -> Iterator[pd.DataFrame]:
+    """The fallback's sets: no key, so the next build computes them again."""
+    for chunk in chunks:
+        yield chunk.assign(computed_as_of=as_of, inputs_key=pd.array([pd.NA] * len(chunk), "Int64"))
