@@ -329,14 +329,17 @@ def served_scores(warehouse: Warehouse) -> pd.DataFrame | None:
 
 
 def _driver_positions(rows: pd.DataFrame, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(positions among `names`, whether set) of the drivers 'name=value' of `rows`."""
+    """(positions among `names`, whether set) of the drivers 'name=value' of `rows`: each
+    distinct label is read once (a label repeats across many customers)."""
     index = {name: position for position, name in enumerate(names)}
     order = np.zeros((len(rows), 3), dtype=np.int64)
     raised = np.zeros((len(rows), 3), dtype=bool)
     for slot in range(3):
-        named = rows[f"driver_{slot + 1}"].str.partition("=")[0]
-        raised[:, slot] = named.notna().to_numpy()
-        order[:, slot] = named.map(index).fillna(0).to_numpy(dtype=np.int64)
+        codes, labels = pd.factorize(rows[f"driver_{slot + 1}"])  # None: code -1
+        # The trailing 0 is what code -1 picks: a position no unset driver shows.
+        named = np.array([index[label.partition("=")[0]] for label in labels] + [0])
+        raised[:, slot] = codes >= 0
+        order[:, slot] = named[codes]
     return order, raised
 
 
