@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.seed.generate import generate
+from reward_assets.seed.generate import generate, simulate_day
 from reward_assets.seed.model import Model, SeedConfig
 from reward_assets.warehouse.store import Warehouse
 
@@ -123,6 +123,18 @@ def run_pipeline(monkeypatch):
     return run
 
 
+@pytest.fixture
+def land_a_day(run_pipeline):
+    """A function(data_dir, warehouse_url) that lands one more day (`simulate_day`) and
+    loads it through the data platform, as the daily refresh does."""
+
+    def land(data_dir: Path, warehouse_url: str) -> None:
+        landed = simulate_day(data_dir)
+        run_pipeline(data_dir, warehouse_url, str(landed.first_day), str(landed.last_day))
+
+    return land
+
+
 @dataclass(frozen=True)
 class SeededWorld:
     """A seeded landing folder, its planted truth and a warehouse built from it."""
@@ -138,6 +150,12 @@ class SeededWorld:
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.warehouse_url)
+
+    def copy_to(self, root: Path) -> tuple[Path, str]:
+        """(landing folder, warehouse URL) of a copy of this world under `root`, to change."""
+        shutil.copytree(self.data_dir, root / "data")
+        shutil.copy(self.warehouse_url.removeprefix("duckdb:///"), root / "warehouse.duckdb")
+        return root / "data", f"duckdb:///{root / 'warehouse.duckdb'}"
 
 
 # The quality bars hold on the default seed and on a second one with other sizes and knobs.

@@ -376,6 +376,8 @@ def test_scores_bands_and_drivers(synthetic):
         "driver_2",
         "driver_3",
         "source",
+        "computed_as_of",
+        "inputs_key",
     ]
     assert set(scores.customer_id) == set(validation.customer_id) | {"never", "lapsed", "edge"}
     outside = scores.set_index("customer_id").loc[["never", "lapsed"]]

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from reward_assets.churn.model import same_paths
 from reward_assets.ingest import load as ingest
 from reward_assets.ingest.contract import REDEMPTIONS, TRANSACTIONS
 from reward_assets.ingest.load import load_window
+from reward_assets.ml.cells import cells, distinct, split_points
 from reward_assets.recommend.inputs import member_of, positions
 from reward_assets.warehouse.store import Warehouse
 from reward_assets_tests.landing_builders import transaction, write_rows
@@ -169,7 +169,7 @@ def test_customers_on_the_same_tree_paths_share_exact_contributions():
         xgb.DMatrix(frame, label=target),
         num_boost_round=20,
     )
-    first, group = same_paths(booster, frame)
+    group, first = distinct(cells(frame.to_numpy(np.float32), split_points([booster], 3)))
     assert len(first) < n  # shared paths are the point
     data = xgb.DMatrix(frame)
     direct = booster.predict(data, pred_contribs=True)

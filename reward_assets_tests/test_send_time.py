@@ -3,14 +3,12 @@ moved: to the bit what the full grid over every customer gives."""
 
 import dataclasses
 import datetime as dt
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from reward_assets.engagement import model as engagement_model
-from reward_assets.engagement.cells import cells, split_points
 from reward_assets.engagement.model import (
     FEATURES,
     feature_matrix,
@@ -27,9 +25,9 @@ from reward_assets.engagement.send_time import (
     served_preferences,
 )
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
+from reward_assets.ml.cells import cells, split_points
 from reward_assets.quality.publish import replace_served
 from reward_assets.recommend.inputs import positions
-from reward_assets.seed.generate import simulate_day
 from reward_assets.warehouse.store import Warehouse
 
 HOURS = allowed_hours((21, 8))
@@ -162,14 +160,10 @@ def scored_cells(history, model, customer: np.ndarray, hours: np.ndarray) -> np.
 
 
 def test_the_day_after_only_customers_whose_inputs_moved_are_scored(
-    engagement, worlds, tmp_path, run_pipeline
+    engagement, worlds, tmp_path, land_a_day
 ):
     model, _, _ = engagement
-    world = worlds("default")
-    data_dir, warehouse_file = tmp_path / "data", tmp_path / "warehouse.duckdb"
-    shutil.copytree(world.data_dir, data_dir)
-    shutil.copy(world.warehouse_url.removeprefix("duckdb:///"), warehouse_file)
-    url = f"duckdb:///{warehouse_file}"
+    data_dir, url = worlds("default").copy_to(tmp_path)
     warehouse = Warehouse(url)
     day = resolve_as_of(warehouse, None)
     refresh_preferences(warehouse, model, "v1", day, (21, 8), data_dir)
@@ -177,8 +171,7 @@ def test_the_day_after_only_customers_whose_inputs_moved_are_scored(
     customers0, history0 = at_as_of(warehouse, model, day)
     warehouse.dispose()
 
-    landed = simulate_day(data_dir)
-    run_pipeline(data_dir, url, str(landed.first_day), str(landed.last_day))
+    land_a_day(data_dir, url)
     warehouse = Warehouse(url)
     next_day = resolve_as_of(warehouse, None)
     assert next_day == day + dt.timedelta(days=1)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from reward_assets.churn.model import (
     BAND_QUANTILES,
+    day_stamp,
     is_active,
     labelled_snapshot,
     outside_population,
@@ -28,6 +29,8 @@ from reward_assets.churn.model import (
 from reward_assets.warehouse.store import Warehouse
 
 VERSION = "fallback:recency"
+# The `customer_features` columns the score reads.
+INPUTS = ("recency_days", "frequency_90d")
 SOURCE = "recency_frequency"
 DECILES = 10
 
@@ -59,11 +62,15 @@ def _named(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def fallback_scores(
-    features: pd.DataFrame, calibration: tuple[np.ndarray, np.ndarray] | None, active_days: int = 90
+    features: pd.DataFrame,
+    calibration: tuple[np.ndarray, np.ndarray] | None,
+    active_days: int = 90,
+    as_of: dt.date | None = None,
 ) -> pd.DataFrame:
     """`churn_scores` rows for every customer of `features` (see the module docstring);
     customers outside the label's population are `lapsed` or `never_purchased` as with the
-    model."""
+    model. A rank moves with everyone else's, so every row is computed afresh (computed
+    `as_of`, no inputs key)."""
     mask = is_active(features, active_days)
     active = features.loc[mask]
     score = recency_frequency(active).to_numpy()
@@ -88,7 +95,10 @@ def fallback_scores(
             "source": SOURCE,
         }
     )
-    return pd.concat([scored, outside_population(inactive)], ignore_index=True)
+    scores = pd.concat([scored, outside_population(inactive)], ignore_index=True)
+    scores["computed_as_of"] = day_stamp(as_of)
+    scores["inputs_key"] = pd.array([pd.NA] * len(scores), dtype="Int64")
+    return scores
 
 
 def calibrate(warehouse: Warehouse, data_end: dt.date, horizon_days: int, active_days: int = 90):

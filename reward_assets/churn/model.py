@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,15 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from reward_assets.churn.features import features_as_of, model_matrix
+from reward_assets.churn.features import DERIVED, features_as_of, model_matrix
 from reward_assets.churn.selection import select_features
+from reward_assets.ml.cells import cells, distinct, keys, served_keyed, split_points
 from reward_assets.ml.learning_curve import TRAINING_MAX_ROWS, Curve, learning_curve
 from reward_assets.ml.lift import auc_lift
+from reward_assets.recommend.inputs import positions
 from reward_assets.warehouse.store import Warehouse
 
+SCORES_TABLE = "ml.churn_scores"
 # ml.churn_scores, as `ChurnModel.score` fills it (plus as_of and model_version).
 SCORE_COLUMNS = {
     "customer_id": "VARCHAR",
@@ -44,6 +48,10 @@ SCORE_COLUMNS = {
     # customers outside the question (lapsed, never purchased).
     "source": "VARCHAR",
     "model_version": "VARCHAR",
+    # The day the probability and drivers were computed (`as_of` is the day the row
+    # describes), and the model's view of the inputs then: NULL where recomputed daily.
+    "computed_as_of": "DATE",
+    "inputs_key": "BIGINT",
 }
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary:logistic",
@@ -146,6 +154,11 @@ def labelled_snapshot(
     return features_as_of(warehouse, as_of).merge(labels, on="customer_id", how="inner")
 
 
+def day_stamp(as_of: dt.date | None) -> np.datetime64:
+    """`computed_as_of` of rows computed as of `as_of` (NaT when undated)."""
+    return np.datetime64(as_of, "s") if as_of else np.datetime64("NaT", "s")
+
+
 def outside_population(inactive: pd.DataFrame) -> pd.DataFrame:
     """Score rows of customers outside the label's population, by rule and without a
     probability: `lapsed` if they ever bought, else `never_purchased`."""
@@ -172,48 +185,53 @@ class ChurnModel:
     def predict(self, matrix: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(xgb.DMatrix(matrix, feature_names=self.features))
 
-    def score(self, features: pd.DataFrame) -> pd.DataFrame:
+    def score(
+        self,
+        features: pd.DataFrame,
+        previous: pd.DataFrame | None = None,
+        as_of: dt.date | None = None,
+    ) -> pd.DataFrame:
         """Churn probability, risk band and top three drivers for every customer.
 
         `features` are `customer_features` rows. Customers outside the label's population
         get no probability and the band `lapsed` (no purchase in `active_days`) or
-        `never_purchased`, so every customer has a row. A driver is one of
-        the three features raising this customer's log-odds most, as 'name=value'; None
-        when fewer than three features raise it.
+        `never_purchased`, so every customer has a row. A driver is one of the three
+        features raising this customer's log-odds most, as 'name=value' (today's value);
+        None when fewer than three features raise it.
+
+        `inputs_key` names the cells (`ml.cells`) of the customer's inputs under this
+        model. A customer of `previous` (`served_scores`) with the same key keeps its
+        probability and which features drive it, which the trees would give again to the
+        bit; the others are scored, `computed_as_of` `as_of`, and counted in
+        `attrs["scored"]`.
         """
-        active_mask = is_active(features, self.active_days)
+        active_mask = is_active(features, self.active_days).to_numpy()
         active = features.loc[active_mask]
-        matrix = model_matrix(active, self.features)
-        names = np.array(self.features)
-        # Exact contributions cost most of scoring: they are computed once per distinct
-        # path through the trees, which many customers share, and copied to the others.
-        first, group = same_paths(self.booster, matrix)
-        probability = np.empty(0, dtype=np.float32)
-        contributions = np.empty((0, len(self.features)), dtype=np.float32)
-        if len(first):
-            distinct = xgb.DMatrix(matrix.iloc[first], feature_names=self.features)
-            probability = self.booster.predict(distinct)[group]
-            contributions = np.concatenate(
-                [
-                    self.booster.predict(
-                        distinct.slice(np.arange(start, min(start + SCORE_CHUNK_ROWS, len(first)))),
-                        pred_contribs=True,
-                    )[:, :-1]
-                    for start in range(0, len(first), SCORE_CHUNK_ROWS)
-                ]
-            )
-        drivers = [
-            _top_drivers(
-                contributions[group[start : start + SCORE_CHUNK_ROWS]],
-                matrix.iloc[start : start + SCORE_CHUNK_ROWS].to_numpy(),
-                names,
-            )
-            for start in range(0, len(matrix), SCORE_CHUNK_ROWS)
-        ]
-        top = np.concatenate(drivers) if drivers else np.empty((0, 3), dtype=object)
+        values = model_matrix(active, self.features).to_numpy()
+        inputs = cells(values.astype(np.float32), self.points)
+        key = keys(inputs, self.salt)
+        carried, at = np.zeros(len(active), dtype=bool), np.full(len(active), -1)
+        if previous is not None and len(previous):
+            at = positions(active["customer_id"], previous["customer_id"])
+            found = at >= 0
+            carried[found] = previous["inputs_key"].to_numpy()[at[found]] == key[found]
+        scored = np.flatnonzero(~carried)
+        probability = np.empty(len(active), dtype=np.float32)
+        order = np.zeros((len(active), 3), dtype=np.int64)
+        raised = np.zeros((len(active), 3), dtype=bool)
+        computed = np.full(len(active), day_stamp(as_of))
+        probability[scored], order[scored], raised[scored] = self._scored(
+            values[scored], inputs[scored]
+        )
+        if carried.any():
+            kept = previous.iloc[at[carried]]
+            probability[carried] = kept["churn_probability"].to_numpy(dtype=np.float32)
+            order[carried], raised[carried] = _driver_positions(kept, self.features)
+            computed[carried] = kept["computed_as_of"].to_numpy(dtype="datetime64[s]")
+        top = _driver_labels(order, raised, values, np.array(self.features))
         medium, high = self.band_thresholds
         outside = outside_population(features.loc[~active_mask])
-        scored = pd.DataFrame(
+        result = pd.DataFrame(
             {
                 "customer_id": active["customer_id"].to_numpy(),
                 "churn_probability": probability.astype("float64"),
@@ -224,9 +242,50 @@ class ChurnModel:
                 "driver_2": top[:, 1],
                 "driver_3": top[:, 2],
                 "source": "model",
+                "computed_as_of": computed,
+                "inputs_key": pd.array(key, dtype="Int64"),
             }
         )
-        return pd.concat([scored, outside], ignore_index=True)
+        outside["computed_as_of"] = day_stamp(as_of)
+        outside["inputs_key"] = pd.array([pd.NA] * len(outside), dtype="Int64")
+        result = pd.concat([result, outside], ignore_index=True)
+        result.attrs["scored"] = int(scored.size)
+        return result
+
+    def _scored(
+        self, values: np.ndarray, inputs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probability, positions of the three largest contributions, whether each
+        raises the log-odds) of rows with `inputs` cells: exact contributions cost most of
+        scoring, so each cell is computed once and copied to the rows sharing it."""
+        if not len(values):
+            return np.empty(0, np.float32), np.empty((0, 3), np.int64), np.empty((0, 3), bool)
+        group, first = distinct(inputs)
+        data = xgb.DMatrix(values[first], feature_names=self.features)
+        probability = self.booster.predict(data)
+        contributions = np.concatenate(
+            [
+                self.booster.predict(
+                    data.slice(np.arange(start, min(start + SCORE_CHUNK_ROWS, len(first)))),
+                    pred_contribs=True,
+                )[:, :-1]
+                for start in range(0, len(first), SCORE_CHUNK_ROWS)
+            ]
+        )
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :3]
+        raised = np.take_along_axis(contributions, order, axis=1) > 0
+        return probability[group], order[group], raised[group]
+
+    @cached_property
+    def points(self) -> list[np.ndarray]:
+        return split_points([self.booster], len(self.features))
+
+    @cached_property
+    def salt(self) -> int:
+        """Keys differ whenever the trees or the inputs they read do."""
+        digest = hashlib.sha256(bytes(self.booster.save_raw("json")))
+        digest.update(json.dumps(self.features).encode())
+        return int.from_bytes(digest.digest()[:8], "little")
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
@@ -254,43 +313,57 @@ class ChurnModel:
         )
 
 
-def _split_points(booster: xgb.Booster, n_features: int) -> list[np.ndarray]:
-    """Per feature, the sorted values the trees split it at, as float32 (XGBoost compares
-    float32 values against them)."""
-    trees = json.loads(bytes(booster.save_raw("json")))["learner"]["gradient_booster"]["model"]
-    points: list[set] = [set() for _ in range(n_features)]
-    for tree in trees["trees"]:
-        children = tree["left_children"]
-        for left, feature, value in zip(
-            children, tree["split_indices"], tree["split_conditions"], strict=True
-        ):
-            if left != -1:
-                points[feature].add(np.float32(value))
-    return [np.array(sorted(p), dtype=np.float32) for p in points]
+def scoring_features(warehouse: Warehouse, inputs: Sequence[str]) -> pd.DataFrame:
+    """The `customer_features` columns scoring reads for `inputs`: who is active, and
+    the columns the inputs come from."""
+    columns = ["customer_id", "has_purchased", "recency_days"]
+    for name in inputs:
+        columns += [c for c in DERIVED.get(name, (name,)) if c not in columns]
+    return warehouse.frame(f"SELECT {', '.join(columns)} FROM marts.customer_features")
 
 
-def same_paths(booster: xgb.Booster, matrix: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(first row of each group, group of each row) for rows on the same side of every split
-    of every tree: such rows get the same prediction and the same exact contributions."""
-    values = matrix.to_numpy(dtype=np.float32)
-    group = np.zeros(len(values), dtype=np.int64)
-    for column, points in enumerate(_split_points(booster, values.shape[1])):
-        x = values[:, column]
-        # Missing values take their own branch: bucket 0; otherwise how many splits x passes.
-        bucket = np.where(np.isnan(x), 0, np.searchsorted(points, x, side="right") + 1)
-        group = pd.factorize(group * (len(points) + 2) + bucket)[0]
-    _, first = np.unique(group, return_index=True)
-    return first, group
+def served_scores(warehouse: Warehouse) -> pd.DataFrame | None:
+    """The served rows the model computed, with their inputs key (None before any)."""
+    drivers = ["churn_probability", "driver_1", "driver_2", "driver_3", "computed_as_of"]
+    return served_keyed(warehouse, SCORES_TABLE, drivers)
 
 
-def _top_drivers(contributions: np.ndarray, values: np.ndarray, names: np.ndarray) -> np.ndarray:
-    """(n, 3) 'name=value' of the largest positive contributions per row, else None."""
-    order = np.argsort(-contributions, axis=1, kind="stable")[:, :3]
-    raised = np.take_along_axis(contributions, order, axis=1) > 0
-    chosen = np.take_along_axis(values, order, axis=1)
-    shown = np.where(np.isnan(chosen), "missing", np.char.mod("%g", np.round(chosen, 2)))
-    labels = np.char.add(np.char.add(names[order], "="), shown)
-    return np.where(raised, labels.astype(object), None)
+def _driver_positions(rows: pd.DataFrame, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions among `names`, whether set) of the drivers 'name=value' of `rows`: each
+    distinct label is read once (a label repeats across many customers)."""
+    index = {name: position for position, name in enumerate(names)}
+    order = np.zeros((len(rows), 3), dtype=np.int64)
+    raised = np.zeros((len(rows), 3), dtype=bool)
+    for slot in range(3):
+        codes, labels = pd.factorize(rows[f"driver_{slot + 1}"])  # None: code -1
+        # The trailing 0 is what code -1 picks: a position no unset driver shows.
+        named = np.array([index[label.partition("=")[0]] for label in labels] + [0])
+        raised[:, slot] = codes >= 0
+        order[:, slot] = named[codes]
+    return order, raised
+
+
+def _driver_labels(
+    order: np.ndarray, raised: np.ndarray, values: np.ndarray, names: np.ndarray
+) -> np.ndarray:
+    """(n, 3) 'name=value' of the features at `order` where `raised`, else None. Values
+    repeat a lot (days, counts), so each distinct name and value is written once (by
+    their bits, so -0 stays '-0' as '%g' writes it)."""
+    if not order.size:
+        return np.empty(order.shape, dtype=object)
+    chosen = np.round(np.take_along_axis(values, order, axis=1), 2).ravel()
+    bits, value = np.unique(chosen.view(np.int64), return_inverse=True)
+    known = bits.view(np.float64)
+    pair, at = np.unique(order.ravel() * known.size + value.ravel(), return_inverse=True)
+    feature, which = np.divmod(pair, known.size)
+    labels = np.array(
+        [
+            f"{names[f]}={'missing' if np.isnan(known[v]) else f'{known[v]:g}'}"
+            for f, v in zip(feature, which, strict=True)
+        ],
+        dtype=object,
+    )
+    return np.where(raised, labels[at.reshape(order.shape)], None)
 
 
 @dataclass

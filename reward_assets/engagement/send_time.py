@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from reward_assets.contact.timing import is_quiet_hour
-from reward_assets.engagement.cells import cells, distinct, keys, split_points
 from reward_assets.engagement.model import (
     FEATURES,
     HOURS,
@@ -34,6 +33,7 @@ from reward_assets.engagement.model import (
     load_activity,
 )
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
+from reward_assets.ml.cells import cells, distinct, keys, served_keyed, split_points
 from reward_assets.quality.publish import Audited, replace_served
 from reward_assets.recommend.inputs import positions
 from reward_assets.warehouse.store import Warehouse
@@ -151,18 +151,8 @@ def refresh_preferences(
 
 def served_preferences(warehouse: Warehouse) -> pd.DataFrame | None:
     """The served rows the model computed, with their inputs key (None before any)."""
-    if not warehouse.table_exists(TABLE):
-        return None
-    if "inputs_key" not in {name for name, _ in warehouse.columns(TABLE)}:
-        return None  # written before keys existed: nothing can be carried
-    # The fallback's rows have no key; leaving them out keeps the key an exact int64.
-    rows = warehouse.frame(
-        f"SELECT customer_id, inputs_key, {', '.join(CARRIED)} FROM {TABLE} "
-        "WHERE inputs_key IS NOT NULL"
-    )
-    return rows.astype(
-        {"inputs_key": np.int64, "best_weekday": "Int64", "computed_as_of": "datetime64[s]"}
-    )
+    rows = served_keyed(warehouse, TABLE, CARRIED)
+    return None if rows is None else rows.astype({"best_weekday": "Int64"})
 
 
 def preferences_from_history(
@@ -187,7 +177,7 @@ def preferences_from_history(
     uses weekdays and the customer's best one beats the worst by WEEKDAY_MIN_SPREAD;
     expected rates are the model's at the chosen hour (and weekday, else their mean).
 
-    `inputs_key` names the cells (`engagement.cells`) of every row the model scores for
+    `inputs_key` names the cells (`ml.cells`) of every row the model scores for
     the customer, under this model and these hours. A customer of `previous` (rows this
     function returned before) with the same key keeps that row's CARRIED columns, which
     the model would give again to the bit; the others are scored, `computed_as_of` `as_of`,

@@ -4,7 +4,15 @@ import dagster as dg
 import pandas as pd
 
 from reward_assets.churn import fallback
-from reward_assets.churn.model import SCORE_COLUMNS, ChurnModel, churn_quality, train_churn
+from reward_assets.churn.model import (
+    SCORE_COLUMNS,
+    SCORES_TABLE,
+    ChurnModel,
+    churn_quality,
+    scoring_features,
+    served_scores,
+    train_churn,
+)
 from reward_assets.defs.ml.gates import (
     ML,
     SCORING,
@@ -109,20 +117,27 @@ def churn_model(settings: SettingsResource, warehouse: WarehouseResource, ops: O
 )
 def churn_scores(settings: SettingsResource, warehouse: WarehouseResource, ops: OpsStoreResource):
     """Churn probability, risk band and the top three drivers of each customer's score,
-    from the latest approved churn model; without one, the recency/frequency fallback."""
+    from the latest approved churn model; without one, the recency/frequency fallback.
+    The model scores only the customers whose inputs moved across one of its split points
+    since the served rows (their `computed_as_of`); the others keep probability and
+    drivers, unchanged to the bit."""
     record, reason = serving_or_reason(ops, "churn_model")
     config = settings.get()
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)
-        features = wh.frame("SELECT * FROM marts.customer_features")
         if record:
-            scores, version = ChurnModel.load(record.artefact_path).score(features), record.version
+            model = ChurnModel.load(record.artefact_path)
+            features = scoring_features(wh, model.features)
+            scores = model.score(features, served_scores(wh), as_of)
+            version = record.version
         else:
+            features = scoring_features(wh, fallback.INPUTS)
             calibration = fallback.calibrate(wh, as_of, config.churn_horizon_days)
-            scores, version = fallback.fallback_scores(features, calibration), fallback.VERSION
+            scores = fallback.fallback_scores(features, calibration, as_of=as_of)
+            version = fallback.VERSION
         scores["as_of"] = as_of
         scores["model_version"] = version
-        served = replace_served(wh, "ml.churn_scores", SCORE_COLUMNS, [scores], config.data_dir)
+        served = replace_served(wh, SCORES_TABLE, SCORE_COLUMNS, [scores], config.data_dir)
         tables = table_metadata(wh, served.table)
     bands = scores.risk_band.value_counts()
     return dg.MaterializeResult(
@@ -131,6 +146,8 @@ def churn_scores(settings: SettingsResource, warehouse: WarehouseResource, ops: 
             "model_version": version,
             **({"fallback_reason": reason} if reason else {}),
             "dagster/row_count": served.rows,
+            # The model scored these; the others kept rows whose inputs had not moved.
+            "customers_scored": scores.attrs.get("scored", served.rows),
             **served.metadata(),
             **tables,
             **(

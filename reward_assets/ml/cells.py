@@ -3,9 +3,10 @@
 A tree sends a row left when `value < threshold` (a missing value takes the split's
 default branch), so two rows whose every feature lies between the same two split points
 of that feature (or is missing in both) reach the same leaf of every tree: their
-predictions are equal to the bit. Send times use this to score each such cell once and to
-know, from the cells alone, which customers' predictions cannot have changed since the
-last computation.
+predictions, and their exact per-feature contributions, are equal to the bit. Send times
+(`engagement/send_time.py`) and churn scores (`churn/model.py`) use this to score each
+such cell once and to know, from the cells alone, which customers' predictions cannot
+have changed since the last computation.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+
+from reward_assets.warehouse.store import Warehouse
 
 MISSING = -1
 
@@ -59,3 +62,18 @@ def keys(rows: np.ndarray, salt: int) -> np.ndarray:
     multipliers |= np.uint64(1)  # odd, so no multiplier loses a bit of a difference
     values = rows.astype(np.int64).astype(np.uint64) + np.uint64(2)  # MISSING is not 0 * m
     return (values * multipliers).sum(axis=1, dtype=np.uint64).view(np.int64)
+
+
+def served_keyed(warehouse: Warehouse, table: str, columns: Sequence[str]) -> pd.DataFrame | None:
+    """customer_id, inputs_key, `columns` (computed_as_of among them) of the served rows
+    of `table` that have a key (None before any)."""
+    if not warehouse.table_exists(table):
+        return None
+    if "inputs_key" not in {name for name, _ in warehouse.columns(table)}:
+        return None  # written before keys existed: nothing can be carried
+    # Rows computed afresh every run have no key; leaving them out keeps it an exact int64.
+    rows = warehouse.frame(
+        f"SELECT customer_id, inputs_key, {', '.join(columns)} FROM {table} "
+        "WHERE inputs_key IS NOT NULL"
+    )
+    return rows.astype({"inputs_key": np.int64, "computed_as_of": "datetime64[s]"})
