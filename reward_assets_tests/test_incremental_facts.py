@@ -10,10 +10,12 @@ import pytest
 from reward_assets.defs.warehouse.sql_assets import model_params, project_models
 from reward_assets.ingest.contract import CUSTOMERS, ENTITIES, REDEMPTIONS, REWARDS
 from reward_assets.ingest.load import load_snapshot, load_window
-from reward_assets.quality.publish import build_model
+from reward_assets.pipeline import warehouse_summary
+from reward_assets.quality.publish import VIEW_CHECKS_TABLE, build_model
 from reward_assets.seed.generate import generate, simulate_day
 from reward_assets.seed.model import SeedConfig
 from reward_assets.settings import Settings
+from reward_assets.warehouse.load_log import LOG_TABLE
 from reward_assets.warehouse.staging import Slice
 from reward_assets.warehouse.store import Warehouse
 
@@ -137,5 +139,12 @@ def test_an_incremental_refresh_equals_a_full_rebuild(tmp_path, request, backend
             assert full.built.staged.window is None and full.published
             rebuilt = _sorted(warehouse.frame(f"SELECT * FROM marts.{name}"))
             pd.testing.assert_frame_equal(served[name], rebuilt)
+
+        # What the builds record about their inputs stays out of the run's summary.
+        assert warehouse.table_exists("marts.fct_transactions__state")
+        assert warehouse.table_exists(LOG_TABLE)
+        counts, _ = warehouse_summary(warehouse)
+        assert "marts.fct_transactions" in counts
+        assert [t for t in counts if "__" in t or t in (LOG_TABLE, VIEW_CHECKS_TABLE)] == []
     finally:
         warehouse.dispose()
