@@ -10,13 +10,13 @@ template email differ only in the words the model chose.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import html
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydantic import BaseModel
 
@@ -166,14 +166,16 @@ def render(
     body: str,
     reward_ids: Sequence[str],
     source: str,
+    *,
+    fallback_reason: str | None = None,
+    template_sha256: str | None = None,
 ) -> WrittenEmail:
     chosen = set(reward_ids)
     offers = [offer for offer in request.offers if offer.reward_id in chosen]
-    lines = [
-        f"- {o.name}: {o.points_cost:,} points" + (f" ({o.reason})" if o.reason else "")
-        for o in offers
-    ]
-    offer_text = ("Rewards picked for you:\n" + "\n".join(lines) + "\n\n") if offers else ""
+    lines = [_offer_lines(o) for o in offers]
+    offer_text = (
+        ("Rewards picked for you:\n" + "\n".join(t for t, _ in lines) + "\n\n") if offers else ""
+    )
     text_body = (
         f"{body.strip()}\n\n{offer_text}--\n{_FOOTER}\nUnsubscribe: {request.unsubscribe_url}\n"
     )
@@ -182,12 +184,7 @@ def render(
         "<p>" + html.escape(part.strip()).replace("\n", "<br>") + "</p>"
         for part in re.split(r"\n\s*\n", body.strip())
     )
-    items = "\n".join(
-        f"<li><strong>{html.escape(o.name)}</strong>: {o.points_cost:,} points"
-        + (f" ({html.escape(o.reason)})" if o.reason else "")
-        + "</li>"
-        for o in offers
-    )
+    items = "\n".join(h for _, h in lines)
     offer_html = f"<p>Rewards picked for you:</p>\n<ul>\n{items}\n</ul>\n" if offers else ""
     html_body = (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>\n'
@@ -204,8 +201,22 @@ def render(
         html_body=html_body,
         reward_ids=tuple(offer.reward_id for offer in offers),
         source=source,
-        fallback_reason=None,
+        fallback_reason=fallback_reason,
+        template_sha256=template_sha256,
     )
+
+
+@lru_cache(maxsize=100_000)
+def _offer_lines(o: Offer) -> tuple[str, str]:
+    """An offer's line in the text body and its item in the HTML one. Many emails carry
+    the same offers, so each is formatted and escaped once, not once per email."""
+    text = f"- {o.name}: {o.points_cost:,} points" + (f" ({o.reason})" if o.reason else "")
+    item = (
+        f"<li><strong>{html.escape(o.name)}</strong>: {o.points_cost:,} points"
+        + (f" ({html.escape(o.reason)})" if o.reason else "")
+        + "</li>"
+    )
+    return text, item
 
 
 def render_draft(draft: EmailDraft, request: EmailRequest, source: str) -> WrittenEmail:
@@ -221,13 +232,16 @@ def render_draft(draft: EmailDraft, request: EmailRequest, source: str) -> Writt
     )
 
 
+@lru_cache(maxsize=1024)
 def template_sha256(subject: str, preheader: str, intro: str) -> str:
     """Identifies the template's words: the copy a template email was written from."""
     payload = json.dumps([subject, preheader, intro, _FOOTER], ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def template_email(request: EmailRequest) -> WrittenEmail:
+def template_email(request: EmailRequest, fallback_reason: str | None = None) -> WrittenEmail:
+    """The template's email for the request; `fallback_reason` says why the model's draft
+    was not used, when it was asked for one."""
     copy = campaign_copy(request.campaign)
     subject = request.subject or copy.subject
     preheader = request.preheader or copy.preheader
@@ -241,5 +255,13 @@ def template_email(request: EmailRequest) -> WrittenEmail:
     )
     body = f"{greeting}\n\n{intro}{balance}"
     reward_ids = [offer.reward_id for offer in request.offers]
-    email = render(request, subject, preheader, body, reward_ids, TEMPLATE)
-    return dataclasses.replace(email, template_sha256=template_sha256(subject, preheader, intro))
+    return render(
+        request,
+        subject,
+        preheader,
+        body,
+        reward_ids,
+        TEMPLATE,
+        fallback_reason=fallback_reason,
+        template_sha256=template_sha256(subject, preheader, intro),
+    )

@@ -189,7 +189,7 @@ class ContentWriter:
     def _fallback(self, request: EmailRequest, reason: str) -> WrittenEmail:
         self._stats[TEMPLATE] += 1
         self._stats[reason] += 1
-        return dataclasses.replace(template_email(request), fallback_reason=reason)
+        return template_email(request, reason)
 
     def _agent(self) -> Agent:
         return build_email_agent(

@@ -9,6 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from reward_assets.contact.campaigns import followup
+from reward_assets.email.outbox import chunked
 from reward_assets.ops.store import OpsStore, followups, insert_missing, stored_now
 
 PENDING, QUEUED, CANCELLED = "pending", "queued", "cancelled"
@@ -56,18 +57,29 @@ def due(store: OpsStore, as_of: dt.date) -> pd.DataFrame:
 
 
 def mark(store: OpsStore, items: Iterable[tuple[str, str, str | None]], status: str) -> int:
-    """Move pending follow-ups (customer_id, campaign, reason) to `status`; others stay."""
+    """Move pending follow-ups (customer_id, campaign, reason) to `status`; others stay.
+    An item repeating a (customer_id, campaign) changes nothing: the first one moved it."""
+    first: dict[tuple[str, str], str | None] = {}
+    for customer_id, campaign, reason in items:
+        first.setdefault((customer_id, campaign), reason)
+    # One UPDATE per (campaign, reason) and chunk of customers, not one per follow-up:
+    # the cycle marks tens of thousands at 1M customers.
+    groups: dict[tuple[str, str | None], list[str]] = {}
+    for (customer_id, campaign), reason in first.items():
+        groups.setdefault((campaign, reason), []).append(customer_id)
     changed = 0
+    now = stored_now()
     with store.begin() as conn:
-        for customer_id, campaign, reason in items:
-            result = conn.execute(
-                sa.update(followups)
-                .where(
-                    followups.c.customer_id == customer_id,
-                    followups.c.campaign == campaign,
-                    followups.c.status == PENDING,
+        for (campaign, reason), customer_ids in groups.items():
+            for chunk in chunked(customer_ids):
+                result = conn.execute(
+                    sa.update(followups)
+                    .where(
+                        followups.c.customer_id.in_(chunk),
+                        followups.c.campaign == campaign,
+                        followups.c.status == PENDING,
+                    )
+                    .values(status=status, reason=reason, updated_at=now)
                 )
-                .values(status=status, reason=reason, updated_at=stored_now())
-            )
-            changed += result.rowcount
+                changed += result.rowcount
     return changed

@@ -9,7 +9,6 @@ a queued welcome's follow-ups are scheduled, a queued follow-up is marked queued
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -187,10 +186,12 @@ def data_lineage(
     segment and its rule, and the model versions behind the scores and sets served."""
     frame = reader.frame(f"{_DATA_LINEAGE} {where}", params)
     lineage = {}
-    for row in frame.itertuples(index=False):
-        segment = _text(row.segment)
-        models = {name: _text(getattr(row, name)) for name in LINEAGE_MODELS}
-        lineage[row.customer_id] = {
+    # Whole columns, not `itertuples`: see `email_requests`.
+    columns = [frame[name].tolist() for name in ("customer_id", "segment", *LINEAGE_MODELS)]
+    for customer_id, segment, *versions in zip(*columns, strict=True):
+        segment = _text(segment)
+        models = {name: _text(v) for name, v in zip(LINEAGE_MODELS, versions, strict=True)}
+        lineage[customer_id] = {
             "as_of": as_of.isoformat(),
             "segment": segment,
             "segment_rule": SEGMENT_RULES.get(segment),
@@ -237,47 +238,59 @@ def email_requests(
     profiles: customer_id, first_name, tier, points_balance; offers: customer_id, rank,
     reward_id, name, category, points_cost, reason, is_almost_there.
     """
-    # One dict, not a DataFrame lookup per decision: the cycle decides 100k+ at 1M customers.
-    profile = {r.customer_id: r for r in profiles.itertuples(index=False)}
+    # Plain dicts built from whole columns (`tolist`), not a DataFrame lookup or an
+    # `itertuples` row per decision: the cycle writes 100k+ emails at 1M customers, and
+    # iterating pandas' Arrow-backed strings row by row costs more than the emails.
+    profile = dict(
+        zip(
+            profiles.customer_id.tolist(),
+            zip(
+                profiles.first_name.tolist(),
+                profiles.tier.tolist(),
+                profiles.points_balance.tolist(),
+                strict=True,
+            ),
+            strict=True,
+        )
+    )
     top = offers.sort_values(["customer_id", "rank"]).groupby("customer_id").head(OFFERS_PER_EMAIL)
+    columns = ("reward_id", "name", "category", "points_cost", "reason", "is_almost_there")
     by_customer: dict[str, list[Offer]] = {}
-    for r in top.itertuples(index=False):
-        by_customer.setdefault(r.customer_id, []).append(
-            Offer(
-                r.reward_id,
-                r.name,
-                r.category,
-                int(r.points_cost),
-                r.reason,
-                bool(r.is_almost_there),
-            )
+    for customer_id, reward_id, name, category, cost, reason, almost in zip(
+        top.customer_id.tolist(), *(top[c].tolist() for c in columns), strict=True
+    ):
+        by_customer.setdefault(customer_id, []).append(
+            Offer(reward_id, name, category, int(cost), reason, bool(almost))
         )
     requests = []
     for decision in decisions:
-        row = profile[decision.customer_id]
+        name, tier, balance = profile[decision.customer_id]
         token = make_token(decision.customer_id, unsubscribe_secret)
         experiment = experiments.for_campaign(decision.campaign) if experiments else None
         variant = experiment.assign(decision.customer_id) if experiment else None
         chosen = tuple(by_customer.get(decision.customer_id, ()))
         if variant is not None and variant.offers is not None:
             chosen = chosen[: variant.offers]
+        # The variant's copy, when there is one, goes in at construction: a
+        # `dataclasses.replace` per email costs as much as writing it.
+        copy = {}
+        if variant is not None:
+            copy = {
+                "subject": variant.subject,
+                "preheader": variant.preheader,
+                "intro": variant.intro,
+                "allow_llm": variant.content != TEMPLATE_ONLY,
+            }
         request = EmailRequest(
             customer_id=decision.customer_id,
-            first_name=_text(row.first_name),
-            tier=_text(row.tier),
-            points_balance=None if pd.isna(row.points_balance) else int(row.points_balance),
+            first_name=_text(name),
+            tier=_text(tier),
+            points_balance=None if pd.isna(balance) else int(balance),
             campaign=decision.campaign,
             offers=chosen,
             unsubscribe_url=unsubscribe_url(public_base_url, token),
+            **copy,
         )
-        if variant is not None:
-            request = dataclasses.replace(
-                request,
-                subject=variant.subject,
-                preheader=variant.preheader,
-                intro=variant.intro,
-                allow_llm=variant.content != TEMPLATE_ONLY,
-            )
         arm = Assignment(experiment.name, variant.name) if experiment else Assignment()
         requests.append((request, arm))
     return requests
@@ -305,7 +318,7 @@ def write_messages(
         experiments=experiments,
     )
     written = writer.write_many([request for request, _ in requested])
-    addresses = dict(zip(profiles.customer_id, profiles.email, strict=True))
+    addresses = dict(zip(profiles.customer_id.tolist(), profiles.email.tolist(), strict=True))
     lineage = lineage or {}
     return [
         Message(

@@ -71,7 +71,7 @@ def plan_day(warehouse: Warehouse, store: OpsStore, settings: Settings) -> DayPl
         [due.loc[~due.customer_id.isin(engaged), ["customer_id", "campaign"]], todays],
         ignore_index=True,
     )
-    candidates["occurrence"] = [occurrence(c, as_of) for c in candidates.campaign]
+    candidates["occurrence"] = [occurrence(c, as_of) for c in candidates.campaign.tolist()]
     profiles = warehouse.frame(
         """
         SELECT c.customer_id, c.timezone, c.marketing_opt_in, p.best_local_hour
@@ -102,16 +102,26 @@ def planned_decisions(warehouse: Warehouse, as_of: dt.date) -> list[Decision]:
         f"SELECT * FROM {PLAN_TABLE} WHERE as_of = :as_of ORDER BY customer_id, campaign",
         {"as_of": as_of},
     )
+    # Whole columns, not `itertuples`: see `decisions.cycle_decisions`.
+    send_at = plan.send_at.to_numpy().astype("datetime64[us]").tolist()
     return [
         Decision(
-            r.customer_id,
-            r.campaign,
-            r.occurrence,
-            r.send_at.to_pydatetime().replace(tzinfo=dt.UTC),
-            r.timezone,
-            None if r.decision == CONTACT else r.decision,
+            customer_id,
+            campaign,
+            occurs,
+            at.replace(tzinfo=dt.UTC),
+            timezone,
+            None if decision == CONTACT else decision,
         )
-        for r in plan.itertuples(index=False)
+        for customer_id, campaign, occurs, at, timezone, decision in zip(
+            plan.customer_id.tolist(),
+            plan.campaign.tolist(),
+            plan.occurrence.tolist(),
+            send_at,
+            plan.timezone.tolist(),
+            plan.decision.tolist(),
+            strict=True,
+        )
     ]
 
 
@@ -136,7 +146,9 @@ def _engaged_since_signup(warehouse: Warehouse, due: pd.DataFrame, as_of: dt.dat
 
 def _keys(frame: pd.DataFrame) -> pd.Series:
     """The outbox key of each row (customer_id, campaign, occurrence)."""
-    parts = zip(frame.customer_id, frame.campaign, frame.occurrence, strict=True)
+    parts = zip(
+        frame.customer_id.tolist(), frame.campaign.tolist(), frame.occurrence.tolist(), strict=True
+    )
     return pd.Series([message_key(*p) for p in parts], index=frame.index, dtype=object)
 
 
