@@ -23,6 +23,7 @@ from reward_assets.recommend.eligibility import (
 from reward_assets.recommend.sets import (
     COLUMNS,
     RewardCatalog,
+    SetBuild,
     SetRules,
     build_sets,
     recommend_one,
@@ -612,21 +613,17 @@ def test_one_customer_path_gives_the_batch_rows(world, world_sets):
 
 
 def keyed(world: dict, as_of: dt.date, previous=None, rules=DEFAULT_RULES) -> pd.DataFrame:
-    inputs = [world[name] for name in ("customers", "customer_vectors", "rewards")]
-    chunks = build_sets(
-        *inputs,
-        world["reward_vectors"],
-        BLOCKS,
-        world["recent"],
-        world["latest"],
-        rules,
-        "v-test",
-        as_of,
-        chunk_size=7,
-        keyed=True,
-        previous=previous,
-    )
-    frame = pd.concat(list(chunks), ignore_index=True)
+    catalog = RewardCatalog.build(world["rewards"], world["reward_vectors"], BLOCKS)
+    inputs = (world["customers"], world["customer_vectors"], catalog, world["rewards"], None)
+    build = SetBuild.prepare(*inputs, world["recent"], world["latest"], rules, ("v-test", "model"))
+    stale = build.stale(previous)
+    frames = list(build.sets(as_of, np.flatnonzero(stale), chunk_size=7, keyed=True))
+    if previous is not None:
+        # What the asset's build copies inside the warehouse (`Carry`): the others' rows,
+        # as of today.
+        kept = previous["customer_id"].isin(build.customers["customer_id"][~stale])
+        frames.append(previous[kept].assign(as_of=as_of))
+    frame = pd.concat(frames, ignore_index=True)
     return frame.sort_values(["customer_id", "rank"], ignore_index=True)
 
 

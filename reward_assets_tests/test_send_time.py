@@ -17,16 +17,15 @@ from reward_assets.engagement.model import (
     train_engagement,
 )
 from reward_assets.engagement.send_time import (
-    SEND_TIME_COLUMNS,
     TABLE,
     allowed_hours,
     preferences_from_history,
     refresh_preferences,
+    serve_preferences,
     served_preferences,
 )
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.ml.cells import cells, split_points
-from reward_assets.quality.publish import replace_served
 from reward_assets.recommend.inputs import positions
 from reward_assets.warehouse.store import Warehouse
 
@@ -217,16 +216,32 @@ def test_the_day_after_only_customers_whose_inputs_moved_are_scored(
 
 @pytest.mark.parametrize("store", ["duckdb_warehouse", "pg_warehouse"])
 def test_served_rows_read_back_exactly_and_are_all_kept(engagement, store, request, tmp_path):
-    """The key and the carried values survive the warehouse's types on both engines."""
+    """The key survives the warehouse's types on both engines, and the carried rows are
+    copied inside the warehouse as served, beside those computed again."""
     model, customers, history = engagement
     warehouse = request.getfixturevalue(store)
-    day = dt.date(2023, 8, 27)
+    day, next_day = dt.date(2023, 8, 27), dt.date(2023, 8, 28)
     prefs = preferences_from_history(customers, history, model, as_of=day)
     written = prefs.assign(as_of=day, model_version="v1")
-    served = replace_served(warehouse, TABLE, SEND_TIME_COLUMNS, [written], tmp_path)
-    assert served.published
+    assert serve_preferences(warehouse, written, None, tmp_path).published
+    before = warehouse.frame(f"SELECT * FROM {TABLE} ORDER BY customer_id")
 
     previous = served_preferences(warehouse)
     again = preferences_from_history(customers, history, model, previous=previous, as_of=day)
-    assert (again["computed_as_of"] == pd.Timestamp(day)).all()
-    pd.testing.assert_frame_equal(again, prefs)
+    assert again.attrs["scored"] == 0
+    # As if a third of the customers' inputs had moved: those are scored again.
+    moved = previous["customer_id"][::3]
+    previous.loc[moved.index, "inputs_key"] += 1
+    again = preferences_from_history(customers, history, model, previous=previous, as_of=next_day)
+    assert again.attrs["scored"] == len(moved)
+    rewritten = again.assign(as_of=next_day, model_version="v1")
+    assert serve_preferences(warehouse, rewritten, previous, tmp_path).published
+    after = warehouse.frame(f"SELECT * FROM {TABLE} ORDER BY customer_id")
+
+    dated = ["as_of", "computed_as_of"]
+    pd.testing.assert_frame_equal(after.drop(columns=dated), before.drop(columns=dated))
+    as_of, computed = (pd.to_datetime(after[column]) for column in dated)
+    assert (as_of == pd.Timestamp(next_day)).all()
+    recomputed = after["customer_id"].isin(moved)
+    assert (computed[recomputed] == pd.Timestamp(next_day)).all()
+    assert (computed[~recomputed] == pd.Timestamp(day)).all()

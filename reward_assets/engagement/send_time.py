@@ -36,6 +36,7 @@ from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.ml.cells import cells, distinct, keys, served_keyed, split_points
 from reward_assets.quality.publish import Audited, replace_served
 from reward_assets.recommend.inputs import positions
+from reward_assets.warehouse.staging import Carry
 from reward_assets.warehouse.store import Warehouse
 
 TABLE = "ml.send_time_preferences"
@@ -65,6 +66,9 @@ CARRIED = [
     "hour_peak",
     "computed_as_of",
 ]
+# What of a carried customer's served row today's columns need (their confidence: the
+# hour and how it peaks); the build copies the rest inside the warehouse (`Carry`).
+READ_BACK = ["best_local_hour", "hour_peak"]
 SCORE_COLUMNS = {
     "customer_id": "VARCHAR",
     "as_of": "DATE",
@@ -108,9 +112,11 @@ def send_time_preferences(
     min_opens: int = 3,
     min_segment_opens: int = 30,
     chunk_customers: int = 20_000,
+    previous: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Each customer's best local send hour outside quiet hours, from email history at as-of;
-    the model scores only the customers whose inputs moved since the served rows.
+    the model scores only the customers whose inputs moved since `previous`
+    (`served_preferences`).
 
     See `preferences_from_history` for the columns and rules.
     """
@@ -125,7 +131,7 @@ def send_time_preferences(
         min_opens,
         min_segment_opens,
         chunk_customers,
-        previous=served_preferences(warehouse),
+        previous=previous,
         as_of=as_of,
     )
 
@@ -140,19 +146,35 @@ def refresh_preferences(
 ) -> tuple[pd.DataFrame, Audited]:
     """Build the table beside the served one (the model's preferences, or the fallback's
     without a model) and swap it in if its blocking checks pass."""
+    previous = None
     if model is None:
         prefs = preferences_without_model(warehouse, as_of, quiet_hours)
     else:
-        prefs = send_time_preferences(warehouse, model, as_of, quiet_hours)
+        previous = served_preferences(warehouse)
+        prefs = send_time_preferences(warehouse, model, as_of, quiet_hours, previous=previous)
     prefs["as_of"] = as_of
     prefs["model_version"] = version
-    return prefs, replace_served(warehouse, TABLE, SEND_TIME_COLUMNS, [prefs], data_dir)
+    return prefs, serve_preferences(warehouse, prefs, previous, data_dir)
 
 
 def served_preferences(warehouse: Warehouse) -> pd.DataFrame | None:
-    """The served rows the model computed, with their inputs key (None before any)."""
-    rows = served_keyed(warehouse, TABLE, CARRIED)
-    return None if rows is None else rows.astype({"best_weekday": "Int64"})
+    """customer_id, inputs_key and READ_BACK of the served rows the model computed (None
+    before any)."""
+    return served_keyed(warehouse, TABLE, READ_BACK)
+
+
+def serve_preferences(
+    warehouse: Warehouse, prefs: pd.DataFrame, previous: pd.DataFrame | None, data_dir: Path
+) -> Audited:
+    """Build the table from `prefs` (SEND_TIME_COLUMNS) beside the served one and swap it
+    in if its blocking checks pass. The customers `preferences_from_history` carried from
+    `previous` keep their served CARRIED columns, copied inside the warehouse; only the
+    columns computed today travel."""
+    carried = _carried(prefs["customer_id"], prefs["inputs_key"].to_numpy(), previous)[0]
+    today = [column for column in SEND_TIME_COLUMNS if column not in CARRIED]
+    carry = Carry(prefs.loc[carried, today]) if carried.any() else None
+    rows = [prefs[~carried]]
+    return replace_served(warehouse, TABLE, SEND_TIME_COLUMNS, rows, data_dir, carry=carry)
 
 
 def preferences_from_history(
@@ -180,12 +202,12 @@ def preferences_from_history(
     `inputs_key` names the cells (`ml.cells`) of every row the model scores for
     the customer, under this model and these hours. A customer of `previous` (rows this
     function returned before) with the same key keeps that row's CARRIED columns, which
-    the model would give again to the bit; the others are scored, `computed_as_of` `as_of`,
-    and counted in `attrs["scored"]`.
+    the model would give again to the bit (those `previous` lacks are left missing: the
+    served build copies them, `serve_preferences`); the others are scored,
+    `computed_as_of` `as_of`, and counted in `attrs["scored"]`.
     """
     hours = allowed_hours(quiet_hours)
     weekdays = np.arange(WEEKDAYS if model.uses_weekday else 1)
-    n = len(customers)
     segment, segment_hour, global_hour, by_segment = _group_hours(
         customers, history, hours, min_segment_opens
     )
@@ -194,18 +216,15 @@ def preferences_from_history(
     grid = _Grid(history, model, hours, weekdays, chunk_customers)
 
     key = grid.keys(own, fallback)
-    carried, at = np.zeros(n, dtype=bool), np.full(n, -1)
-    if previous is not None:
-        at = positions(customers["customer_id"], previous["customer_id"])
-        found = at >= 0
-        carried[found] = previous["inputs_key"].to_numpy()[at[found]] == key[found]
+    carried, at = _carried(customers["customer_id"], key, previous)
     scored = np.flatnonzero(~carried)
     model_rows = grid.score(scored, own[scored], fallback[scored])
     model_rows["computed_as_of"] = pd.Series(
         pd.Timestamp(as_of), index=scored, dtype="datetime64[s]"
     )
     if carried.any():
-        kept = previous.iloc[at[carried]][CARRIED].set_axis(np.flatnonzero(carried))
+        held = [column for column in CARRIED if column in previous]
+        kept = previous.iloc[at[carried]][held].set_axis(np.flatnonzero(carried))
         model_rows = pd.concat([model_rows, kept]).sort_index()
     best, peak = model_rows["best_local_hour"].to_numpy(), model_rows["hour_peak"].to_numpy()
 
@@ -236,6 +255,19 @@ def preferences_from_history(
     )
     prefs.attrs["scored"] = int(scored.size)
     return prefs
+
+
+def _carried(
+    ids: pd.Series, key: np.ndarray, previous: pd.DataFrame | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(whether each of `ids` has a row of `previous` under its `key`, so the row the
+    model computed then holds; its position in `previous`, -1 where none)."""
+    carried, at = np.zeros(len(ids), dtype=bool), np.full(len(ids), -1)
+    if previous is not None:
+        at = positions(ids, previous["customer_id"])
+        found = at >= 0
+        carried[found] = previous["inputs_key"].to_numpy()[at[found]] == key[found]
+    return carried, at
 
 
 @dataclass(frozen=True)

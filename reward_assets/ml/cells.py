@@ -65,8 +65,8 @@ def keys(rows: np.ndarray, salt: int) -> np.ndarray:
 
 
 def served_keyed(warehouse: Warehouse, table: str, columns: Sequence[str]) -> pd.DataFrame | None:
-    """customer_id, inputs_key, `columns` (computed_as_of among them) of the served rows
-    of `table` that have a key (None before any)."""
+    """customer_id, inputs_key and `columns` of the served rows of `table` that have a
+    key (None before any)."""
     if not warehouse.table_exists(table):
         return None
     if "inputs_key" not in {name for name, _ in warehouse.columns(table)}:
@@ -76,4 +76,7 @@ def served_keyed(warehouse: Warehouse, table: str, columns: Sequence[str]) -> pd
         f"SELECT customer_id, inputs_key, {', '.join(columns)} FROM {table} "
         "WHERE inputs_key IS NOT NULL"
     )
-    return rows.astype({"inputs_key": np.int64, "computed_as_of": "datetime64[s]"})
+    rows = rows.astype({"inputs_key": np.int64})
+    if "computed_as_of" in rows:
+        rows["computed_as_of"] = rows["computed_as_of"].astype("datetime64[s]")
+    return rows

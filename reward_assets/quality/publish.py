@@ -37,7 +37,7 @@ from reward_assets.quality.checks import (
 from reward_assets.warehouse.load_log import latest_seq
 from reward_assets.warehouse.snapshots import SERVED_TABLES, publish
 from reward_assets.warehouse.sql_models import SqlModel, SqlModelError, materialize
-from reward_assets.warehouse.staging import Built, Staged, stage_frames, write_audit_swap
+from reward_assets.warehouse.staging import Built, Carry, Staged, stage_frames, write_audit_swap
 from reward_assets.warehouse.store import Warehouse
 
 # Views whose blocking checks passed, with the state they passed on.
@@ -210,12 +210,14 @@ def replace_served(
     chunks: Iterable[pd.DataFrame],
     data_dir: Path,
     params: Mapping[str, Any] | None = None,
+    carry: Carry | None = None,
 ) -> Audited:
     """Rebuild a table a Python asset writes (columns: name -> SQL type) from `chunks`
-    beside the served one, check it against `dbt_like_sql/<name>.yml`, and swap it in and
-    publish its snapshot only if no blocking check fails."""
+    and the served rows `carry` keeps beside the served one, check it against
+    `dbt_like_sql/<name>.yml`, and swap it in and publish its snapshot only if no
+    blocking check fails."""
     path = table_checks_path(table)
     auditor = Auditor(warehouse, load_checks(path), params or {}, path)
-    build = partial(stage_frames, warehouse, table, columns, chunks)
+    build = partial(stage_frames, warehouse, table, columns, chunks, carry)
     built = write_audit_swap(warehouse, table, build, auditor)
     return _published(warehouse, built, auditor, data_dir)

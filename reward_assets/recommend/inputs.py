@@ -102,15 +102,17 @@ def eligibility_inputs(
     return customers, rewards, recent, last_redeemed
 
 
-def keyed_rows(warehouse: Warehouse, table: str, columns: list[str]) -> pd.DataFrame | None:
-    """`columns` of the rows of a served table that carry an `inputs_key` (the rows an
-    incremental build may carry forward); None while the table is missing or predates
-    the keys."""
+def served_keys(warehouse: Warehouse, table: str) -> pd.DataFrame | None:
+    """customer_id and inputs_key of each customer with keyed rows in a served table (the
+    rows an incremental build may carry forward), not the rows themselves; None while the
+    table is missing or predates the keys."""
     if not warehouse.table_exists(table):
         return None
     if "inputs_key" not in {name for name, _ in warehouse.columns(table)}:
         return None
-    return warehouse.frame(f"SELECT {', '.join(columns)} FROM {table} WHERE inputs_key IS NOT NULL")
+    return warehouse.frame(
+        f"SELECT DISTINCT customer_id, inputs_key FROM {table} WHERE inputs_key IS NOT NULL"
+    )
 
 
 def customer_input_keys(

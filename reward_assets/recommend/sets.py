@@ -53,7 +53,7 @@ from reward_assets.recommend.eligibility import (
     eligibility_masks,
     tier_allowed,
 )
-from reward_assets.recommend.inputs import member_of, positions
+from reward_assets.recommend.inputs import positions
 
 # ml.recommendation_sets: one row per customer and rank.
 COLUMNS = {
@@ -100,8 +100,6 @@ def build_sets(
     item_weights: np.ndarray | None = None,
     history: sp.csr_matrix | None = None,
     source: str = MODEL_SOURCE,
-    keyed: bool = False,
-    previous: pd.DataFrame | None = None,
 ) -> Iterator[pd.DataFrame]:
     """One frame (COLUMNS) per chunk of `chunk_size` customers, in the order of `customers`.
 
@@ -109,31 +107,11 @@ def build_sets(
     category, points_cost, min_tier_rank, is_available, redemptions; recent: (customer_id,
     reward_id) redeemed in the last `rules.recent_days`; last_redeemed: customer_id,
     category, reward_name of the customer's latest redemption in that category.
-
-    `keyed`: frames of TABLE_COLUMNS instead, and the customers whose inputs key
-    (`SetBuild`) is that of their rows in `previous` (served rows, TABLE_COLUMNS) keep
-    those rows, as of `as_of`, in a last frame.
     """
     catalog = RewardCatalog.build(rewards, reward_vectors, blocks, item_weights)
-    build = SetBuild(
-        customers.reset_index(drop=True),
-        np.asarray(customer_vectors, dtype=np.float32),
-        catalog.in_catalog_order(history, rewards),
-        catalog,
-        recent,
-        last_redeemed,
-        rules,
-        (model_version, source),
-        seed,
-    )
-    if not keyed:
-        yield from build.sets(as_of, chunk_size=chunk_size)
-        return
-    stale = build.stale(previous)
-    yield from build.sets(as_of, np.flatnonzero(stale), chunk_size, keyed=True)
-    if not stale.all():
-        rows = previous[member_of(previous["customer_id"], build.customers.customer_id[~stale])]
-        yield rows.assign(as_of=as_of)[list(TABLE_COLUMNS)]
+    inputs = (customers, customer_vectors, catalog, rewards, history, recent, last_redeemed)
+    build = SetBuild.prepare(*inputs, rules, (model_version, source), seed)
+    yield from build.sets(as_of, chunk_size=chunk_size)
 
 
 @dataclass(frozen=True)
@@ -158,6 +136,34 @@ class SetBuild:
     rules: SetRules
     labels: tuple[str, str]  # the rows' model_version and source
     seed: int
+
+    @classmethod
+    def prepare(
+        cls,
+        customers: pd.DataFrame,
+        customer_vectors: np.ndarray,
+        catalog: RewardCatalog,
+        rewards: pd.DataFrame,
+        history: sp.csr_matrix | None,
+        recent: pd.DataFrame,
+        last_redeemed: pd.DataFrame,
+        rules: SetRules,
+        labels: tuple[str, str],
+        seed: int = 42,
+    ) -> SetBuild:
+        """`build_sets`'s inputs, the rewards also as their catalogue (`RewardCatalog.build`)
+        and the labels as (model_version, source)."""
+        return cls(
+            customers.reset_index(drop=True),
+            np.asarray(customer_vectors, dtype=np.float32),
+            catalog.in_catalog_order(history, rewards),
+            catalog,
+            recent,
+            last_redeemed,
+            rules,
+            labels,
+            seed,
+        )
 
     @cached_property
     def keys(self) -> np.ndarray:
@@ -194,7 +200,9 @@ class SetBuild:
 
     def stale(self, previous: pd.DataFrame | None) -> np.ndarray:
         """Which customers need their set computed: those without a row in `previous`
-        (customer_id, inputs_key: the served sets' keys) under their current key."""
+        (customer_id, inputs_key: the served sets' keys) under their current key. The
+        others' served sets are the ones they would get (the asset carries them inside the
+        warehouse, `recommendation_sets`)."""
         if previous is None:
             return np.ones(len(self.customers), dtype=bool)
         at = positions(self.customers["customer_id"], previous["customer_id"])

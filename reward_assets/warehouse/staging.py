@@ -12,6 +12,11 @@ days), or a slice (`Slice`: an incremental model's windows loaded since its last
 the rows of keys whose dimension rows changed). A window's audit sees the table as it
 would read after the swap: the rows outside the window that stay, plus the new window, so
 a rule over the whole table (unique ids) holds across windows too.
+
+A whole-table build may keep some of the served rows (`Carry`: an incremental asset's
+customers whose inputs did not change): they are copied into the build inside the
+warehouse, before the audit, so their payload never travels through Python and the audit
+still reads the table as it will serve.
 """
 
 from __future__ import annotations
@@ -92,6 +97,44 @@ class Slice:
     def outside(self) -> str:
         # A NULL time or key is in no range and no key list: such a row stays.
         return f"NOT COALESCE({self.inside()}, FALSE)"
+
+
+@dataclass(frozen=True)
+class Carry:
+    """The served rows a build keeps: those whose `key` is one of `rows[key]`. A column
+    of `rows` besides the key replaces the served one (today's `as_of`, a value computed
+    afresh); every other column is copied as served."""
+
+    rows: pd.DataFrame
+    key: str = "customer_id"
+
+    def copy_into(
+        self,
+        warehouse: Warehouse,
+        conn: Connection,
+        table: str,
+        staged: str,
+        columns: Mapping[str, str],
+    ) -> None:
+        """Insert the kept rows of `table` into `staged` (both of `columns`: name -> SQL
+        type), in `conn`'s transaction."""
+        schema, _, name = table.rpartition(".")
+        if self.rows.empty or not sa.inspect(conn).has_table(name, schema=schema or None):
+            return
+        carried = "_carried_rows"
+        ddl = ", ".join(f"{column} {columns[column]}" for column in self.rows.columns)
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {carried}"))
+        conn.execute(sa.text(f"CREATE TEMPORARY TABLE {carried} ({ddl})"))
+        warehouse.append(conn, carried, self.rows)
+        names = ", ".join(columns)
+        values = ", ".join(f"{'c' if column in self.rows else 't'}.{column}" for column in columns)
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {staged} ({names}) SELECT {values} FROM {table} t "
+                f"JOIN {carried} c ON t.{self.key} = c.{self.key}"
+            )
+        )
+        conn.execute(sa.text(f"DROP TABLE {carried}"))
 
 
 @dataclass(frozen=True)
@@ -215,12 +258,17 @@ def stage_frames(
     table: str,
     columns: Mapping[str, str],
     chunks: Iterable[pd.DataFrame],
+    carry: Carry | None = None,
 ) -> Staged:
-    """Write `chunks` (columns: name -> SQL type) to a fresh build of `table`."""
+    """Write `chunks` (columns: name -> SQL type) to a fresh build of `table`, and the
+    served rows `carry` keeps."""
     staged = staged_name(table)
     ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
     with warehouse.begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged}"))
         conn.execute(sa.text(f"CREATE TABLE {staged} ({ddl})"))
         rows = sum(warehouse.append(conn, staged, chunk[list(columns)]) for chunk in chunks)
+        if carry is not None:
+            carry.copy_into(warehouse, conn, table, staged, columns)
+            rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {staged}")).scalar()
     return Staged(table, staged, rows)

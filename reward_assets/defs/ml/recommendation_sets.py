@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from reward_assets.defs.ml.gates import SCORING, serving_or_reason, snapshot
@@ -15,14 +16,21 @@ from reward_assets.quality.publish import replace_served
 from reward_assets.recommend.fallback import fallback_ranker, fallback_sets
 from reward_assets.recommend.inputs import (
     eligibility_inputs,
-    keyed_rows,
     positions,
     read_vectors,
     redemption_pairs,
+    served_keys,
 )
 from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.served import ServedModel, redemption_history
-from reward_assets.recommend.sets import TABLE_COLUMNS, SetRules, build_sets
+from reward_assets.recommend.sets import (
+    MODEL_SOURCE,
+    TABLE_COLUMNS,
+    RewardCatalog,
+    SetBuild,
+    SetRules,
+)
+from reward_assets.warehouse.staging import Carry
 
 RANKER_SERVED = "served_by_a_ranker"
 TABLE = "ml.recommendation_sets"
@@ -59,6 +67,7 @@ def recommendation_sets(
     rules = SetRules.from_settings(config)
     record, why = serving_or_reason(ops, "taste_model")
     fallback = record is None
+    carry = None
     with warehouse.open() as wh:
         as_of = resolve_as_of(wh, config.as_of)
         customers, rewards, recent, last_redeemed = eligibility_inputs(wh, as_of, rules.recent_days)
@@ -83,24 +92,19 @@ def recommendation_sets(
             if item_weights is not None:
                 pairs = redemption_pairs(wh, as_of)
                 history = redemption_history(customers, rewards["reward_id"], pairs)
-            chunks = build_sets(
-                customers,
-                vectors[position[position >= 0]],
-                rewards,
-                model.reward_vectors(rewards),
-                model.blocks,
-                recent,
-                last_redeemed,
-                rules,
-                model_version=version,
-                as_of=as_of,
-                item_weights=item_weights,
-                history=history,
-                keyed=True,
-                previous=keyed_rows(wh, TABLE, list(TABLE_COLUMNS)),
-            )
+            reward_vectors = model.reward_vectors(rewards)
+            catalog = RewardCatalog.build(rewards, reward_vectors, model.blocks, item_weights)
+            inputs = (customers, vectors[position[position >= 0]], catalog, rewards, history)
+            labels = (version, MODEL_SOURCE)
+            build = SetBuild.prepare(*inputs, recent, last_redeemed, rules, labels)
+            stale = build.stale(served_keys(wh, TABLE))
+            chunks = build.sets(as_of, np.flatnonzero(stale), keyed=True)
+            # The others' served sets are the ones they would get: copied as they are
+            # inside the warehouse, only their as_of moves to today.
+            kept = build.customers.customer_id[~stale]
+            carry = Carry(pd.DataFrame({"customer_id": kept.to_numpy(), "as_of": as_of}))
             served_by = model.choice
-        served = replace_served(wh, TABLE, TABLE_COLUMNS, chunks, config.data_dir)
+        served = replace_served(wh, TABLE, TABLE_COLUMNS, chunks, config.data_dir, carry=carry)
         rows = served.rows
         tables = table_metadata(wh, served.table)
         summary = wh.frame(
