@@ -256,9 +256,11 @@ def test_a_million_customers_in_seconds():
     band = rng.choice(["low", "medium", "high", "lapsed", "never_purchased"], count)
     probability = np.where(np.isin(band, ["lapsed", "never_purchased"]), np.nan, rng.random(count))
     churn = pd.DataFrame({"customer_id": ids, "churn_probability": probability, "risk_band": band})
-    started = time.perf_counter()
+    # CPU time, not wall time: the test workers (pyproject.toml's addopts) and whatever else
+    # shares the cores must not fail the budget; threads, if any, only add to it.
+    started = time.process_time()
     out = segment_customers(customers, churn.sample(frac=1, random_state=1), NO_ENGAGEMENT, AS_OF)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert len(out) == count
     assert set(out["segment"]) == set(LIFECYCLE_STAGES)
     assert elapsed < 15, f"{elapsed:.1f} s"
