@@ -13,58 +13,69 @@ WITH customers AS (
         AND (h.valid_to IS NULL OR h.valid_to > CAST(:as_of AS DATE))
     WHERE c.signup_at < CAST(:as_of_end AS TIMESTAMP)
 ),
+-- One row per customer and day: the windows below start at midnight (AS_OF_END is one), so
+-- every count, sum and distinct day comes from these rows, one pass over the facts instead
+-- of a distinct count per window.
+tx_days AS (
+    SELECT
+        customer_id,
+        CAST(occurred_at AS DATE) AS day,
+        COUNT(*) FILTER (WHERE NOT is_refund) AS purchases,
+        COUNT(*) FILTER (WHERE is_refund) AS refunds,
+        SUM(amount) FILTER (WHERE NOT is_refund) AS spend,
+        SUM(amount) FILTER (WHERE is_refund) AS refunded,
+        SUM(amount) AS net_amount,
+        MAX(occurred_at) FILTER (WHERE NOT is_refund) AS last_purchase_at
+    FROM {{ ref('fct_transactions') }}
+    WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
+    GROUP BY customer_id, CAST(occurred_at AS DATE)
+),
 tx AS (
     SELECT
         customer_id,
-        MAX(CASE WHEN NOT is_refund THEN occurred_at END) AS last_purchase_at,
-        COUNT(*) FILTER (WHERE NOT is_refund) AS purchases_total,
-        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS purchases_30d,
-        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days'
-                         AND occurred_at < CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS purchases_prev_30d,
-        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS purchases_90d,
-        COUNT(*) FILTER (WHERE is_refund) AS refunds_total,
-        COUNT(DISTINCT CAST(occurred_at AS DATE)) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS purchase_days_30d,
-        SUM(amount) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS spend_30d,
-        COUNT(DISTINCT CAST(occurred_at AS DATE)) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days') AS purchase_days_60d,
-        SUM(amount) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days') AS spend_60d,
-        COUNT(DISTINCT CAST(occurred_at AS DATE)) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS purchase_days_90d,
-        SUM(amount) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS spend_90d,
-        COUNT(DISTINCT CAST(occurred_at AS DATE)) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days') AS purchase_days_180d,
-        SUM(amount) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days') AS spend_180d,
-        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days') AS purchases_60d,
-        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days') AS purchases_180d,
-        COUNT(DISTINCT CAST(occurred_at AS DATE)) FILTER (WHERE NOT is_refund) AS purchase_days_total,
-        SUM(amount) FILTER (WHERE NOT is_refund) AS spend_total,
-        -SUM(amount) FILTER (WHERE is_refund) AS refunded_total,
-        SUM(amount) AS net_amount_total,
-        SUM(CASE WHEN occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN amount ELSE 0 END) AS net_amount_90d
-    FROM {{ ref('fct_transactions') }}
-    WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
+        MAX(last_purchase_at) AS last_purchase_at,
+        CAST(SUM(purchases) AS BIGINT) AS purchases_total,
+        CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 30) AS BIGINT) AS purchases_30d,
+        CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 60 AND day < CAST(:as_of_end AS DATE) - 30) AS BIGINT) AS purchases_prev_30d,
+        CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 90) AS BIGINT) AS purchases_90d,
+        CAST(SUM(refunds) AS BIGINT) AS refunds_total,
+        COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 30) AS purchase_days_30d,
+        SUM(spend) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 30) AS spend_30d,
+        COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 60) AS purchase_days_60d,
+        SUM(spend) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 60) AS spend_60d,
+        COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 90) AS purchase_days_90d,
+        SUM(spend) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 90) AS spend_90d,
+        COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 180) AS purchase_days_180d,
+        SUM(spend) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 180) AS spend_180d,
+        CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 60) AS BIGINT) AS purchases_60d,
+        CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 180) AS BIGINT) AS purchases_180d,
+        COUNT(*) FILTER (WHERE purchases > 0) AS purchase_days_total,
+        SUM(spend) AS spend_total,
+        -SUM(refunded) AS refunded_total,
+        SUM(net_amount) AS net_amount_total,
+        SUM(CASE WHEN day >= CAST(:as_of_end AS DATE) - 90 THEN net_amount ELSE 0 END) AS net_amount_90d
+    FROM tx_days
     GROUP BY customer_id
 ),
 -- The first day of data: a window reaching before it is marked missing (NULL), not short.
 span AS (
-    SELECT CAST(CAST(MIN(occurred_at) AS DATE) AS TIMESTAMP) AS first_day
-    FROM {{ ref('fct_transactions') }}
-    WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
-),
-purchase_days AS (
-    SELECT DISTINCT customer_id, CAST(occurred_at AS DATE) AS day
-    FROM {{ ref('fct_transactions') }}
-    WHERE NOT is_refund AND occurred_at < CAST(:as_of_end AS TIMESTAMP)
+    SELECT CAST(MIN(day) AS TIMESTAMP) AS first_day FROM tx_days
 ),
 gaps AS (
     SELECT
         customer_id,
-        day - LAG(day) OVER (PARTITION BY customer_id ORDER BY day) AS gap,
-        ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY day DESC) AS from_last
-    FROM purchase_days
+        day - LAG(day) OVER purchase_days AS gap,
+        -- One ordering for both: the last purchase day is the one with no next.
+        LEAD(day) OVER purchase_days IS NULL AS is_last
+    FROM tx_days
+    WHERE purchases > 0
+    WINDOW purchase_days AS (PARTITION BY customer_id ORDER BY day)
 ),
 gap_stats AS (
     SELECT
         customer_id,
         CAST(AVG(gap) AS DOUBLE PRECISION) AS mean_gap_days,
-        MAX(CASE WHEN from_last = 1 THEN gap END) AS last_gap_days
+        MAX(CASE WHEN is_last THEN gap END) AS last_gap_days
     FROM gaps
     GROUP BY customer_id
 ),
@@ -82,7 +93,9 @@ top_category AS (
             category,
             gross_amount / NULLIF(SUM(gross_amount) OVER (PARTITION BY customer_id), 0) AS spend_share,
             COUNT(*) OVER (PARTITION BY customer_id) AS categories,
-            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY gross_amount DESC, category) AS position
+            -- To the cent: a float sum's last bits depend on the order rows are added in,
+            -- which must not decide between two categories of equal spend.
+            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY ROUND(gross_amount, 2) DESC, category) AS position
         FROM category_spend
     ) ranked
     WHERE position = 1
