@@ -95,7 +95,7 @@ top_category AS (
             COUNT(*) OVER (PARTITION BY customer_id) AS categories,
             -- To the cent: a float sum's last bits depend on the order rows are added in,
             -- which must not decide between two categories of equal spend.
-            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY ROUND(gross_amount, 2) DESC, category) AS position
+            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY ROUND(gross_amount * 100) DESC, category) AS position
         FROM category_spend
     ) ranked
     WHERE position = 1
