@@ -14,23 +14,20 @@ WITH customers AS (
     WHERE c.signup_at < CAST(:as_of_end AS TIMESTAMP)
 ),
 -- One row per customer and day: the windows below start at midnight (AS_OF_END is one), so
--- every count, sum and distinct day comes from these rows, one pass over the facts instead
--- of a distinct count per window.
+-- every count and distinct day comes from these rows, one pass over the facts instead of
+-- a distinct count per window.
 tx_days AS (
     SELECT
         customer_id,
         CAST(occurred_at AS DATE) AS day,
         COUNT(*) FILTER (WHERE NOT is_refund) AS purchases,
         COUNT(*) FILTER (WHERE is_refund) AS refunds,
-        SUM(amount) FILTER (WHERE NOT is_refund) AS spend,
-        SUM(amount) FILTER (WHERE is_refund) AS refunded,
-        SUM(amount) AS net_amount,
         MAX(occurred_at) FILTER (WHERE NOT is_refund) AS last_purchase_at
     FROM {{ ref('fct_transactions') }}
     WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
     GROUP BY customer_id, CAST(occurred_at AS DATE)
 ),
-tx AS (
+tx_counts AS (
     SELECT
         customer_id,
         MAX(last_purchase_at) AS last_purchase_at,
@@ -40,22 +37,39 @@ tx AS (
         CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 90) AS BIGINT) AS purchases_90d,
         CAST(SUM(refunds) AS BIGINT) AS refunds_total,
         COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 30) AS purchase_days_30d,
-        SUM(spend) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 30) AS spend_30d,
         COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 60) AS purchase_days_60d,
-        SUM(spend) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 60) AS spend_60d,
         COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 90) AS purchase_days_90d,
-        SUM(spend) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 90) AS spend_90d,
         COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 180) AS purchase_days_180d,
-        SUM(spend) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 180) AS spend_180d,
         CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 60) AS BIGINT) AS purchases_60d,
         CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 180) AS BIGINT) AS purchases_180d,
-        COUNT(*) FILTER (WHERE purchases > 0) AS purchase_days_total,
-        SUM(spend) AS spend_total,
-        -SUM(refunded) AS refunded_total,
-        SUM(net_amount) AS net_amount_total,
-        SUM(CASE WHEN day >= CAST(:as_of_end AS DATE) - 90 THEN net_amount ELSE 0 END) AS net_amount_90d
+        COUNT(*) FILTER (WHERE purchases > 0) AS purchase_days_total
     FROM tx_days
     GROUP BY customer_id
+),
+-- Amounts summed exactly, to 1/10,000 of the currency unit: a float sum's last bits
+-- follow the order the engine's threads add rows in, which varies from one run to the
+-- next, and a model trained on the features would differ with them.
+tx_amounts AS (
+    SELECT
+        customer_id,
+        CAST(SUM(CAST(amount AS DECIMAL(18, 4))) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS DOUBLE PRECISION) AS spend_30d,
+        CAST(SUM(CAST(amount AS DECIMAL(18, 4))) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days') AS DOUBLE PRECISION) AS spend_60d,
+        CAST(SUM(CAST(amount AS DECIMAL(18, 4))) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS DOUBLE PRECISION) AS spend_90d,
+        CAST(SUM(CAST(amount AS DECIMAL(18, 4))) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days') AS DOUBLE PRECISION) AS spend_180d,
+        CAST(SUM(CAST(amount AS DECIMAL(18, 4))) FILTER (WHERE NOT is_refund) AS DOUBLE PRECISION) AS spend_total,
+        -CAST(SUM(CAST(amount AS DECIMAL(18, 4))) FILTER (WHERE is_refund) AS DOUBLE PRECISION) AS refunded_total,
+        CAST(SUM(CAST(amount AS DECIMAL(18, 4))) AS DOUBLE PRECISION) AS net_amount_total,
+        CAST(SUM(CASE WHEN occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN CAST(amount AS DECIMAL(18, 4)) ELSE 0 END) AS DOUBLE PRECISION) AS net_amount_90d
+    FROM {{ ref('fct_transactions') }}
+    WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
+    GROUP BY customer_id
+),
+tx AS (
+    SELECT
+        c.*, a.spend_30d, a.spend_60d, a.spend_90d, a.spend_180d, a.spend_total,
+        a.refunded_total, a.net_amount_total, a.net_amount_90d
+    FROM tx_counts c
+    JOIN tx_amounts a ON a.customer_id = c.customer_id
 ),
 -- The first day of data: a window reaching before it is marked missing (NULL), not short.
 span AS (
@@ -80,7 +94,7 @@ gap_stats AS (
     GROUP BY customer_id
 ),
 category_spend AS (
-    SELECT customer_id, category, SUM(amount) AS gross_amount
+    SELECT customer_id, category, SUM(CAST(amount AS DECIMAL(18, 4))) AS gross_amount
     FROM {{ ref('fct_transactions') }}
     WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP) AND NOT is_refund AND category IS NOT NULL
     GROUP BY customer_id, category
@@ -91,11 +105,10 @@ top_category AS (
         SELECT
             customer_id,
             category,
-            gross_amount / NULLIF(SUM(gross_amount) OVER (PARTITION BY customer_id), 0) AS spend_share,
+            CAST(gross_amount AS DOUBLE PRECISION)
+                / NULLIF(CAST(SUM(gross_amount) OVER (PARTITION BY customer_id) AS DOUBLE PRECISION), 0) AS spend_share,
             COUNT(*) OVER (PARTITION BY customer_id) AS categories,
-            -- To the cent: a float sum's last bits depend on the order rows are added in,
-            -- which must not decide between two categories of equal spend.
-            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY ROUND(gross_amount * 100) DESC, category) AS position
+            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY gross_amount DESC, category) AS position
         FROM category_spend
     ) ranked
     WHERE position = 1

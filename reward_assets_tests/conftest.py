@@ -20,38 +20,6 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PLATFORM_GROUPS = ("ingestion", "staging", "warehouse")
 
 
-# The slowest modules, slowest first, their setup included (from two-worker runs; the
-# first module on a worker to ask for a seeded world or the API world pays for building
-# it). The workers (pyproject.toml's addopts: a whole module at a time) take these before
-# the rest, which keep collection order: a long module handed out last would leave the
-# other worker idle at the end. A module missing here costs only balance.
-SLOW_FIRST = (
-    "test_api_live.py",
-    "test_churn.py",
-    "test_engagement.py",
-    "test_analytics.py",
-    "test_api_hardening.py",
-    "test_ops_schema.py",
-    "test_engagement_analysis.py",
-    "test_notebooks.py",
-    "test_cdnow.py",
-    "test_celery.py",
-    "test_parity.py",
-    "test_scale.py",
-    "test_send_time.py",
-    "test_incremental_scores.py",
-    "test_incremental_recommendations.py",
-    "test_ui_webserver.py",
-    "test_deploy_live.py",
-)
-
-
-@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture parameters
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep order
-
-
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch, tmp_path):
     """Tests never read the developer's .env or data/: settings come from here only."""
