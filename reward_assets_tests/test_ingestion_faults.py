@@ -112,6 +112,37 @@ def test_out_of_range_values_are_quarantined_not_loaded(tmp_path, warehouse):
     ]
 
 
+def test_an_amount_beyond_the_contracts_magnitude_is_quarantined_not_loaded(tmp_path, warehouse):
+    data = tmp_path / "data"
+    write_rows(
+        data,
+        "transactions",
+        "2023-03-02.csv",
+        [
+            transaction("t1", "cust001", "2023-03-02T10:00:00Z", amount="1e15"),
+            transaction("t2", "cust001", "2023-03-02T11:00:00Z", amount="-2e14"),
+            transaction("t3", "cust001", "2023-03-02T12:00:00Z", amount="999999999999.5"),
+            transaction("t4", "cust001", "2023-03-02T13:00:00Z", amount="-12.5"),
+        ],
+    )
+    report = load_window(warehouse, TRANSACTIONS, data, START, END)
+    assert report.rows_loaded == 2
+    loaded = warehouse.frame("SELECT amount FROM raw.transactions ORDER BY transaction_id")
+    assert loaded.amount.tolist() == [999999999999.5, -12.5]
+    bad = quarantined(warehouse, "transactions")
+    assert bad[["record_id", "reason"]].values.tolist() == [
+        ["t1", "out_of_range"],
+        ["t2", "out_of_range"],
+    ]
+    assert bad.detail.str.startswith("amount beyond").all()
+    # What is loaded, the marts can sum exactly (customer_features, analytics_revenue).
+    total = warehouse.frame(
+        "SELECT CAST(SUM(CAST(amount AS DECIMAL(18, 4))) AS DOUBLE PRECISION) AS total "
+        "FROM raw.transactions"
+    ).total.iloc[0]
+    assert total == 999999999987.0
+
+
 def test_a_nul_byte_in_an_event_row_quarantines_that_row_on_both_warehouses(tmp_path, warehouse):
     data = tmp_path / "data"
     path = write_rows(

@@ -25,6 +25,10 @@ SQL_TYPES: dict[ColumnType, str] = {
 # quarantined (`implausible_timestamp`) rather than let one row move the data's "today".
 EARLIEST_TIMESTAMP = dt.datetime(1900, 1, 1)
 FUTURE_TOLERANCE = dt.timedelta(days=1)
+# No single purchase of a loyalty programme comes near this, and the marts sum amounts
+# exactly as DECIMAL(18, 4), which holds magnitudes below 1e14: a larger amount is a broken
+# row (`out_of_range`), not a reason for the whole mart to fail.
+MAX_AMOUNT = 1e12
 # A longer value is no field of this contract but a broken file (a lost quote swallowing
 # lines, a binary blob): the row is quarantined as `oversized_value`.
 MAX_VALUE_LENGTH = 65_536
@@ -44,6 +48,8 @@ class Column:
     required: bool = False
     # The smallest value a number may take; below it the row is quarantined (`out_of_range`).
     minimum: int | None = None
+    # The largest magnitude a number may take; beyond it the row is quarantined (`out_of_range`).
+    magnitude: float | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ TRANSACTIONS = Entity(
         Column("transaction_id", required=True),
         Column("customer_id", required=True),
         Column("occurred_at", "timestamp", required=True),
-        Column("amount", "decimal", required=True),
+        Column("amount", "decimal", required=True, magnitude=MAX_AMOUNT),
         Column("currency"),
         Column("category"),
         Column("channel"),

@@ -219,6 +219,15 @@ def _rules(entity: Entity, suspect: Iterable[str]) -> list[tuple[str, Quarantine
         for c in entity.columns
         if c.minimum is not None
     ]
+    rules += [
+        (
+            f'abs("{c.name}__v") > {c.magnitude!r}',
+            QuarantineReason.OUT_OF_RANGE,
+            f"{c.name} beyond ±{c.magnitude:g}",
+        )
+        for c in entity.columns
+        if c.magnitude is not None
+    ]
     if "email" in entity.column_names:
         rules.append(
             (
