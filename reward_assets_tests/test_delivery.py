@@ -318,6 +318,30 @@ def test_quiet_hours_defer_to_their_end_in_the_customers_zone(store, mailer, ser
     assert len(server.messages) == 1
 
 
+def test_a_backlog_in_quiet_hours_is_deferred_at_once_and_checked_again_at_their_end(
+    store, mailer, server
+):
+    # 03:00 UTC: 22:00 in New York (quiet until 13:00 UTC), noon in Tokyo.
+    night = dt.datetime(2024, 3, 5, 3, tzinfo=dt.UTC)
+    waiting = [message(f"c{i:03d}", send_at=night, timezone="America/New_York") for i in range(120)]
+    Outbox(store).enqueue([*waiting, message("tokyo", send_at=night, timezone="Asia/Tokyo")])
+    suppress(store, "c000", "unsubscribe", "api")
+    commits = []
+    sa.event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+
+    report = deliver(store, mailer, night)
+
+    assert (report.sent, report.deferred, report.by_reason) == (1, 120, {"quiet_hours": 120})
+    # One transaction defers the batch: per row, the backlog took one commit each.
+    assert len(commits) < 20
+    assert {row(store, m.key).next_attempt_at for m in waiting} == {dt.datetime(2024, 3, 5, 13)}
+    # The other rules run when the rows are due again: the suppressed customer's is cancelled.
+    report = deliver(store, mailer, dt.datetime(2024, 3, 5, 13, tzinfo=dt.UTC))
+    assert (report.sent, report.cancelled, report.by_reason) == (119, 1, {"suppressed": 1})
+    assert row(store, waiting[0].key).status == "cancelled"
+    assert len(server.messages) == 120
+
+
 def test_the_frequency_cap_at_send_time_counts_messages_already_sent(store, mailer, server):
     day = dt.timedelta(days=1)
     box = Outbox(store)

@@ -48,6 +48,7 @@ from reward_assets.email.outbox import (
     Outbox,
     kill_switch_engaged,
     kill_switch_on,
+    status_in,
 )
 from reward_assets.email.suppression import suppressed_in
 from reward_assets.email.unsubscribe import make_token, signing_secret, unsubscribe_url
@@ -196,9 +197,10 @@ class _Run:
             log.warning("%d message(s) became uncertain: %s", len(keys), ", ".join(keys))
         return len(keys)
 
-    def _due(self, now: dt.datetime) -> list:
+    def _due(self, now: dt.datetime, *, by_key: bool = False) -> list:
+        """The conditions of a due row; `by_key` for a statement that names its rows by key."""
         return [
-            outbox.c.status == QUEUED,
+            status_in([QUEUED]) if by_key else outbox.c.status == QUEUED,
             outbox.c.send_at <= now,
             sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
             sa.or_(outbox.c.claimed_by.is_(None), outbox.c.lease_until < now),
@@ -218,7 +220,7 @@ class _Run:
         # re-reads a row it waited for) is left to it.
         statement = (
             sa.update(outbox)
-            .where(outbox.c.idempotency_key.in_(oldest), *self._due(now))
+            .where(outbox.c.idempotency_key.in_(oldest), *self._due(now, by_key=True))
             .values(claimed_by=self.worker, lease_until=now + self.lease, updated_at=now)
             .returning(*outbox.c)
         )
@@ -239,7 +241,7 @@ class _Run:
             .where(
                 outbox.c.idempotency_key.in_(list(keys)),
                 outbox.c.claimed_by == self.worker,
-                outbox.c.status == QUEUED,
+                status_in([QUEUED]),
             )
             .values(**values)
         )
@@ -280,8 +282,33 @@ class _Run:
             with self.flushing():
                 pass
 
+    def defer_quiet(self, rows: list) -> list:
+        """Release, in one transaction, the claimed rows whose customers are in quiet hours
+        now, until those end; the rows that may go on. After an outage most of a backlog
+        can sit in quiet hours, and one commit per row made deferring cost what sending
+        did. Deferring sends nothing, so it may come before the other rules: those run
+        when the row is due again (a suppressed customer's row is cancelled then)."""
+        at = self.clock()
+        start, end = self.config.policy.quiet_hours_start, self.config.policy.quiet_hours_end
+        until = {zone: next_allowed(at, zone, start, end) for zone in {r.timezone for r in rows}}
+        quiet: dict[dt.datetime, list[str]] = {}
+        for row in rows:
+            if until[row.timezone] != at:
+                quiet.setdefault(until[row.timezone], []).append(row.idempotency_key)
+        if not quiet:
+            return rows
+        with self.flushing() as conn:
+            for when, keys in quiet.items():
+                released = conn.execute(self._release(keys, to_db(when))).rowcount
+                self.report.deferred += released
+                self.report.by_reason[QUIET_HOURS] = (
+                    self.report.by_reason.get(QUIET_HOURS, 0) + released
+                )
+        return [row for row in rows if until[row.timezone] == at]
+
     def deliver(self, rows: list) -> bool:
         """Check and send the claimed rows; False when the connection is gone."""
+        rows = self.defer_quiet(rows)
         with ExitStack() as stack:
             session: MailSession | None = None
             for index, row in enumerate(rows):

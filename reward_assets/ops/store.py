@@ -58,7 +58,7 @@ outbox = sa.Table(
     sa.Column("customer_id", sa.String(64), nullable=False, index=True),
     sa.Column("campaign", sa.String(32), nullable=False),
     sa.Column("occurrence", sa.String(32), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
     sa.Column("send_at", sa.DateTime, nullable=False, index=True),  # naive UTC
     sa.Column("timezone", sa.String(64), nullable=False),
@@ -84,6 +84,9 @@ outbox = sa.Table(
     sa.Column("experiment", sa.String(64)),
     sa.Column("variant", sa.String(64)),
     sa.Column("lineage", sa.JSON),
+    # Revision 0004, for delivery's claim: the due rows in send order, read from the index
+    # alone, also past the rows deferred to a later attempt (`email.delivery`).
+    sa.Index("ix_outbox_due", "status", "send_at", "idempotency_key", "next_attempt_at"),
 )
 
 # Marketing stops for a customer on unsubscribe, complaint or hard bounce; first reason kept.
