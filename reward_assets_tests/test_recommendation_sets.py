@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reward_assets.recommend.arrays import FOLD_ROWS, bits, fold, mix
 from reward_assets.recommend.eligibility import (
     ALMOST_THERE_RATIO,
     blocking_reason,
@@ -662,3 +663,23 @@ def test_rules_are_validated():
         SetRules(exploration_share=1.5)
     with pytest.raises(ValueError):
         SetRules(almost_there_ratio=0.9)
+
+
+@pytest.mark.parametrize("n", [1, FOLD_ROWS - 1, FOLD_ROWS, 2 * FOLD_ROWS + 3])
+def test_fold_by_blocks_gives_each_rows_key_word_by_word(n):
+    """`fold` mixes blocks of rows in place; a row's key is still its words mixed one
+    after another into the seed, whatever block it falls in."""
+    rng = np.random.default_rng(n)
+    columns = [
+        rng.integers(0, 2**64, n, dtype=np.uint64),
+        rng.random((n, 5)).astype(np.float32),
+        rng.integers(0, 9, n),
+        rng.random(n) < 0.5,
+    ]
+    seed = np.uint64(7)
+    expected = np.full(n, seed, np.uint64)
+    for word in np.concatenate([bits(column) for column in columns], axis=1).T:
+        expected = mix(expected ^ word)
+    words = columns[0].copy()
+    assert np.array_equal(fold(seed, columns), expected)
+    assert np.array_equal(columns[0], words)  # the inputs are left as they were
