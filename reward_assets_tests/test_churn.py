@@ -21,6 +21,7 @@ from reward_assets.churn.model import (
     train_churn,
 )
 from reward_assets.ingest.clock import as_of_params
+from reward_assets.ml.cells import contributions
 from reward_assets.warehouse.sql_models import SQL_DIR, load_models, materialize
 from reward_assets.warehouse.store import Warehouse
 
@@ -539,3 +540,35 @@ def test_data_after_the_as_of_date_does_not_change_training(seeded_world, tmp_pa
         cut.dispose()
     assert after.fingerprint == before.fingerprint
     assert after.metrics == before.metrics
+
+
+@pytest.mark.parametrize("depth", [3, 7])
+def test_contributions_tree_by_tree_are_xgboosts_to_the_bit(depth):
+    """`cells.contributions` explains each tree once per pattern of its splits and sums
+    the trees as XGBoost does: the same float32 values as `pred_contribs`, missing values
+    and values on a threshold included, and trees of more split nodes than one int64
+    pattern holds."""
+    rng = np.random.default_rng(7)
+    n = 5_000
+    frame = pd.DataFrame(
+        {
+            "a": rng.integers(0, 30, n).astype(float),
+            "b": np.round(rng.random(n), 2),
+            "c": np.where(rng.random(n) < 0.2, np.nan, rng.integers(0, 5, n)),
+        }
+    )
+    target = (frame.a / 30 + frame.b + rng.normal(0, 0.3, n) > 1).astype(int)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": depth, "min_child_weight": 0},
+        xgb.DMatrix(frame, label=target, feature_names=list(frame.columns)),
+        num_boost_round=30,
+    )
+    direct = booster.predict(
+        xgb.DMatrix(frame, feature_names=list(frame.columns)), pred_contribs=True
+    )[:, :-1]
+    splits = json.loads(bytes(booster.save_raw("json")))["learner"]["gradient_booster"]
+    inner = max(sum(c != -1 for c in t["left_children"]) for t in splits["model"]["trees"])
+    assert inner > 30 if depth == 7 else inner <= 7
+    shared = contributions(booster, frame.to_numpy(), list(frame.columns))
+    assert shared.dtype == direct.dtype
+    assert np.array_equal(shared, direct)

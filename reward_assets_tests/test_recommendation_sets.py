@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reward_assets.recommend.arrays import FOLD_ROWS, bits, fold, mix
 from reward_assets.recommend.eligibility import (
     ALMOST_THERE_RATIO,
     blocking_reason,
@@ -25,6 +26,8 @@ from reward_assets.recommend.sets import (
     RewardCatalog,
     SetBuild,
     SetRules,
+    _Customers,
+    _pairs,
     build_sets,
     recommend_one,
 )
@@ -662,3 +665,48 @@ def test_rules_are_validated():
         SetRules(exploration_share=1.5)
     with pytest.raises(ValueError):
         SetRules(almost_there_ratio=0.9)
+
+
+@pytest.mark.parametrize("n", [1, FOLD_ROWS - 1, FOLD_ROWS, 2 * FOLD_ROWS + 3])
+def test_fold_by_blocks_gives_each_rows_key_word_by_word(n):
+    """`fold` mixes blocks of rows in place; a row's key is still its words mixed one
+    after another into the seed, whatever block it falls in."""
+    rng = np.random.default_rng(n)
+    columns = [
+        rng.integers(0, 2**64, n, dtype=np.uint64),
+        rng.random((n, 5)).astype(np.float32),
+        rng.integers(0, 9, n),
+        rng.random(n) < 0.5,
+    ]
+    seed = np.uint64(7)
+    expected = np.full(n, seed, np.uint64)
+    for word in np.concatenate([bits(column) for column in columns], axis=1).T:
+        expected = mix(expected ^ word)
+    words = columns[0].copy()
+    assert np.array_equal(fold(seed, columns), expected)
+    assert np.array_equal(columns[0], words)  # the inputs are left as they were
+
+
+def test_a_categorys_latest_redemption_is_the_last_row_given_for_it():
+    """Each (customer, category)'s reason names its last row in `last_redeemed` (the SQL
+    gives one; a frame given twice keeps the last), a missing name stays missing, and
+    unknown customers or categories are left out."""
+    customers = customers_frame({"customer_id": "c1"}, {"customer_id": "c2"})
+    rewards = rewards_frame(
+        {"reward_id": "r1", "category": "dining"}, {"reward_id": "r2", "category": "travel"}
+    )
+    catalog = RewardCatalog.build(rewards, np.zeros((2, DIMS)), BLOCKS)
+    latest = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c2", "c2", "c9", "c1"],
+            "category": ["dining", "dining", "travel", "dining", "dining", "spa"],
+            "reward_name": ["Old", "New", None, "Tea", "X", "Y"],
+        }
+    )
+    people = _Customers.build(customers)
+    keys, named = _pairs(people, catalog, no_pairs(), latest)[1].chunk(slice(0, 2))
+    width = len(catalog.categories)
+    dining, travel = (catalog.categories.tolist().index(c) for c in ("dining", "travel"))
+    assert keys.tolist() == [0 * width + dining, 1 * width + dining, 1 * width + travel]
+    assert named[:2].tolist() == ["because you redeemed New", "because you redeemed Tea"]
+    assert pd.isna(named[2])

@@ -29,6 +29,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from reward_assets.churn.features import DERIVED, features_as_of, model_matrix
 from reward_assets.churn.selection import select_features
 from reward_assets.ml.cells import cells, distinct, keys, served_keyed, split_points
+from reward_assets.ml.cells import contributions as tree_contributions
 from reward_assets.ml.learning_curve import TRAINING_MAX_ROWS, Curve, learning_curve
 from reward_assets.ml.lift import auc_lift
 from reward_assets.recommend.inputs import positions
@@ -69,7 +70,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
 # next 20% 'medium'. Fixed at training, so a customer's band does not depend on who else
 # is scored, and more customers turn 'high' when risk rises.
 BAND_QUANTILES = (0.7, 0.9)
-SCORE_CHUNK_ROWS = 200_000
 
 _LABEL_SQL = """
 WITH activity AS (
@@ -263,15 +263,7 @@ class ChurnModel:
         group, first = distinct(inputs)
         data = xgb.DMatrix(values[first], feature_names=self.features)
         probability = self.booster.predict(data)
-        contributions = np.concatenate(
-            [
-                self.booster.predict(
-                    data.slice(np.arange(start, min(start + SCORE_CHUNK_ROWS, len(first)))),
-                    pred_contribs=True,
-                )[:, :-1]
-                for start in range(0, len(first), SCORE_CHUNK_ROWS)
-            ]
-        )
+        contributions = tree_contributions(self.booster, values[first], self.features)
         order = np.argsort(-contributions, axis=1, kind="stable")[:, :3]
         raised = np.take_along_axis(contributions, order, axis=1) > 0
         return probability[group], order[group], raised[group]

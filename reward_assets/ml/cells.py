@@ -21,6 +21,8 @@ import xgboost as xgb
 from reward_assets.warehouse.store import Warehouse
 
 MISSING = -1
+# Split decisions packed into an int64 pattern before it is renumbered (`contributions`).
+PATTERN_BITS = 30
 
 
 def split_points(boosters: Sequence[xgb.Booster], features: int) -> list[np.ndarray]:
@@ -53,6 +55,53 @@ def distinct(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     groups = pd.DataFrame(rows).groupby(list(range(rows.shape[1])), sort=False).ngroup()
     codes = groups.to_numpy()
     return codes, np.unique(codes, return_index=True)[1]
+
+
+def contributions(booster: xgb.Booster, values: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """(n, features) exact per-feature contributions (SHAP, no bias column), as
+    `booster.predict(..., pred_contribs=True)` gives them, to the bit, at a fraction of
+    its cost.
+
+    A tree's contributions to a row depend only on which way the row goes at each of the
+    tree's split nodes (not only on its path: TreeSHAP weighs the other branches too), so
+    each tree is explained once per distinct pattern of its own splits (a depth-3 tree
+    has at most 2**7) instead of once per row. XGBoost adds the trees' float32
+    contributions in tree order, which the sum below repeats.
+    """
+    matrix = np.asarray(values, dtype=np.float64)
+    as_float32 = matrix.astype(np.float32)  # what the trees compare
+    model = json.loads(bytes(booster.save_raw("json")))["learner"]["gradient_booster"]["model"]
+    if len(model["trees"]) != booster.num_boosted_rounds():
+        # Slicing the booster takes rounds; a round of several trees would need their
+        # patterns combined, which no model here has.
+        raise ValueError("contributions are computed tree by tree: one tree per round")
+    # Feature by feature: each tree adds to a few contiguous rows of this.
+    total = np.zeros((len(names), len(matrix)), dtype=np.float32)
+    if not len(matrix):
+        return total.T
+    for position, tree in enumerate(model["trees"]):
+        pattern = np.zeros(len(matrix), dtype=np.int64)
+        inner = [node for node, left in enumerate(tree["left_children"]) if left != -1]
+        for bit, node in enumerate(inner):
+            if bit and not bit % PATTERN_BITS:
+                # Renumbered (codes below the row count) so 64 bits hold the next ones.
+                pattern = pd.factorize(pattern)[0].astype(np.int64) << PATTERN_BITS
+            column = as_float32[:, tree["split_indices"][node]]
+            threshold = np.float32(tree["split_conditions"][node])
+            left = np.where(np.isnan(column), bool(tree["default_left"][node]), column < threshold)
+            pattern |= left.astype(np.int64) << (bit % PATTERN_BITS)
+        # Any row of a pattern stands for all of it (hashed, not sorted: one pass).
+        which, patterns = pd.factorize(pattern)
+        example = np.empty(len(patterns), dtype=np.int64)
+        example[which] = np.arange(len(matrix))
+        data = xgb.DMatrix(matrix[example], feature_names=list(names))
+        explained = booster[position : position + 1].predict(data, pred_contribs=True)
+        # A feature the tree does not split on gets exactly +0 from it, which leaves a
+        # float32 sum unchanged (a sum of nonzero terms is never -0): only the tree's
+        # own features are added.
+        for feature in np.unique([tree["split_indices"][node] for node in inner]):
+            total[feature] += explained[:, feature][which]
+    return total.T
 
 
 def keys(rows: np.ndarray, salt: int) -> np.ndarray:

@@ -8,6 +8,9 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+# Rows `fold` mixes at a time (their words stay in the CPU's cache).
+FOLD_ROWS = 8192
+
 
 def seen_before(labels: np.ndarray) -> np.ndarray:
     """Per row, how many earlier positions hold the same label."""
@@ -51,11 +54,16 @@ def hash_ids(ids: pd.Series) -> np.ndarray:
 
 def mix(values: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser: well-spread 64-bit draws from ids and a seed."""
-    values = values ^ (values >> np.uint64(30))
-    values = values * np.uint64(0xBF58476D1CE4E5B9)
-    values = values ^ (values >> np.uint64(27))
-    values = values * np.uint64(0x94D049BB133111EB)
-    return values ^ (values >> np.uint64(31))
+    return _mix_in_place(np.array(values, dtype=np.uint64))
+
+
+def _mix_in_place(values: np.ndarray) -> np.ndarray:
+    values ^= values >> np.uint64(30)
+    values *= np.uint64(0xBF58476D1CE4E5B9)
+    values ^= values >> np.uint64(27)
+    values *= np.uint64(0x94D049BB133111EB)
+    values ^= values >> np.uint64(31)
+    return values
 
 
 def salt(*parts: bytes | str | np.ndarray) -> np.uint64:
@@ -84,8 +92,13 @@ def fold(key: np.uint64, columns: list[np.ndarray]) -> np.ndarray:
     but with a chance of about 2**-64."""
     words = np.concatenate([bits(column) for column in columns], axis=1)
     keys = np.full(len(words), key, np.uint64)
-    for word in words.T:
-        keys = mix(keys ^ word)
+    # A block of rows at a time, its words transposed and mixed in place: the same
+    # arithmetic in half the time of whole-column passes over millions of rows.
+    for start in range(0, len(words), FOLD_ROWS):
+        block = keys[start : start + FOLD_ROWS]
+        for word in np.ascontiguousarray(words[start : start + FOLD_ROWS].T):
+            block ^= word
+            _mix_in_place(block)
     return keys
 
 

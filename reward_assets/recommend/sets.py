@@ -391,14 +391,24 @@ def _pairs(
         catalog.reward_id.get_indexer(recent["reward_id"]),
         catalog.size,
     )
-    latest = last_redeemed.drop_duplicates(["customer_id", "category"], keep="last")
+    # Reversed, so that the first row of each (customer, category) `_Pairs.build` keeps
+    # is the last one given, as the frame's order has it (a hash-free drop of duplicates).
+    latest = last_redeemed.iloc[::-1]
     latest_pairs = _Pairs.build(
         row_of(latest["customer_id"]),
         pd.Index(catalog.categories).get_indexer(latest["category"]),
         len(catalog.categories),
-        ("because you redeemed " + latest["reward_name"].astype(str)).to_numpy(object),
+        _named(latest["reward_name"]),
     )
     return recent_pairs, latest_pairs
+
+
+def _named(reward_names: pd.Series) -> np.ndarray:
+    """The reason "because you redeemed <name>" per row, each distinct name's text built
+    once (a missing name stays missing: code -1 takes the trailing NaN)."""
+    codes, names = pd.factorize(reward_names.astype(str))
+    texts = ("because you redeemed " + pd.Index(names, dtype=object)).to_numpy(object)
+    return np.append(texts, np.nan)[codes]
 
 
 def _chunk(
