@@ -39,6 +39,7 @@ SERVED_TABLES = {
     "analytics.analytics_experiments": "experiment, variant, campaign, sent_date",
 }
 ROW_GROUP_SIZE = 8192
+SORT_MEMORY_LIMIT = "2GB"
 # Connections the API's reader keeps, and how many more it opens under a burst: FastAPI
 # runs plain endpoints on a pool of 40 threads.
 READER_POOL, READER_OVERFLOW = 8, 40
@@ -65,10 +66,17 @@ def publish(warehouse: Warehouse, table: str, data_dir: Path) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with warehouse.begin() as conn:
-        conn.exec_driver_sql(
-            f"COPY (SELECT * FROM {table} ORDER BY {SERVED_TABLES[table]}) "
-            f"TO {_literal(staged)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
-        )
+        # DuckDB's default limit (80% of RAM) lets the sort hold the whole table: at
+        # 1,000,000 customers the recommendation sets' snapshot added 3 GB to the run's
+        # peak. Under SORT_MEMORY_LIMIT it adds 2 GB, at the same CPU (it spills little).
+        conn.exec_driver_sql(f"SET memory_limit = '{SORT_MEMORY_LIMIT}'")
+        try:
+            conn.exec_driver_sql(
+                f"COPY (SELECT * FROM {table} ORDER BY {SERVED_TABLES[table]}) "
+                f"TO {_literal(staged)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
+            )
+        finally:
+            conn.exec_driver_sql("RESET memory_limit")
     os.replace(staged, path)
     return path
 
