@@ -131,9 +131,15 @@ def content_category(campaign: pd.Series, categories: tuple[str, ...]) -> np.nda
 
 
 def load_activity(
-    warehouse: Warehouse, end: dt.datetime, categories: tuple[str, ...] | None = None
+    warehouse: Warehouse,
+    end: dt.datetime,
+    categories: tuple[str, ...] | None = None,
+    in_time_order: bool = True,
 ) -> Activity:
-    """Email sends, opens and clicks before `end`, with local send and open times."""
+    """Email sends, opens and clicks before `end`, with local send and open times, in time
+    order (training's windows and sample follow the rows' order); `history_at` only counts
+    them, so send times leave the order to the engine (`in_time_order=False`) and spare
+    the sort of every send."""
     if categories is None:
         known = warehouse.frame(
             "SELECT DISTINCT category FROM marts.dim_rewards WHERE category IS NOT NULL"
@@ -180,16 +186,16 @@ def load_activity(
         )
         SELECT s.customer, s.occurred_at AS sent_at, s.campaign, f.opened_at, f.clicked_at
         FROM sends s LEFT JOIN firsts f ON f.message_id = s.message_id
-        ORDER BY s.occurred_at, s.message_id
-        """,
+        """
+        + ("ORDER BY s.occurred_at, s.message_id" if in_time_order else ""),
         {"end": end},
     )
     opens = warehouse.frame(
         events
         + """
         SELECT customer, occurred_at AS at FROM events WHERE event_type = 'open'
-        ORDER BY occurred_at, message_id
-        """,
+        """
+        + ("ORDER BY occurred_at, message_id" if in_time_order else ""),
         {"end": end},
     )
     zones = customers["timezone"].fillna("UTC").to_numpy()
