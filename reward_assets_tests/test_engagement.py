@@ -217,6 +217,11 @@ def test_labels_join_opens_and_clicks_by_message(duckdb_warehouse):
         ("a", "open", t0 + dt.timedelta(minutes=5), "m1", "wk20230227_gift_cards"),
         ("a", "click", t0 + dt.timedelta(minutes=7), "m1", "wk20230227_gift_cards"),
         ("a", "sent", t0 + dt.timedelta(days=1), "m2", "wk20230227_gift_cards"),
+        # A message sent twice counts once, as its first send (at t0, gift cards).
+        ("a", "sent", t0 + dt.timedelta(hours=2), "m1", "spring_sale"),
+        # Events of a customer the warehouse does not know are left out.
+        ("ghost", "sent", t0, "m5", "spring_sale"),
+        ("ghost", "open", t0 + dt.timedelta(minutes=1), "m3", "spring_sale"),
         ("b", "sent", t0, "m3", "spring_sale"),
         # An open of a message with no send (m9) labels no send; it is still an open event.
         ("b", "open", t0 + dt.timedelta(minutes=9), "m9", "spring_sale"),
@@ -241,6 +246,12 @@ def test_labels_join_opens_and_clicks_by_message(duckdb_warehouse):
     gift_cards = activity.categories.index("gift_cards")
     unknown = len(activity.categories)
     assert sends["category"].tolist() == [gift_cards, unknown, gift_cards, unknown]
+    # Send times read the same rows in whatever order the warehouse returns them.
+    unordered = load_activity(duckdb_warehouse, dt.datetime(2023, 3, 10), in_time_order=False)
+    by_time = unordered.sends.sort_values(["sent_at", "customer"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(by_time, sends)
+    opens = unordered.opens.sort_values("at").reset_index(drop=True)
+    pd.testing.assert_frame_equal(opens, activity.opens)
 
     history = history_at(activity, pd.Timestamp("2023-03-10"))
     a, b = activity.customers.index[activity.customers["customer_id"].isin(["a", "b"])]

@@ -122,7 +122,7 @@ def send_time_preferences(
     """
     as_of = resolve_as_of(warehouse, as_of)
     end = pd.Timestamp(as_of_params(as_of)["as_of_end"])
-    activity = load_activity(warehouse, end, model.categories)
+    activity = load_activity(warehouse, end, model.categories, in_time_order=False)
     return preferences_from_history(
         activity.customers,
         history_at(activity, end),
@@ -427,7 +427,7 @@ def preferences_without_model(
     ('default'). No best weekday; confidence 0, since nothing was validated."""
     as_of = resolve_as_of(warehouse, as_of)
     end = pd.Timestamp(as_of_params(as_of)["as_of_end"])
-    activity = load_activity(warehouse, end)
+    activity = load_activity(warehouse, end, in_time_order=False)
     customers, history = activity.customers, history_at(activity, end)
     hours = allowed_hours(quiet_hours)
     segment, segment_hour, global_hour, by_segment = _group_hours(
