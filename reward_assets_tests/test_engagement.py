@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
+from reward_assets.engagement.activity import load_activity
 from reward_assets.engagement.model import (
     FEATURES,
     ROUNDS,
@@ -21,7 +22,6 @@ from reward_assets.engagement.model import (
     feature_matrix,
     fit_engagement,
     history_at,
-    load_activity,
     train_engagement,
     training_set,
 )

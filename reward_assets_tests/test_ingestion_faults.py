@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from reward_assets.ingest.contract import CUSTOMERS, REWARDS, TRANSACTIONS
+from reward_assets.ingest.contract import CUSTOMERS, MAX_AMOUNT, REWARDS, TRANSACTIONS
 from reward_assets.ingest.load import SnapshotShrinkError, load_snapshot, load_window
 from reward_assets.ingest.validation import suspect_columns
 from reward_assets_tests.landing_builders import (
@@ -338,6 +338,9 @@ def test_numbers_read_as_pandas_reads_plain_decimals_and_refuse_the_rest(column)
     else:
         plain += fractions
     values = plain + refused
+    # Plain numbers all the same, but beyond any amount the contract takes.
+    beyond = [] if integer else [v for v in plain if abs(float(v)) > MAX_AMOUNT]
+    assert integer or len(beyond) == 3
     rows = [
         transaction(f"t{i}", "c1", "2023-03-02T10:00:00Z", **{column: v})
         for i, v in enumerate(values)
@@ -347,13 +350,16 @@ def test_numbers_read_as_pandas_reads_plain_decimals_and_refuse_the_rest(column)
     if integer:  # optional: unreadable values load as NULL and are counted
         read = result.good.set_index("transaction_id")[column]
         assert result.nulled == {column: len(refused)}
-    else:  # required: unreadable values are quarantined
+    else:  # required: unreadable values are quarantined, and readable ones out of range
         read = result.good.set_index("transaction_id")[column]
-        assert sorted(result.quarantine.record_id) == sorted(
-            f"t{i}" for i, v in enumerate(values) if v in refused
-        )
-        assert set(result.quarantine.reason) == {"invalid_number"}
+        reasons = dict(zip(result.quarantine.record_id, result.quarantine.reason, strict=True))
+        assert reasons == {
+            **{f"t{i}": "invalid_number" for i, v in enumerate(values) if v in refused},
+            **{f"t{i}": "out_of_range" for i, v in enumerate(values) if v in beyond},
+        }
     for i, value in enumerate(plain):
+        if value in beyond:
+            continue
         expected = pd.to_numeric(pd.Series([value])).iloc[0]
         assert read[f"t{i}"] == expected, value
     if integer:

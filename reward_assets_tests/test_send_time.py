@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from reward_assets.engagement import model as engagement_model
+from reward_assets.engagement.activity import load_activity
 from reward_assets.engagement.model import (
     FEATURES,
     feature_matrix,
     history_at,
-    load_activity,
     train_engagement,
 )
 from reward_assets.engagement.send_time import (

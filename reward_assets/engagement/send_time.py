@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from reward_assets.contact.timing import is_quiet_hour
+from reward_assets.engagement.activity import load_activity
 from reward_assets.engagement.model import (
     FEATURES,
     HOURS,
@@ -30,7 +31,6 @@ from reward_assets.engagement.model import (
     circular_distance,
     feature_matrix,
     history_at,
-    load_activity,
 )
 from reward_assets.ingest.clock import as_of_params, resolve_as_of
 from reward_assets.ml.cells import cells, distinct, keys, served_keyed, split_points
