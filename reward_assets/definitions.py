@@ -2,17 +2,30 @@
 asset with a reference to the code that defines it (the UI opens it from the asset), the
 kinds of the stores configured and the freshness policy of its schedule."""
 
+import warnings
 from pathlib import Path
 
 import dagster as dg
 
-from reward_assets.defs.freshness import with_freshness
-from reward_assets.defs.resources import store_kinds
 from reward_assets.settings import Settings
+
+# Code references and an asset's backfill policy are beta in the Dagster range
+# pyproject.toml pins; their warnings, one per asset on every load (the asset modules
+# load with `freshness`), buried the output of `make run` and `dagster dev` (180 lines).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    from reward_assets.defs.freshness import with_freshness
+    from reward_assets.defs.resources import store_kinds
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _definitions()
+
+
+def _definitions() -> dg.Definitions:
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     settings = Settings()
     kinds = store_kinds(settings)
