@@ -1,5 +1,6 @@
 -- schema: staging
 -- materialized: view
+-- partition_column: occurred_at
 -- group: staging
 -- description: A view over raw.engagement_events: email engagement events (sent, delivered, open, click, bounce, unsubscribe, complaint).
 SELECT

@@ -1,5 +1,6 @@
 -- schema: staging
 -- materialized: view
+-- partition_column: redeemed_at
 -- group: staging
 -- description: A view over raw.redemptions: reward redemptions, typed.
 SELECT

@@ -1,5 +1,6 @@
 -- schema: staging
 -- materialized: view
+-- partition_column: occurred_at
 -- group: staging
 -- description: A view over raw.transactions: transactions, typed; a negative amount is a refund, kept and flagged.
 SELECT

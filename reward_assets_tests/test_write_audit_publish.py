@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from reward_assets.quality.publish import build_model, replace_served
+from reward_assets.quality.checks import checks_path, load_checks
+from reward_assets.quality.publish import ViewAudit, build_model, replace_served
+from reward_assets.warehouse.load_log import LOG_COLUMNS, LOG_TABLE, record_load
 from reward_assets.warehouse.snapshots import SERVED_TABLES, snapshot_path
 from reward_assets.warehouse.sql_models import SQL_DIR, load_models
 from reward_assets.warehouse.store import Warehouse
@@ -143,6 +145,90 @@ def test_a_mart_keeps_its_previous_version_when_a_view_it_reads_fails_a_blocking
         "SELECT points_spent FROM marts.fct_redemptions"
     ).points_spent.tolist() == [5]
     assert warehouse.row_count("marts.fct_redemptions__next") == 2
+
+
+def _load_transactions(warehouse, start, end, *rows):
+    """A logged load of transactions: replaces [start, end) with `rows` (id, time), or the
+    whole table without a window."""
+    with warehouse.begin() as conn:
+        if start:
+            conn.execute(
+                sa.text(
+                    "DELETE FROM raw.transactions WHERE occurred_at >= :s AND occurred_at < :e"
+                ),
+                {"s": start, "e": end},
+            )
+        else:
+            conn.execute(sa.text("DELETE FROM raw.transactions"))
+        for transaction_id, at in rows:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO raw.transactions VALUES (:id, 'c1', :t, 10.0, 'usd', 'x', 'y', 1)"
+                ),
+                {"id": transaction_id, "t": at},
+            )
+        record_load(conn, "transactions", start, end)
+
+
+def test_a_views_unique_rule_reads_only_the_windows_loaded_since_its_pass(warehouse, tmp_path):
+    """Once the whole rule passed, a load of a window is checked on the window's ids: a
+    missing id, one repeated in the window, or one a row outside holds. What it finds
+    runs the whole rule, so the outcome is the one the whole rule reports."""
+    data_dir, day = tmp_path / "data", dt.datetime(2023, 3, 1)
+    warehouse.create_table(LOG_TABLE, LOG_COLUMNS)
+    with warehouse.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE raw.transactions (transaction_id VARCHAR, customer_id VARCHAR, "
+                "occurred_at TIMESTAMP, amount DOUBLE PRECISION, currency VARCHAR, "
+                "category VARCHAR, channel VARCHAR, points_earned INTEGER)"
+            )
+        )
+    models = load_models(SQL_DIR)
+    view = models["stg_transactions"]
+    unique = next(c for c in load_checks(checks_path(view)) if c.unique)
+
+    def build():
+        audited = build_model(warehouse, view, models, PERIOD, data_dir)
+        return audited.outcomes[unique.name]
+
+    def holds():
+        return ViewAudit.before_build(warehouse, view, PERIOD).unique_still_holds(warehouse, unique)
+
+    def outcome(o):
+        return (o.passed, o.failing_rows, o.checked_rows, o.examples)
+
+    _load_transactions(warehouse, day, day + dt.timedelta(days=2), ("t1", day), ("t2", day))
+    assert not holds()  # never passed: the whole rule runs
+    assert outcome(build()) == (True, 0, 2, [])
+
+    windows = [
+        (("t3", day + dt.timedelta(days=2)),),  # clean
+        (("t1", day + dt.timedelta(days=2)),),  # an id a row outside the window holds
+        (("t4", day + dt.timedelta(days=2)), ("t4", day + dt.timedelta(days=2, hours=1))),
+        ((None, day + dt.timedelta(days=2)),),
+    ]
+    expected = [
+        (True, 0, 3, []),
+        (False, 2, 3, ["t1", "t1"]),
+        (False, 2, 4, ["t4", "t4"]),
+        (False, 1, 3, [None]),
+    ]
+    for rows, (passed, failing, checked, examples) in zip(windows, expected, strict=True):
+        _load_transactions(warehouse, day + dt.timedelta(days=2), day + dt.timedelta(days=3), *rows)
+        assert holds() == passed
+        assert outcome(build()) == (passed, failing, checked, examples)
+        if not passed:  # the window fixed: it passes on the windows loaded since the pass
+            _load_transactions(
+                warehouse, day + dt.timedelta(days=2), day + dt.timedelta(days=3), *windows[0]
+            )
+            assert holds()
+            assert outcome(build()) == (True, 0, 3, [])
+
+    # A load of the whole table: the whole rule runs again.
+    _load_transactions(warehouse, None, None, ("t1", day), ("t1", day))
+    assert not holds()
+    assert outcome(build()) == (False, 2, 2, ["t1", "t1"])
 
 
 def test_a_failing_warning_check_still_publishes(duckdb_warehouse, tmp_path):

@@ -11,6 +11,13 @@ They run once per state of the view's sources: a pass is remembered with the las
 of those sources (`warehouse/load_log.py`) and with what else decides the outcome (the
 view's SQL, its checks, the run's parameters), and a model whose build read that same
 state takes it rather than reading the whole view again.
+
+The run's parameters change every day, so each day's first build checks the view again.
+A unique rule takes none: its pass is remembered on its own, and when the loads since
+replaced only windows of a view with a `partition_column`, the rows outside them are the
+ones that passed, so the rule reads just the windows' values (missing, repeated, or
+shared with a row outside). Anything found there runs the whole rule, so a failure
+reports exactly what it reports today.
 """
 
 from __future__ import annotations
@@ -34,10 +41,17 @@ from reward_assets.quality.checks import (
     run_checks,
     table_checks_path,
 )
-from reward_assets.warehouse.load_log import latest_seq
+from reward_assets.warehouse.load_log import latest_seq, windows_since
 from reward_assets.warehouse.snapshots import SERVED_TABLES, publish
 from reward_assets.warehouse.sql_models import SqlModel, SqlModelError, materialize
-from reward_assets.warehouse.staging import Built, Carry, Staged, stage_frames, write_audit_swap
+from reward_assets.warehouse.staging import (
+    Built,
+    Carry,
+    Slice,
+    Staged,
+    stage_frames,
+    write_audit_swap,
+)
 from reward_assets.warehouse.store import Warehouse
 
 # Views whose blocking checks passed, with the state they passed on.
@@ -80,15 +94,71 @@ class ViewAudit:
 
     def remember_pass(self, warehouse: Warehouse) -> None:
         """Record a pass, unless a load of the sources came between the build and now."""
+        self._remember(warehouse, self.view.name, self.state)
+
+    def _remember(self, warehouse: Warehouse, name: str, state: str) -> None:
         if not self.seq or _sources_seq(warehouse, self.view) != self.seq:
             return
         warehouse.create_table(VIEW_CHECKS_TABLE, VIEW_CHECKS_COLUMNS)
         with warehouse.begin() as conn:
-            key = {"view": self.view.name, "state": self.state, "seq": self.seq}
+            key = {"view": name, "state": state, "seq": self.seq}
             conn.execute(sa.text(f"DELETE FROM {VIEW_CHECKS_TABLE} WHERE view_name = :view"), key)
             conn.execute(
                 sa.text(f"INSERT INTO {VIEW_CHECKS_TABLE} VALUES (:view, :state, :seq)"), key
             )
+
+    def run(
+        self, warehouse: Warehouse, checks: Sequence[TableCheck], params: Mapping[str, Any]
+    ) -> dict[str, CheckOutcome]:
+        """`checks` on the view as it reads now (see the module's docstring)."""
+        view = self.view
+        kept = [c for c in checks if c.unique and self.unique_still_holds(warehouse, c)]
+        rest = [c for c in checks if c.name not in {k.name for k in kept}]
+        outcomes = run_checks(warehouse, rest, Staged(view.table, view.table, 0), params)
+        if kept:
+            rows = int(warehouse.scalar(f"SELECT COUNT(*) FROM {view.table}"))
+            outcomes |= {c.name: CheckOutcome(True, 0, rows) for c in kept}
+        for check in checks:
+            if check.unique and outcomes[check.name].passed:
+                self._remember(warehouse, *_unique_key(view, check))
+        return outcomes
+
+    def unique_still_holds(self, warehouse: Warehouse, check: TableCheck) -> bool:
+        """Whether the unique rule's last pass holds still: the loads since replaced only
+        windows, whose values are all present and held by one row each."""
+        view, (name, state) = self.view, _unique_key(self.view, check)
+        if not (self.seq and view.partition_column and warehouse.table_exists(VIEW_CHECKS_TABLE)):
+            return False
+        last = warehouse.scalar(
+            f"SELECT seq FROM {VIEW_CHECKS_TABLE} WHERE view_name = :view AND state = :state",
+            {"view": name, "state": state},
+        )
+        if not last or last > self.seq:  # never passed, or the log was started again
+            return False
+        with warehouse.engine.connect() as conn:
+            windows = windows_since(conn, [e for _, e in view.sources], last, self.seq)
+        if None in windows:  # a load replaced the whole table
+            return False
+        loaded = Slice(view.partition_column, tuple(windows), ())
+        column, outside = check.column, f"NOT COALESCE({loaded.in_ranges('v')}, FALSE)"
+        # A join, not EXISTS: the windows' few values are what the database hashes.
+        found = warehouse.scalar(
+            f"WITH loaded AS (SELECT {column} AS value FROM {view.table} "
+            f"WHERE {loaded.in_ranges()}) "
+            "SELECT (SELECT COUNT(*) FROM (SELECT value FROM loaded GROUP BY value "
+            "HAVING COUNT(*) > 1 OR value IS NULL) d) + "
+            f"(SELECT COUNT(*) FROM {view.table} v JOIN loaded l ON l.value = v.{column} "
+            f"WHERE {outside})",
+            loaded.params,
+        )
+        # A load committed meanwhile may have changed rows outside the windows read.
+        return found == 0 and _sources_seq(warehouse, view) == self.seq
+
+
+def _unique_key(view: SqlModel, check: TableCheck) -> tuple[str, str]:
+    """Where a unique rule's pass is remembered, and what it depends on besides the rows."""
+    facts = repr((view.body, view.partition_column, check.name, check.column))
+    return f"{view.name}:{check.name}", hashlib.sha256(facts.encode()).hexdigest()
 
 
 def _sources_seq(warehouse: Warehouse, view: SqlModel) -> int:
@@ -106,6 +176,7 @@ class Auditor:
     source: Path  # where the checks are declared, named when one cannot run
     # The views the build reads, with their blocking checks (see the module's docstring).
     views: Sequence[ViewAudit] = ()
+    itself: ViewAudit | None = None  # the build is this view's
     outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
     views_failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -113,16 +184,16 @@ class Auditor:
     def __call__(self, staged: Staged) -> bool:
         started = time.perf_counter()
         try:
-            self.outcomes = run_checks(self.warehouse, self.checks, staged, self.params)
+            if self.itself:
+                self.outcomes = self.itself.run(self.warehouse, self.checks, self.params)
+            else:
+                self.outcomes = run_checks(self.warehouse, self.checks, staged, self.params)
             self.views_failed = []
             for audit in self.views:
                 if audit.passed_before(self.warehouse):
                     continue
-                view = audit.view
-                outcomes = run_checks(
-                    self.warehouse, audit.checks, Staged(view.table, view.table, 0), self.params
-                )
-                failed = [f"{view.name}:{n}" for n, o in outcomes.items() if not o.passed]
+                outcomes = audit.run(self.warehouse, audit.checks, self.params)
+                failed = [f"{audit.view.name}:{n}" for n, o in outcomes.items() if not o.passed]
                 if not failed:
                     audit.remember_pass(self.warehouse)
                 self.views_failed += failed
@@ -195,7 +266,7 @@ def build_model(
     view_audits = [ViewAudit.before_build(warehouse, v, params) for v in views]
     is_view = model.materialized == "view"
     itself = ViewAudit.before_build(warehouse, model, params) if is_view else None
-    auditor = Auditor(warehouse, load_checks(path), params, path, view_audits)
+    auditor = Auditor(warehouse, load_checks(path), params, path, view_audits, itself)
     built = materialize(warehouse, model, models, params, auditor)
     if itself and built.published:
         # The marts that read the view in this state need not check it again.

@@ -7,7 +7,9 @@ A model file is plain SQL with a header of `-- key: value` lines:
 
     -- schema: marts
     -- materialized: table | partitioned | history | view | incremental
-    -- partition_column: occurred_at      (partitioned and incremental models only)
+    -- partition_column: occurred_at      (partitioned and incremental models; a view's
+                                          is the time its source's loads replace
+                                          windows of, `quality/publish.py`)
     -- incremental_on: dim_customers(customer_id) dim_rewards(reward_id, category)
                                           (incremental models only)
     -- group: warehouse
