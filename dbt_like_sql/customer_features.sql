@@ -84,19 +84,22 @@ category_spend AS (
     WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP) AND NOT is_refund AND category IS NOT NULL
     GROUP BY customer_id, category
 ),
+category_stats AS (
+    SELECT customer_id, COUNT(*) AS categories, SUM(gross_amount) AS gross_total, MAX(gross_amount) AS top_amount
+    FROM category_spend
+    GROUP BY customer_id
+),
+-- The category of the largest spend, the first name among equals: a join on the largest
+-- amount costs less than ranking every category in a window.
 top_category AS (
-    SELECT customer_id, category, spend_share, categories
-    FROM (
-        SELECT
-            customer_id,
-            category,
-            CAST(gross_amount AS DOUBLE PRECISION)
-                / NULLIF(CAST(SUM(gross_amount) OVER (PARTITION BY customer_id) AS DOUBLE PRECISION), 0) AS spend_share,
-            COUNT(*) OVER (PARTITION BY customer_id) AS categories,
-            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY gross_amount DESC, category) AS position
-        FROM category_spend
-    ) ranked
-    WHERE position = 1
+    SELECT
+        s.customer_id,
+        MIN(c.category) AS category,
+        CAST(MAX(s.top_amount) AS DOUBLE PRECISION) / NULLIF(CAST(MAX(s.gross_total) AS DOUBLE PRECISION), 0) AS spend_share,
+        MAX(s.categories) AS categories
+    FROM category_spend c
+    JOIN category_stats s ON s.customer_id = c.customer_id AND c.gross_amount = s.top_amount
+    GROUP BY s.customer_id
 ),
 email AS (
     SELECT
