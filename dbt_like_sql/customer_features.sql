@@ -13,45 +13,22 @@ WITH customers AS (
         AND (h.valid_to IS NULL OR h.valid_to > CAST(:as_of AS DATE))
     WHERE c.signup_at < CAST(:as_of_end AS TIMESTAMP)
 ),
--- One row per customer and day: the windows below start at midnight (AS_OF_END is one), so
--- every count and distinct day comes from these rows, one pass over the facts instead of
--- a distinct count per window.
-tx_days AS (
+-- Per customer, straight from the facts. Amounts are summed exactly, to 1/10,000 of the
+-- currency unit: a float sum's last bits follow the order the engine's threads add rows
+-- in, which varies from one run to the next, and a model trained on the features would
+-- differ with them.
+tx AS (
     SELECT
         customer_id,
-        CAST(occurred_at AS DATE) AS day,
-        COUNT(*) FILTER (WHERE NOT is_refund) AS purchases,
-        COUNT(*) FILTER (WHERE is_refund) AS refunds,
-        MAX(occurred_at) FILTER (WHERE NOT is_refund) AS last_purchase_at
-    FROM {{ ref('fct_transactions') }}
-    WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
-    GROUP BY customer_id, CAST(occurred_at AS DATE)
-),
-tx_counts AS (
-    SELECT
-        customer_id,
-        MAX(last_purchase_at) AS last_purchase_at,
-        CAST(SUM(purchases) AS BIGINT) AS purchases_total,
-        CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 30) AS BIGINT) AS purchases_30d,
-        CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 60 AND day < CAST(:as_of_end AS DATE) - 30) AS BIGINT) AS purchases_prev_30d,
-        CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 90) AS BIGINT) AS purchases_90d,
-        CAST(SUM(refunds) AS BIGINT) AS refunds_total,
-        COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 30) AS purchase_days_30d,
-        COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 60) AS purchase_days_60d,
-        COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 90) AS purchase_days_90d,
-        COUNT(*) FILTER (WHERE purchases > 0 AND day >= CAST(:as_of_end AS DATE) - 180) AS purchase_days_180d,
-        CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 60) AS BIGINT) AS purchases_60d,
-        CAST(SUM(purchases) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 180) AS BIGINT) AS purchases_180d,
-        COUNT(*) FILTER (WHERE purchases > 0) AS purchase_days_total
-    FROM tx_days
-    GROUP BY customer_id
-),
--- Amounts summed exactly, to 1/10,000 of the currency unit: a float sum's last bits
--- follow the order the engine's threads add rows in, which varies from one run to the
--- next, and a model trained on the features would differ with them.
-tx_amounts AS (
-    SELECT
-        customer_id,
+        MIN(occurred_at) AS first_at,
+        MAX(occurred_at) FILTER (WHERE NOT is_refund) AS last_purchase_at,
+        COUNT(*) FILTER (WHERE NOT is_refund) AS purchases_total,
+        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS purchases_30d,
+        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days' AND occurred_at < CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS purchases_prev_30d,
+        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days') AS purchases_60d,
+        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS purchases_90d,
+        COUNT(*) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days') AS purchases_180d,
+        COUNT(*) FILTER (WHERE is_refund) AS refunds_total,
         CAST(SUM(CAST(amount AS DECIMAL(18, 4))) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days') AS DOUBLE PRECISION) AS spend_30d,
         CAST(SUM(CAST(amount AS DECIMAL(18, 4))) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days') AS DOUBLE PRECISION) AS spend_60d,
         CAST(SUM(CAST(amount AS DECIMAL(18, 4))) FILTER (WHERE NOT is_refund AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS DOUBLE PRECISION) AS spend_90d,
@@ -64,34 +41,42 @@ tx_amounts AS (
     WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
     GROUP BY customer_id
 ),
-tx AS (
-    SELECT
-        c.*, a.spend_30d, a.spend_60d, a.spend_90d, a.spend_180d, a.spend_total,
-        a.refunded_total, a.net_amount_total, a.net_amount_90d
-    FROM tx_counts c
-    JOIN tx_amounts a ON a.customer_id = c.customer_id
-),
 -- The first day of data: a window reaching before it is marked missing (NULL), not short.
 span AS (
-    SELECT CAST(MIN(day) AS TIMESTAMP) AS first_day FROM tx_days
+    SELECT CAST(CAST(MIN(first_at) AS DATE) AS TIMESTAMP) AS first_day FROM tx
 ),
-gaps AS (
+-- Each customer's purchase days once: AS_OF_END is a midnight, so the windows of days
+-- below are the windows of timestamps above.
+purchase_days AS (
+    SELECT DISTINCT customer_id, CAST(occurred_at AS DATE) AS day
+    FROM {{ ref('fct_transactions') }}
+    WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP) AND NOT is_refund
+),
+purchase_day_stats AS (
     SELECT
         customer_id,
-        day - LAG(day) OVER purchase_days AS gap,
-        -- One ordering for both: the last purchase day is the one with no next.
-        LEAD(day) OVER purchase_days IS NULL AS is_last
-    FROM tx_days
-    WHERE purchases > 0
-    WINDOW purchase_days AS (PARTITION BY customer_id ORDER BY day)
+        COUNT(*) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 30) AS purchase_days_30d,
+        COUNT(*) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 60) AS purchase_days_60d,
+        COUNT(*) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 90) AS purchase_days_90d,
+        COUNT(*) FILTER (WHERE day >= CAST(:as_of_end AS DATE) - 180) AS purchase_days_180d,
+        COUNT(*) AS purchase_days_total,
+        MIN(day) AS first_day,
+        MAX(day) AS last_day
+    FROM purchase_days
+    GROUP BY customer_id
 ),
+-- The gaps between a customer's purchase days add up to the last day less the first, so
+-- they need no ordering of the days (an ordered window over them cost as much as a pass
+-- over the facts): that sum on the first day's row, averaged over every day but the last,
+-- is AVG over the gaps, with the same sum and count and so the same double on each engine.
 gap_stats AS (
     SELECT
-        customer_id,
-        CAST(AVG(gap) AS DOUBLE PRECISION) AS mean_gap_days,
-        MAX(CASE WHEN is_last THEN gap END) AS last_gap_days
-    FROM gaps
-    GROUP BY customer_id
+        d.customer_id,
+        CAST(AVG(CASE WHEN d.day = s.first_day THEN s.last_day - s.first_day ELSE 0 END) AS DOUBLE PRECISION) AS mean_gap_days,
+        MAX(s.last_day) - MAX(d.day) AS last_gap_days
+    FROM purchase_days d
+    JOIN purchase_day_stats s ON s.customer_id = d.customer_id AND d.day < s.last_day
+    GROUP BY d.customer_id
 ),
 category_spend AS (
     SELECT customer_id, category, SUM(CAST(amount AS DECIMAL(18, 4))) AS gross_amount
@@ -99,19 +84,22 @@ category_spend AS (
     WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP) AND NOT is_refund AND category IS NOT NULL
     GROUP BY customer_id, category
 ),
+category_stats AS (
+    SELECT customer_id, COUNT(*) AS categories, SUM(gross_amount) AS gross_total, MAX(gross_amount) AS top_amount
+    FROM category_spend
+    GROUP BY customer_id
+),
+-- The category of the largest spend, the first name among equals: a join on the largest
+-- amount costs less than ranking every category in a window.
 top_category AS (
-    SELECT customer_id, category, spend_share, categories
-    FROM (
-        SELECT
-            customer_id,
-            category,
-            CAST(gross_amount AS DOUBLE PRECISION)
-                / NULLIF(CAST(SUM(gross_amount) OVER (PARTITION BY customer_id) AS DOUBLE PRECISION), 0) AS spend_share,
-            COUNT(*) OVER (PARTITION BY customer_id) AS categories,
-            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY gross_amount DESC, category) AS position
-        FROM category_spend
-    ) ranked
-    WHERE position = 1
+    SELECT
+        s.customer_id,
+        MIN(c.category) AS category,
+        CAST(MAX(s.top_amount) AS DOUBLE PRECISION) / NULLIF(CAST(MAX(s.gross_total) AS DOUBLE PRECISION), 0) AS spend_share,
+        MAX(s.categories) AS categories
+    FROM category_spend c
+    JOIN category_stats s ON s.customer_id = c.customer_id AND c.gross_amount = s.top_amount
+    GROUP BY s.customer_id
 ),
 email AS (
     SELECT
@@ -151,18 +139,18 @@ SELECT
     COALESCE(tx.purchases_30d, 0) AS purchases_30d,
     COALESCE(tx.purchases_prev_30d, 0) AS purchases_prev_30d,
     COALESCE(tx.purchases_90d, 0) AS frequency_90d,
-    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days' THEN COALESCE(tx.purchase_days_30d, 0) END AS purchase_days_30d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days' THEN COALESCE(days.purchase_days_30d, 0) END AS purchase_days_30d,
     CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '30 days' THEN COALESCE(tx.spend_30d, 0) END AS spend_30d,
     CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days' THEN COALESCE(tx.purchases_60d, 0) END AS purchases_60d,
-    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days' THEN COALESCE(tx.purchase_days_60d, 0) END AS purchase_days_60d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days' THEN COALESCE(days.purchase_days_60d, 0) END AS purchase_days_60d,
     CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '60 days' THEN COALESCE(tx.spend_60d, 0) END AS spend_60d,
     CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN COALESCE(tx.purchases_90d, 0) END AS purchases_90d,
-    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN COALESCE(tx.purchase_days_90d, 0) END AS purchase_days_90d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN COALESCE(days.purchase_days_90d, 0) END AS purchase_days_90d,
     CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN COALESCE(tx.spend_90d, 0) END AS spend_90d,
     CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days' THEN COALESCE(tx.purchases_180d, 0) END AS purchases_180d,
-    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days' THEN COALESCE(tx.purchase_days_180d, 0) END AS purchase_days_180d,
+    CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days' THEN COALESCE(days.purchase_days_180d, 0) END AS purchase_days_180d,
     CASE WHEN span.first_day <= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '180 days' THEN COALESCE(tx.spend_180d, 0) END AS spend_180d,
-    COALESCE(tx.purchase_days_total, 0) AS purchase_days_total,
+    COALESCE(days.purchase_days_total, 0) AS purchase_days_total,
     COALESCE(tx.spend_total, 0) AS spend_total,
     CAST(tx.spend_total AS DOUBLE PRECISION) / NULLIF(tx.purchases_total, 0) AS avg_basket,
     gap_stats.mean_gap_days,
@@ -189,6 +177,7 @@ SELECT
     COALESCE(redeemed.points_spent_total, 0) AS points_spent_total
 FROM customers c
 LEFT JOIN tx ON tx.customer_id = c.customer_id
+LEFT JOIN purchase_day_stats days ON days.customer_id = c.customer_id
 LEFT JOIN top_category ON top_category.customer_id = c.customer_id
 LEFT JOIN email ON email.customer_id = c.customer_id
 LEFT JOIN redeemed ON redeemed.customer_id = c.customer_id
