@@ -193,14 +193,17 @@ class Stores:
 
 
 def sorted_tables(url: str, tables) -> dict[str, pd.DataFrame]:
-    """Each table's rows, in the order of its key columns."""
+    """Each table's rows, in the order of its key columns, then of the others: a key need
+    not be unique (a reward's redemptions of one day can carry two categories), and the
+    order a table stores ties in is no result."""
     warehouse = Warehouse(url)
     try:
+        frames = {table: warehouse.frame(f"SELECT * FROM {table}") for table in tables}
         return {
-            table: warehouse.frame(f"SELECT * FROM {table}")
-            .sort_values(SERVED_TABLES[table].split(", "))
-            .reset_index(drop=True)
-            for table in tables
+            table: frame.sort_values(
+                list(dict.fromkeys([*SERVED_TABLES[table].split(", "), *frame.columns]))
+            ).reset_index(drop=True)
+            for table, frame in frames.items()
         }
     finally:
         warehouse.dispose()

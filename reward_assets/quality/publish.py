@@ -267,7 +267,10 @@ def build_model(
     is_view = model.materialized == "view"
     itself = ViewAudit.before_build(warehouse, model, params) if is_view else None
     auditor = Auditor(warehouse, load_checks(path), params, path, view_audits, itself)
-    built = materialize(warehouse, model, models, params, auditor)
+    # A partitioned model with no checks and no views to check cannot be rejected: there
+    # is nothing to stage its window for.
+    unchecked = model.partitioned and not auditor.checks and not view_audits
+    built = materialize(warehouse, model, models, params, None if unchecked else auditor)
     if itself and built.published:
         # The marts that read the view in this state need not check it again.
         itself.remember_pass(warehouse)

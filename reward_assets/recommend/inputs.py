@@ -61,6 +61,7 @@ def redemption_pairs(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
         "SELECT DISTINCT customer_id, reward_id FROM marts.fct_redemptions "
         "WHERE redeemed_at < :as_of_end",
         as_of_params(as_of),
+        text_only=True,
     )
 
 
@@ -83,6 +84,7 @@ def eligibility_inputs(
           AND redeemed_at >= :recent_start
         """,
         params,
+        text_only=True,
     )
     last_redeemed = warehouse.frame(
         """
@@ -98,6 +100,7 @@ def eligibility_inputs(
         WHERE position = 1
         """,
         params,
+        text_only=True,
     )
     return customers, rewards, recent, last_redeemed
 

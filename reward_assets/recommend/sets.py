@@ -388,7 +388,7 @@ def _pairs(
 
     recent_pairs = _Pairs.build(
         row_of(recent["customer_id"]),
-        catalog.reward_id.get_indexer(recent["reward_id"]),
+        positions(recent["reward_id"], catalog.reward_id),
         catalog.size,
     )
     # Reversed, so that the first row of each (customer, category) `_Pairs.build` keeps
@@ -396,7 +396,7 @@ def _pairs(
     latest = last_redeemed.iloc[::-1]
     latest_pairs = _Pairs.build(
         row_of(latest["customer_id"]),
-        pd.Index(catalog.categories).get_indexer(latest["category"]),
+        positions(latest["category"], catalog.categories),
         len(catalog.categories),
         _named(latest["reward_name"]),
     )

@@ -47,6 +47,7 @@ from reward_assets.warehouse.staging import (
     Slice,
     Staged,
     Window,
+    rows_outside,
     staged_name,
     write_audit_swap,
 )
@@ -181,6 +182,26 @@ def _stage_window(conn: Connection, model: SqlModel, sql: str, params: Mapping[s
     # Counted, not taken from rowcount: DuckDB's driver reports -1 for CREATE ... AS.
     rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {staged}")).scalar()
     return Staged(model.table, staged, int(rows), window)
+
+
+def _write_window(conn: Connection, model: SqlModel, sql: str, params: Mapping[str, Any]) -> Staged:
+    """A partitioned model with nothing to audit: its window is written straight into the
+    table, in the build's transaction, which is what the swap of a staged window would do
+    (readers see the previous rows or the new window). Staging it would copy every row of
+    the window twice, into `__next` and from there into the table."""
+    window = Window(model.partition_column, params["partition_start"], params["partition_end"])
+    select = f"SELECT * FROM ({sql}) q WHERE {window.inside('q')}"
+    bound = {**params, **window.params}
+    if rows_outside(conn, model.table, window):
+        conn.execute(sa.text(f"DELETE FROM {model.table} WHERE {window.inside()}"), bound)
+        conn.execute(sa.text(f"INSERT INTO {model.table} {select}"), bound)
+    else:  # a new table, or one of this window alone: built anew, as a rename would leave it
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {model.table}"))
+        conn.execute(sa.text(f"CREATE TABLE {model.table} AS {select}"), bound)
+    rows = conn.execute(
+        sa.text(f"SELECT COUNT(*) FROM {model.table} WHERE {window.inside()}"), window.params
+    ).scalar()
+    return Staged(model.table, model.table, int(rows), window)
 
 
 _ATTRIBUTES = ("tier", "tier_rank", "points_balance", "marketing_opt_in")
@@ -406,9 +427,15 @@ def _stage_incremental(
 
 
 def stage(
-    warehouse: Warehouse, model: SqlModel, models: Mapping[str, SqlModel], params: Mapping[str, Any]
+    warehouse: Warehouse,
+    model: SqlModel,
+    models: Mapping[str, SqlModel],
+    params: Mapping[str, Any],
+    in_place: bool = False,
 ) -> Staged:
-    """Build `model` into `<table>__next`, in one transaction; readers still see the table."""
+    """Build `model` into `<table>__next`, in one transaction; readers still see the table.
+    `in_place`: no audit will read the build, so a partitioned model writes its window
+    into the table (`_write_window`)."""
     sql = render(model, models)
     incremental = model.materialized == "incremental"
     try:
@@ -421,6 +448,8 @@ def stage(
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged_name(model.table)}"))
             if incremental:
                 return _stage_incremental(conn, model, models, sql, params)
+            if in_place and model.partitioned:
+                return _write_window(conn, model, sql, params)
             return BUILDS[model.materialized](conn, model, sql, params)
     except sa.exc.DBAPIError as error:
         raise SqlModelError(f"{model.path}: {error.orig}") from error
@@ -434,8 +463,9 @@ def materialize(
     audit: Audit | None = None,
 ) -> Built:
     """Write, audit, publish `model`: build it beside its table, and swap it in (the
-    whole table, or a partitioned model's window) only if `audit` approves the build."""
-    build = partial(stage, warehouse, model, models, params)
+    whole table, or a partitioned model's window) only if `audit` approves the build;
+    without an audit nothing can reject it, and a window is written in place."""
+    build = partial(stage, warehouse, model, models, params, audit is None)
     try:
         return write_audit_swap(warehouse, model.table, build, audit)
     except sa.exc.DBAPIError as error:

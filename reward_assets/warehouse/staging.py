@@ -226,7 +226,7 @@ def swap(warehouse: Warehouse, staged: Staged) -> None:
         return
     name = staged.table.rpartition(".")[2]
     with warehouse.begin() as conn:
-        whole = staged.window is None or not _rows_outside(conn, staged)
+        whole = staged.window is None or not rows_outside(conn, staged.table, staged.window)
         if whole:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged.table}"))
             conn.execute(sa.text(f"ALTER TABLE {staged.staged} RENAME TO {name}"))
@@ -241,14 +241,13 @@ def swap(warehouse: Warehouse, staged: Staged) -> None:
             conn.execute(sa.text(sql), params)
 
 
-def _rows_outside(conn: Connection, staged: Staged) -> bool:
-    """Whether the table keeps rows outside the build's window (else a rename will do)."""
-    schema, _, name = staged.table.rpartition(".")
+def rows_outside(conn: Connection, table: str, window: Window | Slice) -> bool:
+    """Whether `table` keeps rows outside `window` (else a rename will do)."""
+    schema, _, name = table.rpartition(".")
     if not sa.inspect(conn).has_table(name, schema=schema or None):
         return False
     found = conn.execute(
-        sa.text(f"SELECT 1 FROM {staged.table} WHERE {staged.window.outside()} LIMIT 1"),
-        staged.window.params,
+        sa.text(f"SELECT 1 FROM {table} WHERE {window.outside()} LIMIT 1"), window.params
     ).first()
     return found is not None
 
