@@ -176,6 +176,18 @@ class Warehouse:
                 return result.cursor.fetch_df()
             return pd.DataFrame(result.cursor.fetchall(), columns=list(result.keys()))
 
+    def text_frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """`frame` for results of many string (and integer and timestamp) columns, the
+        same frame: DuckDB's DataFrame makes a Python object of every string, which pandas
+        then converts back to Arrow; its Arrow table goes there directly, at a third of
+        the cost on millions of ids. Other types may convert differently (dates become
+        Python objects), hence not `frame` itself."""
+        if self.dialect != "duckdb":
+            return self.frame(sql, params)
+        with self.engine.connect() as conn:
+            result = conn.execute(sa.text(sql), dict(params or {}))
+            return result.cursor.to_arrow_table().to_pandas()
+
     def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         with self.engine.connect() as conn:
             return conn.execute(sa.text(sql), dict(params or {})).scalar()
