@@ -181,12 +181,13 @@ class Warehouse:
         same frame: DuckDB's DataFrame makes a Python object of every string, which pandas
         then converts back to Arrow; its Arrow table goes there directly, at a third of
         the cost on millions of ids. Other types may convert differently (dates become
-        Python objects), hence not `frame` itself."""
+        Python objects), hence not `frame` itself. Its batches are joined: pandas would
+        keep them as chunks, which some Arrow functions do not take."""
         if self.dialect != "duckdb":
             return self.frame(sql, params)
         with self.engine.connect() as conn:
             result = conn.execute(sa.text(sql), dict(params or {}))
-            return result.cursor.to_arrow_table().to_pandas()
+            return result.cursor.to_arrow_table().combine_chunks().to_pandas()
 
     def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         with self.engine.connect() as conn:
