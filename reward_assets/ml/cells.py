@@ -79,6 +79,10 @@ def contributions(booster: xgb.Booster, values: np.ndarray, names: Sequence[str]
     total = np.zeros((len(names), len(matrix)), dtype=np.float32)
     if not len(matrix):
         return total.T
+    # Each tree explains at most a few hundred rows: on one thread, since idle OpenMP
+    # workers spin and cost more CPU than they save on a hundred such calls.
+    one_thread = booster.copy()
+    one_thread.set_param({"nthread": 1})
     for position, tree in enumerate(model["trees"]):
         pattern = np.zeros(len(matrix), dtype=np.int64)
         inner = [node for node, left in enumerate(tree["left_children"]) if left != -1]
@@ -88,14 +92,19 @@ def contributions(booster: xgb.Booster, values: np.ndarray, names: Sequence[str]
                 pattern = pd.factorize(pattern)[0].astype(np.int64) << PATTERN_BITS
             column = as_float32[:, tree["split_indices"][node]]
             threshold = np.float32(tree["split_conditions"][node])
-            left = np.where(np.isnan(column), bool(tree["default_left"][node]), column < threshold)
+            # Any comparison with NaN is false: a missing value goes left exactly when
+            # the split's default is left, with no mask of missing values.
+            if tree["default_left"][node]:
+                left = ~(column >= threshold)
+            else:
+                left = column < threshold
             pattern |= left.astype(np.int64) << (bit % PATTERN_BITS)
         # Any row of a pattern stands for all of it (hashed, not sorted: one pass).
         which, patterns = pd.factorize(pattern)
         example = np.empty(len(patterns), dtype=np.int64)
         example[which] = np.arange(len(matrix))
-        data = xgb.DMatrix(matrix[example], feature_names=list(names))
-        explained = booster[position : position + 1].predict(data, pred_contribs=True)
+        data = xgb.DMatrix(matrix[example], feature_names=list(names), nthread=1)
+        explained = one_thread[position : position + 1].predict(data, pred_contribs=True)
         # A feature the tree does not split on gets exactly +0 from it, which leaves a
         # float32 sum unchanged (a sum of nonzero terms is never -0): only the tree's
         # own features are added.
@@ -120,9 +129,14 @@ def served_keyed(warehouse: Warehouse, table: str, columns: Sequence[str]) -> pd
         return None
     if "inputs_key" not in {name for name, _ in warehouse.columns(table)}:
         return None  # written before keys existed: nothing can be carried
+    # The day as a time: a date column would not be read through Arrow (`text_frame`).
+    selected = [
+        "CAST(computed_as_of AS TIMESTAMP) AS computed_as_of" if c == "computed_as_of" else c
+        for c in columns
+    ]
     # Rows computed afresh every run have no key; leaving them out keeps it an exact int64.
-    rows = warehouse.frame(
-        f"SELECT customer_id, inputs_key, {', '.join(columns)} FROM {table} "
+    rows = warehouse.text_frame(
+        f"SELECT customer_id, inputs_key, {', '.join(selected)} FROM {table} "
         "WHERE inputs_key IS NOT NULL"
     )
     rows = rows.astype({"inputs_key": np.int64})

@@ -39,6 +39,15 @@ def positions(values: pd.Series, ids: pd.Series | pd.Index) -> np.ndarray:
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def rows_of(ids: pd.Series, *frames: pd.DataFrame | None) -> list[pd.DataFrame | None]:
+    """The rows of each frame (None stays None) whose customer_id is one of `ids`, in
+    order: what the vectors of a few customers read, not every customer's history."""
+    return [
+        frame if frame is None else frame[member_of(frame["customer_id"], ids)]
+        for frame in frames
+    ]
+
+
 def reward_catalog(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
     """Every reward with what eligibility reads, and its redemptions before the end of `as_of`."""
     return warehouse.frame(

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -184,6 +185,23 @@ class Warehouse:
                 return result.cursor.fetch_df()
             return pd.DataFrame(result.cursor.fetchall(), columns=list(result.keys()))
 
+    def text_frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """`frame` for results of many string (and integer and timestamp) columns, the
+        same frame: DuckDB's DataFrame makes a Python object of every string, which pandas
+        then converts back to Arrow; its Arrow table goes there directly, at a third of
+        the cost on millions of ids. Where that would convert a column differently
+        (`_converts_alike`) DuckDB converts the table, so the frame is `frame`'s. Its
+        batches are joined: pandas would keep them as chunks, which some Arrow functions
+        do not take."""
+        if self.dialect != "duckdb":
+            return self.frame(sql, params)
+        with self.engine.connect() as conn:
+            result = conn.execute(sa.text(sql), dict(params or {}))
+            table = result.cursor.to_arrow_table()
+        if not all(_converts_alike(column) for column in table.columns):
+            return duckdb.from_arrow(table).df()  # DuckDB's own conversion, as `frame`
+        return table.combine_chunks().to_pandas()
+
     def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         with self.engine.connect() as conn:
             return conn.execute(sa.text(sql), dict(params or {})).scalar()
@@ -208,6 +226,18 @@ class Warehouse:
         """`database.schema.table` as the engine names it: the DuckDB file's catalog or the
         PostgreSQL database."""
         return f"{self.scalar('SELECT current_database()')}.{table}"
+
+
+def _converts_alike(column: pa.ChunkedArray) -> bool:
+    """Whether pandas makes the same column of Arrow's values as of DuckDB's: not for a
+    string column of no value (object there), an integer or boolean one with a missing
+    value (a masked one there, float or object here), dates, zoned times, decimals..."""
+    kind = column.type
+    if pa.types.is_string(kind):
+        return column.null_count < len(column)
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        return column.null_count == 0
+    return pa.types.is_floating(kind) or (pa.types.is_timestamp(kind) and kind.tz is None)
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from reward_assets.recommend.inputs import (
     customer_input_keys,
     positions,
     read_vectors,
+    rows_of,
     write_vectors,
 )
 from reward_assets.recommend.interactions import Interactions
@@ -55,7 +56,8 @@ def customer_embeddings(
         stale[known] = meta.inputs_key.to_numpy(np.int64)[at[known]] != keys[known]
     fresh = np.flatnonzero(stale)
     computed = model.customer_vectors(
-        customers.iloc[fresh].reset_index(drop=True), data.redemptions, data.category_purchases
+        customers.iloc[fresh].reset_index(drop=True),
+        *rows_of(customers.customer_id.iloc[fresh], data.redemptions, data.category_purchases),
     )
     vectors = np.empty((len(customers), computed.shape[1]), np.float32)
     vectors[fresh] = computed
