@@ -94,10 +94,7 @@ def contributions(booster: xgb.Booster, values: np.ndarray, names: Sequence[str]
             threshold = np.float32(tree["split_conditions"][node])
             # Any comparison with NaN is false: a missing value goes left exactly when
             # the split's default is left, with no mask of missing values.
-            if tree["default_left"][node]:
-                left = ~(column >= threshold)
-            else:
-                left = column < threshold
+            left = ~(column >= threshold) if tree["default_left"][node] else column < threshold
             pattern |= left.astype(np.int64) << (bit % PATTERN_BITS)
         # Any row of a pattern stands for all of it (hashed, not sorted: one pass).
         which, patterns = pd.factorize(pattern)

@@ -43,8 +43,7 @@ def rows_of(ids: pd.Series, *frames: pd.DataFrame | None) -> list[pd.DataFrame |
     """The rows of each frame (None stays None) whose customer_id is one of `ids`, in
     order: what the vectors of a few customers read, not every customer's history."""
     return [
-        frame if frame is None else frame[member_of(frame["customer_id"], ids)]
-        for frame in frames
+        frame if frame is None else frame[member_of(frame["customer_id"], ids)] for frame in frames
     ]
 
 
@@ -66,11 +65,10 @@ def reward_catalog(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
 
 def redemption_pairs(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
     """Every (customer_id, reward_id) redeemed before the end of `as_of`."""
-    return warehouse.frame(
+    return warehouse.text_frame(
         "SELECT DISTINCT customer_id, reward_id FROM marts.fct_redemptions "
         "WHERE redeemed_at < :as_of_end",
         as_of_params(as_of),
-        text_only=True,
     )
 
 
@@ -86,16 +84,15 @@ def eligibility_inputs(
         params,
     )
     rewards = reward_catalog(warehouse, as_of)
-    recent = warehouse.frame(
+    recent = warehouse.text_frame(
         """
         SELECT DISTINCT customer_id, reward_id FROM marts.fct_redemptions
         WHERE redeemed_at < :as_of_end
           AND redeemed_at >= :recent_start
         """,
         params,
-        text_only=True,
     )
-    last_redeemed = warehouse.frame(
+    last_redeemed = warehouse.text_frame(
         """
         SELECT customer_id, category, reward_name FROM (
             SELECT x.customer_id, r.category, r.name AS reward_name,
@@ -109,7 +106,6 @@ def eligibility_inputs(
         WHERE position = 1
         """,
         params,
-        text_only=True,
     )
     return customers, rewards, recent, last_redeemed
 

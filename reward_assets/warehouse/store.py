@@ -168,20 +168,12 @@ class Warehouse:
         ).scalars()
         return pd.Series(list(found), dtype="string")
 
-    def frame(
-        self, sql: str, params: Mapping[str, Any] | None = None, text_only: bool = False
-    ) -> pd.DataFrame:
-        """The rows of `sql`; `text_only`: every column is text, which DuckDB then hands
-        over as Arrow (its DataFrame makes a Python object of every string, which pandas
-        turns back into Arrow: some 40% more CPU on millions of ids). Other types would
-        come out differently through Arrow (dates as objects, nullable integers as floats)."""
+    def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         # Read from the driver's cursor: building a DataFrame from SQLAlchemy Row objects
         # is some thirty times slower on the fact tables.
         with self.engine.connect() as conn:
             result = conn.execute(sa.text(sql), dict(params or {}))
             if self.dialect == "duckdb":
-                if text_only:
-                    return result.cursor.to_arrow_table().to_pandas()
                 return result.cursor.fetch_df()
             return pd.DataFrame(result.cursor.fetchall(), columns=list(result.keys()))
 
