@@ -112,16 +112,24 @@ def test_a_retrain_on_shuffled_labels_is_rejected_and_the_good_models_stay(score
         for table in ("ml.recommendation_sets",)
     }
     # Redeemed rewards are the ranking's labels. (Shuffled churn labels are rejected by
-    # the same registry path: test_churn.py shows churn_quality failing on them.)
+    # the same registry path: test_churn.py shows churn_quality failing on them.) The
+    # true ones come back afterwards: later tests read this session's scored world.
     with warehouse.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE marts.true_redemptions AS FROM marts.fct_redemptions")
         conn.exec_driver_sql(
             "CREATE OR REPLACE TABLE marts.fct_redemptions AS "
             "SELECT * REPLACE (COALESCE(LEAD(reward_id) OVER (ORDER BY hash(redemption_id)), "
             "reward_id) AS reward_id) FROM marts.fct_redemptions"
         )
-
-    # Shuffled labels keep popularity's nDCG: the stricter bar rejects them.
-    summary = run("ml", "scoring", extra={"RANKING_MIN_LIFT": "1.2"})
+    try:
+        # Shuffled labels keep popularity's nDCG: the stricter bar rejects them.
+        summary = run("ml", "scoring", extra={"RANKING_MIN_LIFT": "1.2"})
+    finally:
+        with warehouse.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE OR REPLACE TABLE marts.fct_redemptions AS FROM marts.true_redemptions"
+            )
+            conn.exec_driver_sql("DROP TABLE marts.true_redemptions")
 
     assert not summary.success
     assert summary.failed_checks == ["reward_embeddings:ranking_beats_popularity"]
