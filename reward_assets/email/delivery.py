@@ -180,8 +180,8 @@ class _Run:
     def now(self) -> dt.datetime:
         return to_db(self.clock())
 
-    def count(self, reason: str) -> None:
-        self.report.by_reason[reason] = self.report.by_reason.get(reason, 0) + 1
+    def count(self, reason: str, rows: int = 1) -> None:
+        self.report.by_reason[reason] = self.report.by_reason.get(reason, 0) + rows
 
     def expire_leases(self) -> int:
         now = self.now()
@@ -301,9 +301,7 @@ class _Run:
             for when, keys in quiet.items():
                 released = conn.execute(self._release(keys, to_db(when))).rowcount
                 self.report.deferred += released
-                self.report.by_reason[QUIET_HOURS] = (
-                    self.report.by_reason.get(QUIET_HOURS, 0) + released
-                )
+                self.count(QUIET_HOURS, released)
         return [row for row in rows if until[row.timezone] == at]
 
     def deliver(self, rows: list) -> bool:
