@@ -209,6 +209,31 @@ def test_training_rewards_are_never_ranked(world):
     assert not np.take_along_axis(trained, ranked, axis=1).any()
 
 
+class Coarse:
+    """Seeded scores on a few levels: many ties, which `hits` must break as top_k does."""
+
+    def fit(self, data):
+        self.n_rewards = data.n_rewards
+        return self
+
+    def score(self, customer_index):
+        rng = np.random.default_rng(len(customer_index))
+        return np.round(rng.random((len(customer_index), self.n_rewards)) * 3)
+
+
+def test_hits_are_the_relevant_rewards_where_top_k_ranks_them(world):
+    holdout = HoldOut.split(world, "random", seed=4)
+    ranker = Coarse().fit(holdout.train)
+    excluded = holdout.train.redemption_matrix[holdout.customers]
+    scores = ranker.score(holdout.customers)
+    for k in (1, 5):
+        ranked = top_k(scores, k, excluded)
+        relevant = holdout.relevant.toarray()
+        expected = np.take_along_axis(relevant, ranked, axis=1) > 0
+        assert expected.any()
+        assert np.array_equal(holdout.hits(ranker, k), expected)
+
+
 def test_customer_sample_is_capped_and_seeded(world):
     first = HoldOut.split(world, "random", seed=5, max_customers=50)
     again = HoldOut.split(world, "random", seed=5, max_customers=50)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from reward_assets.ml.lift import auc_lift
+from reward_assets.ml.lift import _Bins, _Ranks, auc_lift, auc_lifts
 
 
 def _scores(seed: int, n: int = 4000):
@@ -36,3 +36,27 @@ def test_a_model_no_better_than_its_baseline_is_not_significant():
 def test_one_class_is_refused():
     with pytest.raises(ValueError, match="both classes"):
         auc_lift(np.zeros(10, bool), np.arange(10.0), np.arange(10.0))
+
+
+def test_bootstrap_aucs_are_the_weighted_roc_auc_of_each_resample_despite_ties():
+    rng = np.random.default_rng(4)
+    target = rng.random(3000) < 0.2
+    coarse = np.round(target * 0.3 + rng.random(target.size), 1)  # runs and mixed ties
+    fine = target * 0.3 + rng.random(target.size)  # nearly all groups one row
+    weights = rng.poisson(1.0, size=(5, target.size))
+    bins = _Bins([_Ranks(target, coarse), _Ranks(target, fine)], target.size)
+    for score, aucs in zip((coarse, fine), bins.aucs(weights), strict=True):
+        expected = [roc_auc_score(target, score, sample_weight=row) for row in weights]
+        assert aucs == pytest.approx(expected, abs=1e-12)
+
+
+def test_lifts_drawn_together_are_each_the_lift_drawn_alone():
+    target, rng = _scores(5)
+    clicked = target & (rng.random(target.size) < 0.2)
+    labels = [
+        (target, target * 0.5 + rng.random(target.size), np.round(rng.random(target.size), 2)),
+        (clicked, clicked * 0.5 + rng.random(target.size), np.round(rng.random(target.size), 1)),
+    ]
+    together = auc_lifts(labels, seed=7)
+    assert together == [auc_lift(*label, seed=7) for label in labels]
+    assert together[0] != together[1]

@@ -220,10 +220,16 @@ def evaluate(
     clock = time.perf_counter()
     choice, served_params, served_candidates = choose_served(validation, k, seed, log)
     params, scores = served_params["taste"], served_candidates["taste"]["metrics"]
-    result = final.evaluate(TasteModel(**params).fit(final.train), k)
+    taste = TasteModel(**params).fit(final.train)
+    result = final.evaluate(taste, k)
     candidates["taste_model"] = CandidateResult(params, scores, result, time.perf_counter() - clock)
     log(f"taste_model: test ndcg@{k} {result[f'ndcg@{k}']:.4f}")
-    served_test = final.evaluate(build_served(final.train, choice, served_params), k)
+    # Served alone, the taste model scores exactly as it does as a candidate.
+    served_test = (
+        dict(result)
+        if choice == "taste"
+        else final.evaluate(build_served(final.train, choice, served_params, taste), k)
+    )
     served = ServedResult(choice, served_params, served_candidates, served_test)
     log(f"served ({choice}): test ndcg@{k} {served_test[f'ndcg@{k}']:.4f}")
 

@@ -86,7 +86,8 @@ class HoldOut:
 
         The ranking is `top_k`'s: training rewards last, ties to the lower reward row. Only
         the relevant rewards' positions matter, so each is found by counting the rewards
-        ranked above it, which is cheaper than sorting every customer's scores.
+        ranked above it, which is cheaper than sorting every customer's scores; and only
+        for the rewards that may be in the top k (`_kth_floor`), most are far below it.
         """
         hits = np.zeros((self.customers.size, k), dtype=bool)
         reward = np.arange(self.train.n_rewards)
@@ -94,13 +95,17 @@ class HoldOut:
             rows = self.customers[start:stop]
             scores = _without(ranker.score(rows), self.train.redemption_matrix[rows])
             pairs = self.relevant[start:stop].tocoo()
-            own = scores[pairs.row, pairs.col][:, None]
-            others = scores[pairs.row]
+            # Below the floor, a reward has k rewards ranked above it at least (a NaN score
+            # is never below: its position is counted).
+            near = ~(scores[pairs.row, pairs.col] < _kth_floor(scores, k)[pairs.row])
+            row, col = pairs.row[near], pairs.col[near]
+            own = scores[row, col][:, None]
+            others = scores[row]
             position = (others > own).sum(axis=1) + (
-                (others == own) & (reward[None, :] < pairs.col[:, None])
+                (others == own) & (reward[None, :] < col[:, None])
             ).sum(axis=1)
             shown = position < k
-            hits[start + pairs.row[shown], position[shown]] = True
+            hits[start + row[shown], position[shown]] = True
         return hits
 
     def _chunks(self) -> list[tuple[int, int]]:
@@ -111,6 +116,23 @@ class HoldOut:
         starts = np.flatnonzero(np.diff(group, prepend=-1))
         stops = np.append(starts[1:], group.size)
         return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
+def _kth_floor(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row, a value at or below its k-th largest score: the k-th largest of the maxima
+    of 4k disjoint sets of columns (k different scores reach it), an elementwise pass over
+    the scores where the k-th largest itself takes a selection per row. -inf with fewer
+    than k columns."""
+    rows, columns = scores.shape
+    if columns < k:
+        return np.full(rows, -np.inf, np.float32)
+    sets = min(columns, 4 * k)
+    # Set s holds columns s, s + sets, ...; columns past a whole number of sets are left
+    # out, which only lowers the floor. fmax leaves NaN scores out.
+    maxima = np.fmax.reduce(scores[:, : sets * (columns // sets)].reshape(rows, -1, sets), axis=1)
+    # NaN scores rank below every other: a set of them reaches nothing.
+    maxima[np.isnan(maxima)] = -np.inf
+    return np.partition(maxima, sets - k, axis=1)[:, sets - k]
 
 
 def _without(scores: np.ndarray, excluded: sp.csr_matrix) -> np.ndarray:

@@ -225,8 +225,7 @@ def choose_served(
     candidate's validation metrics with its parameters.
     """
     key = f"ndcg@{k}"
-    taste_params, taste_metrics = tune_taste_model(holdout, k, seed, log)
-    taste = TasteModel(**taste_params).fit(holdout.train)
+    taste, taste_metrics = tune_taste_model(holdout, k, seed, log)
 
     def trial(choice: str, weights: np.ndarray, **params) -> tuple[dict, dict]:
         model = ServedModel(taste, choice, **params).fit(holdout.train, weights)
@@ -253,17 +252,21 @@ def choose_served(
         + ", ".join(f"{n} {_or_worst(c['metrics'][key]):.4f}" for n, c in candidates.items())
         + f" -> {choice}"
     )
-    return choice, {"taste": taste_params, **candidates[choice]["params"]}, candidates
+    return choice, {"taste": taste.params, **candidates[choice]["params"]}, candidates
 
 
 def _or_worst(value: float) -> float:
     return -np.inf if np.isnan(value) else value
 
 
-def build_served(data: Interactions, choice: str, params: dict) -> ServedModel:
-    """The chosen candidate fitted on `data`."""
+def build_served(
+    data: Interactions, choice: str, params: dict, taste: TasteModel | None = None
+) -> ServedModel:
+    """The chosen candidate fitted on `data`; `taste`, its taste model (`params["taste"]`)
+    fitted on `data` already, when there is one."""
     rest = {name: value for name, value in params.items() if name != "taste"}
-    taste = TasteModel(**params["taste"]).fit(data)
+    if taste is None:
+        taste = TasteModel(**params["taste"]).fit(data)
     return ServedModel(taste, choice, **rest).fit(data)
 
 

@@ -447,11 +447,12 @@ TASTE_GRID: dict[str, tuple[float, ...]] = {
 
 def tune_taste_model(
     holdout: HoldOut, k: int = 10, seed: int = 42, log: Log = _silent
-) -> tuple[dict, dict[str, float]]:
+) -> tuple[TasteModel, dict[str, float]]:
     """Coordinate search over TASTE_GRID on the hold-out's validation customers.
 
-    Returns the best parameters and their validation metrics. Two passes over the
-    parameters, each keeping the best value of one parameter given the others.
+    Returns the best model, fitted on the hold-out's training part, and its validation
+    metrics. Two passes over the parameters, each keeping the best value of one parameter
+    given the others.
     """
     model = TasteModel(seed=seed).fit(holdout.train)
     key = f"ndcg@{k}"
@@ -469,4 +470,4 @@ def tune_taste_model(
         log(f"taste model search: {key} {best[key]:.4f} with {model.params}")
         if not changed:
             break
-    return model.params, best
+    return model, best
