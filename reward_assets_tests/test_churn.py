@@ -12,7 +12,6 @@ import xgboost as xgb
 from reward_assets.churn.features import FEATURE_GROUPS, FEATURES, features_as_of, model_matrix
 from reward_assets.churn.model import (
     ChurnModel,
-    churn_labels,
     churn_quality,
     fit_churn,
     is_active,
@@ -103,7 +102,7 @@ def test_churn_labels_on_a_hand_built_warehouse(request, warehouse_fixture):
     ).astype({"occurred_at": "datetime64[us]"})
     _build_marts(warehouse, customers, purchases)
 
-    labels = churn_labels(warehouse, AS_OF, horizon_days=60)
+    labels = labelled_snapshot(warehouse, AS_OF, horizon_days=60)
 
     expected = {
         "stays": False,
@@ -116,14 +115,17 @@ def test_churn_labels_on_a_hand_built_warehouse(request, warehouse_fixture):
     assert dict(zip(labels.customer_id, labels.churned, strict=True)) == expected
     assert labels.churned.dtype == bool
 
-    # The label's population and the one scoring reads off customer_features agree.
+    # The label's population (SQL) and the one scoring reads off customer_features agree,
+    # and each labelled row is the customer's customer_features row.
     features = features_as_of(warehouse, AS_OF)
     assert set(features.loc[is_active(features), "customer_id"]) == set(expected)
-    snapshot = labelled_snapshot(warehouse, AS_OF, horizon_days=60)
-    assert set(snapshot.customer_id) == set(expected)
+    pd.testing.assert_frame_equal(
+        labels.drop(columns="churned").sort_values("customer_id", ignore_index=True),
+        features[is_active(features)].sort_values("customer_id", ignore_index=True),
+    )
 
     # A shorter activity window drops the customer who last bought at its old edge.
-    shorter = churn_labels(warehouse, AS_OF, horizon_days=60, active_days=60)
+    shorter = labelled_snapshot(warehouse, AS_OF, horizon_days=60, active_days=60)
     assert set(shorter.customer_id) == set(expected) - {"edge_of_active_window"}
     assert set(features.loc[is_active(features, 60), "customer_id"]) == set(shorter.customer_id)
 

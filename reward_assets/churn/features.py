@@ -17,11 +17,15 @@ from reward_assets.warehouse.sql_models import SQL_DIR, load_models, render
 from reward_assets.warehouse.store import Warehouse
 
 
+def features_sql() -> str:
+    """The `customer_features` model's SELECT, bound by `as_of_params`."""
+    models = load_models(SQL_DIR)
+    return render(models["customer_features"], models)
+
+
 def features_as_of(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
     """One row per customer signed up by `as_of`, using events before the end of that day."""
-    models = load_models(SQL_DIR)
-    sql = render(models["customer_features"], models)
-    return warehouse.frame(sql, as_of_params(as_of))
+    return warehouse.frame(features_sql(), as_of_params(as_of))
 
 
 # The churn model's candidate inputs, in groups: the first always enters, each other one

@@ -26,8 +26,9 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from reward_assets.churn.features import DERIVED, features_as_of, model_matrix
+from reward_assets.churn.features import DERIVED, features_sql, model_matrix
 from reward_assets.churn.selection import select_features
+from reward_assets.ingest.clock import as_of_params
 from reward_assets.ml.cells import cells, distinct, keys, served_keyed, split_points
 from reward_assets.ml.cells import contributions as tree_contributions
 from reward_assets.ml.learning_curve import TRAINING_MAX_ROWS, Curve, learning_curve
@@ -71,46 +72,25 @@ DEFAULT_PARAMS: dict[str, Any] = {
 # is scored, and more customers turn 'high' when risk rises.
 BAND_QUANTILES = (0.7, 0.9)
 
-_LABEL_SQL = """
-WITH activity AS (
-    SELECT
-        customer_id,
-        MAX(CASE WHEN occurred_at < CAST(:as_of_end AS TIMESTAMP) THEN 1 ELSE 0 END)
-            AS was_active,
-        MAX(CASE WHEN occurred_at >= CAST(:as_of_end AS TIMESTAMP) THEN 1 ELSE 0 END)
-            AS bought_after
+# The label's population is `is_active`'s, read off the features as scoring reads it;
+# churned means no non-refund purchase in the horizon after `as_of`. One statement: the
+# engine joins the labels to the features, so no frame of every customer is fetched.
+_LABELLED_SQL = """
+WITH features AS (
+{features}
+),
+bought_after AS (
+    SELECT DISTINCT customer_id
     FROM marts.fct_transactions
     WHERE NOT is_refund
-      AND occurred_at >= CAST(:active_from AS TIMESTAMP)
+      AND occurred_at >= CAST(:as_of_end AS TIMESTAMP)
       AND occurred_at < CAST(:horizon_end AS TIMESTAMP)
-    GROUP BY customer_id
 )
-SELECT a.customer_id, a.bought_after = 0 AS churned
-FROM activity a
-JOIN marts.dim_customers c ON c.customer_id = a.customer_id
-WHERE a.was_active = 1 AND c.signup_at < CAST(:as_of_end AS TIMESTAMP)
-ORDER BY a.customer_id
+SELECT f.*, b.customer_id IS NULL AS churned
+FROM features f
+LEFT JOIN bought_after b ON b.customer_id = f.customer_id
+WHERE f.has_purchased AND f.recency_days < :active_days
 """
-
-
-def churn_labels(
-    warehouse: Warehouse, as_of: dt.date, horizon_days: int = 60, active_days: int = 90
-) -> pd.DataFrame:
-    """customer_id, churned for customers signed up and active at `as_of`.
-
-    Active: a non-refund transaction in the `active_days` days ending with `as_of`.
-    Churned: no non-refund transaction in the `horizon_days` days after `as_of`.
-    """
-    as_of_end = dt.datetime.combine(as_of, dt.time()) + dt.timedelta(days=1)
-    labels = warehouse.frame(
-        _LABEL_SQL,
-        {
-            "active_from": as_of_end - dt.timedelta(days=active_days),
-            "as_of_end": as_of_end,
-            "horizon_end": as_of_end + dt.timedelta(days=horizon_days),
-        },
-    )
-    return labels.astype({"churned": bool})
 
 
 def is_active(features: pd.DataFrame, active_days: int = 90) -> pd.Series:
@@ -149,9 +129,15 @@ def plan_dates(
 def labelled_snapshot(
     warehouse: Warehouse, as_of: dt.date, horizon_days: int = 60, active_days: int = 90
 ) -> pd.DataFrame:
-    """`customer_features` as of `as_of` for the active customers, with their label."""
-    labels = churn_labels(warehouse, as_of, horizon_days, active_days)
-    return features_as_of(warehouse, as_of).merge(labels, on="customer_id", how="inner")
+    """`customer_features` as of `as_of` for the customers active then (a non-refund
+    purchase in the `active_days` days ending with `as_of`, as `is_active` reads it), with
+    `churned`: no non-refund purchase in the `horizon_days` days after `as_of`."""
+    params = as_of_params(as_of)
+    params["horizon_end"] = params["as_of_end"] + dt.timedelta(days=horizon_days)
+    labelled = warehouse.frame(
+        _LABELLED_SQL.format(features=features_sql()), {**params, "active_days": active_days}
+    )
+    return labelled.astype({"churned": bool})
 
 
 def day_stamp(as_of: dt.date | None) -> np.datetime64:

@@ -37,34 +37,38 @@ def select_features(
     # A window longer than the history at some training date is missing there: the trees
     # would learn nothing of it, yet meet it filled in at scoring time.
     history = train["history_days"].min() if "history_days" in train else 0
+    names = available(train)
+    read = [name for name in names if name not in DERIVED]
+    present = train[read].notna().groupby(train["as_of"]).any().all()
     candidates = [
         name
-        for name in available(train)
-        if (name in DERIVED or train[name].notna().groupby(train["as_of"]).any().all())
+        for name in names
+        if (name in DERIVED or present[name])
         and (name not in HISTORY_DEPENDENT or history >= LONGEST_WINDOW_DAYS)
     ]
     groups = [[name for name in group if name in candidates] for group in FEATURE_GROUPS.values()]
     named = [(label, group) for label, group in zip(FEATURE_GROUPS, groups, strict=True) if group]
-    inner_train = train[train["as_of"] < dates[-1]]
+    inner = np.flatnonzero((train["as_of"] < dates[-1]).to_numpy())
     inner_valid = train[train["as_of"] == dates[-1]]
-    if len(dates) < 2 or inner_valid["churned"].nunique() < 2 or inner_train.empty:
+    if len(dates) < 2 or inner_valid["churned"].nunique() < 2 or not inner.size:
         return candidates, {"method": "every available input (one training date to learn on)"}
-    if len(inner_train) > MAX_SELECTION_ROWS:
-        rows = np.random.default_rng(seed).choice(len(inner_train), MAX_SELECTION_ROWS, False)
-        inner_train = inner_train.iloc[np.sort(rows)]
+    if inner.size > MAX_SELECTION_ROWS:
+        inner = inner[
+            np.sort(np.random.default_rng(seed).choice(inner.size, MAX_SELECTION_ROWS, False))
+        ]
+    inner_train = train.iloc[inner]
+    # Each fit reads a subset of the same columns: built once, as floats.
+    x_train, x_valid = model_matrix(inner_train, candidates), model_matrix(inner_valid, candidates)
+    y_train = inner_train["churned"].to_numpy(dtype=np.int8)
 
     def score(names: list[str]) -> float:
-        matrix = xgb.DMatrix(
-            model_matrix(inner_train, names),
-            label=inner_train["churned"].to_numpy(dtype=np.int8),
-            feature_names=names,
-        )
+        matrix = xgb.DMatrix(x_train[names], label=y_train, feature_names=names)
         booster = xgb.train(
             {k: v for k, v in params.items() if k != "num_boost_round"},
             matrix,
             num_boost_round=params["num_boost_round"],
         )
-        valid = xgb.DMatrix(model_matrix(inner_valid, names), feature_names=names)
+        valid = xgb.DMatrix(x_valid[names], feature_names=names)
         return float(roc_auc_score(inner_valid["churned"], booster.predict(valid)))
 
     (first, chosen), *others = named
