@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from reward_assets.contact.rules import ContactPolicy
 from reward_assets.email import ctl as emailctl
@@ -32,7 +34,7 @@ from reward_assets.email.unsubscribe import (
     read_token,
     unsubscribe_url,
 )
-from reward_assets.ops.store import open_ops_store, outbox, suppressions, to_db
+from reward_assets.ops.store import insert_missing, open_ops_store, outbox, suppressions, to_db
 
 T0 = dt.datetime(2024, 3, 4, 12, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -90,6 +92,45 @@ def test_enqueue_twice_keeps_one_row_and_the_first_content(store):
     assert (stored.subject, stored.run_id, stored.attempts) == ("Hi", "r1", 0)
     assert stored.send_at == dt.datetime(2024, 3, 4, 12)  # naive UTC
     assert stored.reward_ids == ["r1", "r2"]
+
+
+def test_insert_missing_stores_what_core_stores_and_counts_only_new_rows(store):
+    def outbox_row(key, **fields):
+        at = dt.datetime(2024, 3, 4, 12, 0, 0, 500)
+        return {
+            "idempotency_key": key,
+            "customer_id": "c1",
+            "campaign": "rewards_digest",
+            "occurrence": "2024-03-04",
+            "status": "queued",
+            "send_at": at,
+            "timezone": "UTC",
+            "created_at": at.replace(microsecond=0),
+            "updated_at": at,
+            "reward_ids": ["r1"],
+            "lineage": {"segment": "active", "models": {"churn_model": None}, "note": "é"},
+            **fields,
+        }
+
+    # `attempts` left out: its default fills it in.
+    rows = [outbox_row("a"), outbox_row("b", lineage=None, reward_ids=[])]
+    with store.begin() as conn:
+        insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+        conn.execute(insert(outbox).on_conflict_do_nothing(), rows)
+        fast = [{**r, "idempotency_key": f"fast-{r['idempotency_key']}"} for r in rows]
+        assert insert_missing(conn, outbox, fast) == 2
+        again = [*fast, outbox_row("fast-c")]
+        assert insert_missing(conn, outbox, again) == 1
+        columns = [sa.cast(c, sa.Text) for c in outbox.c if c.name != "idempotency_key"]
+        stored = {
+            key: values
+            for key, *values in conn.execute(
+                sa.select(outbox.c.idempotency_key, *columns).order_by(outbox.c.idempotency_key)
+            )
+        }
+    assert stored["fast-a"] == stored["a"]
+    assert stored["fast-b"] == stored["b"]
+    assert stored["a"] != stored["b"]
 
 
 def test_enqueue_refuses_an_unknown_campaign(store):

@@ -36,11 +36,13 @@ from reward_assets.warehouse.store import Warehouse
 
 OFFERS_PER_EMAIL = 3
 # What an email's data came from, per customer (`data_lineage`): the scores and sets a
-# finished run served. `WHERE` is the caller's: the day's plan, or one customer.
+# finished run served. `{where}` is the caller's: the day's plan, or one customer. It
+# filters the customers before the joins, so only theirs are joined: as a WHERE after
+# them, DuckDB joined every customer's scores and sets and dropped the rest at the end.
 _DATA_LINEAGE = """
 SELECT c.customer_id, s.segment, r.model_version AS taste_model,
        ch.model_version AS churn_model, p.model_version AS engagement_model
-FROM marts.dim_customers c
+FROM (SELECT customer_id FROM marts.dim_customers c {where}) c
 LEFT JOIN ml.customer_segments s ON s.customer_id = c.customer_id
 LEFT JOIN ml.recommendation_sets r ON r.customer_id = c.customer_id AND r.rank = 1
 LEFT JOIN ml.churn_scores ch ON ch.customer_id = c.customer_id
@@ -184,19 +186,25 @@ def data_lineage(
 ) -> dict[str, dict]:
     """Per customer matched by `where` (on `marts.dim_customers c`): the data day, the
     segment and its rule, and the model versions behind the scores and sets served."""
-    frame = reader.frame(f"{_DATA_LINEAGE} {where}", params)
-    lineage = {}
-    # Whole columns, not `itertuples`: see `email_requests`.
+    frame = reader.frame(_DATA_LINEAGE.format(where=where), params)
+    # Whole columns, not `itertuples`: see `email_requests`. Customers of one segment
+    # share their models' versions, so each distinct lineage is built once and shared
+    # (read only: `message_lineage` copies it).
     columns = [frame[name].tolist() for name in ("customer_id", "segment", *LINEAGE_MODELS)]
-    for customer_id, segment, *versions in zip(*columns, strict=True):
-        segment = _text(segment)
-        models = {name: _text(v) for name, v in zip(LINEAGE_MODELS, versions, strict=True)}
-        lineage[customer_id] = {
-            "as_of": as_of.isoformat(),
-            "segment": segment,
-            "segment_rule": SEGMENT_RULES.get(segment),
-            "models": models,
-        }
+    shared: dict[tuple, dict] = {}
+    lineage = {}
+    for customer_id, *facts in zip(*columns, strict=True):
+        # NaN is not equal to itself: the key holds the values `_text` makes of them.
+        segment, *versions = (_text(v) for v in facts)
+        key = (segment, *versions)
+        if key not in shared:
+            shared[key] = {
+                "as_of": as_of.isoformat(),
+                "segment": segment,
+                "segment_rule": SEGMENT_RULES.get(segment),
+                "models": dict(zip(LINEAGE_MODELS, versions, strict=True)),
+            }
+        lineage[customer_id] = shared[key]
     return lineage
 
 
