@@ -15,9 +15,11 @@ import sqlalchemy as sa
 
 from reward_assets.quality.checks import checks_path, load_checks
 from reward_assets.quality.publish import ViewAudit, build_model, replace_served
+from reward_assets.recommend.sets import TABLE_COLUMNS
 from reward_assets.warehouse.load_log import LOG_COLUMNS, LOG_TABLE, record_load
 from reward_assets.warehouse.snapshots import SERVED_TABLES, snapshot_path
 from reward_assets.warehouse.sql_models import SQL_DIR, load_models
+from reward_assets.warehouse.staging import Carry
 from reward_assets.warehouse.store import Warehouse
 from reward_assets_tests.api_world import (
     ApiWorld,
@@ -90,6 +92,104 @@ def test_a_python_table_with_a_duplicate_split_across_chunks_is_not_published(wa
         assert snapshot.stat().st_mtime_ns == published
         assert sorted(pd.read_parquet(snapshot).customer_id) == ["c1", "c2"]
     assert warehouse.row_count("ml.churn_scores__next") == 4
+
+
+SETS = "ml.recommendation_sets"
+
+
+def sets_rows(*rows: tuple[str, int, str, str]) -> pd.DataFrame:
+    """Recommendation rows (customer, rank, reward, as_of) of TABLE_COLUMNS."""
+    frame = pd.DataFrame(rows, columns=["customer_id", "rank", "reward_id", "as_of"])
+    return frame.assign(
+        as_of=pd.to_datetime(frame.as_of).dt.date,
+        score=frame["rank"] * 0.5,
+        reason="taste",
+        is_almost_there=False,
+        is_exploration=frame["rank"] == 2,
+        model_version="v1",
+        source="model",
+        computed_as_of=pd.to_datetime(frame.as_of).dt.date,
+        inputs_key=frame.customer_id.str[1:].astype("int64"),
+    )[list(TABLE_COLUMNS)]
+
+
+def served_sets(warehouse: Warehouse, table: str = SETS) -> pd.DataFrame:
+    frame = warehouse.frame(f"SELECT * FROM {table} ORDER BY customer_id, rank")
+    return frame.assign(
+        as_of=pd.to_datetime(frame.as_of), computed_as_of=pd.to_datetime(frame.computed_as_of)
+    )
+
+
+def test_carried_rows_stay_in_place_and_a_rejected_build_keeps_the_served_table(
+    warehouse, tmp_path
+):
+    data_dir = tmp_path / "data"
+    day, next_day = "2023-03-01", "2023-03-02"
+    first = sets_rows(
+        *[(c, r, f"w{r}", day) for c in ("c1", "c2", "c3") for r in (1, 2)], ("c4", 1, "w1", day)
+    )
+    assert replace_served(warehouse, SETS, TABLE_COLUMNS, [first], data_dir).published
+    carried = Carry(pd.DataFrame({"customer_id": ["c1", "c3"], "as_of": [dt.date(2023, 3, 2)] * 2}))
+
+    # c2 gets a new set, c4 left (neither carried nor computed), c5 arrived.
+    new = sets_rows(("c2", 1, "w3", next_day), ("c5", 1, "w1", next_day))
+    served = replace_served(warehouse, SETS, TABLE_COLUMNS, [new], data_dir, carry=carried)
+
+    expected = pd.concat(
+        [first[first.customer_id.isin(["c1", "c3"])].assign(as_of=dt.date(2023, 3, 2)), new]
+    ).sort_values(["customer_id", "rank"], ignore_index=True)
+    expected = expected.assign(
+        as_of=pd.to_datetime(expected.as_of), computed_as_of=pd.to_datetime(expected.computed_as_of)
+    )
+    assert (served.published, served.rows) == (True, 6)
+    pd.testing.assert_frame_equal(served_sets(warehouse), expected, check_dtype=False)
+    assert not warehouse.table_exists(f"{SETS}__next")
+    assert not warehouse.table_exists(f"{SETS}__kept")
+    if warehouse.dialect == "duckdb":
+        snapshot = pd.read_parquet(snapshot_path(data_dir, SETS))
+        assert snapshot[["customer_id", "rank"]].values.tolist() == (
+            expected[["customer_id", "rank"]].values.tolist()
+        )
+    published = (
+        snapshot_path(data_dir, SETS).stat().st_mtime_ns if warehouse.dialect == "duckdb" else None
+    )
+
+    # A build whose new row repeats a carried customer's rank: rejected, nothing moves,
+    # and the whole build (carried rows too) waits in __next.
+    before = served_sets(warehouse)
+    again = Carry(pd.DataFrame({"customer_id": ["c1", "c2"], "as_of": [dt.date(2023, 3, 3)] * 2}))
+    bad = sets_rows(("c1", 1, "w9", "2023-03-03"))
+    rejected = replace_served(warehouse, SETS, TABLE_COLUMNS, [bad], data_dir, carry=again)
+    assert (rejected.published, rejected.rows) == (False, 4)
+    assert rejected.blocked_by == ["rank_unique_per_customer"]
+    pd.testing.assert_frame_equal(served_sets(warehouse), before)
+    inspected = served_sets(warehouse, f"{SETS}__next")
+    assert len(inspected) == 4
+    assert (inspected.as_of == pd.Timestamp("2023-03-03")).all()
+    assert not warehouse.table_exists(f"{SETS}__kept")
+    if published is not None:
+        assert snapshot_path(data_dir, SETS).stat().st_mtime_ns == published
+
+
+def test_carried_rows_are_copied_into_a_build_declared_otherwise(duckdb_warehouse, tmp_path):
+    """A table declared anew (here without `reason`) cannot keep rows in place: the build
+    copies them and replaces the table whole."""
+    first = sets_rows(("c1", 1, "w1", "2023-03-01"), ("c2", 1, "w2", "2023-03-01"))
+    replace_served(duckdb_warehouse, SETS, TABLE_COLUMNS, [first], tmp_path)
+    carried = Carry(pd.DataFrame({"customer_id": ["c1"], "as_of": [dt.date(2023, 3, 2)]}))
+    declared = {c: t for c, t in TABLE_COLUMNS.items() if c != "reason"}
+    new = sets_rows(("c2", 1, "w3", "2023-03-02"))[list(declared)]
+
+    served = replace_served(duckdb_warehouse, SETS, declared, [new], tmp_path, carry=carried)
+
+    assert (served.published, served.rows) == (True, 2)
+    assert [c for c, _ in duckdb_warehouse.columns(SETS)] == list(declared)
+    rows = served_sets(duckdb_warehouse)
+    assert rows[["customer_id", "reward_id", "as_of"]].values.tolist() == [
+        ["c1", "w1", pd.Timestamp("2023-03-02")],
+        ["c2", "w3", pd.Timestamp("2023-03-02")],
+    ]
+    assert not duckdb_warehouse.table_exists(f"{SETS}__kept")
 
 
 # The run's period, for the in_period checks of the staging views a mart reads.

@@ -272,7 +272,9 @@ def _batches(warehouse: Warehouse, build: Staged, columns: Sequence[str]) -> Ite
     Days are grouped up to CHECK_BATCH_ROWS rows, so a range of small days costs a few
     validations while a day is never split and memory stays bounded on large tables.
     """
-    select = f"SELECT {', '.join(columns)} FROM {build.staged}"
+    # A build keeping served rows in place (`Kept`) reads them with its own.
+    source = f"({build.build_rows()}) b" if build.kept else build.staged
+    select = f"SELECT {', '.join(columns)} FROM {source}"
     window = build.window
     if not isinstance(window, Window):
         yield warehouse.frame(select)

@@ -14,9 +14,11 @@ would read after the swap: the rows outside the window that stay, plus the new w
 a rule over the whole table (unique ids) holds across windows too.
 
 A whole-table build may keep some of the served rows (`Carry`: an incremental asset's
-customers whose inputs did not change): they are copied into the build inside the
-warehouse, before the audit, so their payload never travels through Python and the audit
-still reads the table as it will serve.
+customers whose inputs did not change): only their keys are staged, beside the table
+(`Kept`), so their payload never travels through Python nor is copied. The audit reads
+them with the build's rows, the table as it will serve; the swap deletes the rows not
+kept, updates the kept rows' columns computed today and adds the build's rows, in one
+transaction. A rejected build copies them into `<table>__next`, whole for inspection.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -34,6 +36,8 @@ from sqlalchemy.engine import Connection
 from reward_assets.warehouse.store import Warehouse
 
 STAGED_SUFFIX = "__next"
+# Beside a staged build that keeps served rows in place: their keys (`Kept`).
+KEPT_SUFFIX = "__kept"
 
 
 def staged_name(table: str) -> str:
@@ -101,40 +105,101 @@ class Slice:
 
 @dataclass(frozen=True)
 class Carry:
-    """The served rows a build keeps: those whose `key` is one of `rows[key]`. A column
-    of `rows` besides the key replaces the served one (today's `as_of`, a value computed
-    afresh); every other column is copied as served."""
+    """The served rows a build keeps: those whose `key` is one of `rows[key]` (each listed
+    once). A column of `rows` besides the key replaces the served one (today's `as_of`, a
+    value computed afresh); every other column stays as served."""
 
     rows: pd.DataFrame
     key: str = "customer_id"
 
-    def copy_into(
+    def stage(
         self,
         warehouse: Warehouse,
         conn: Connection,
         table: str,
         staged: str,
         columns: Mapping[str, str],
-    ) -> None:
-        """Insert the kept rows of `table` into `staged` (both of `columns`: name -> SQL
-        type), in `conn`'s transaction."""
+    ) -> Kept | None:
+        """Write the kept keys, with their replacing columns, beside `table` (columns:
+        name -> SQL type), in `conn`'s transaction: the kept rows then stay in `table`
+        until the swap (`Kept`). When `table` was declared otherwise than the build
+        (`staged`), they are copied into the build instead, which then holds the whole
+        table. None when nothing is kept in `table`."""
         schema, _, name = table.rpartition(".")
         if self.rows.empty or not sa.inspect(conn).has_table(name, schema=schema or None):
-            return
-        carried = "_carried_rows"
+            return None
+        kept = Kept(table, f"{table}{KEPT_SUFFIX}", self.key, tuple(self.rows), tuple(columns))
         ddl = ", ".join(f"{column} {columns[column]}" for column in self.rows.columns)
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {carried}"))
-        conn.execute(sa.text(f"CREATE TEMPORARY TABLE {carried} ({ddl})"))
-        warehouse.append(conn, carried, self.rows)
-        names = ", ".join(columns)
-        values = ", ".join(f"{'c' if column in self.rows else 't'}.{column}" for column in columns)
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {kept.keys}"))
+        conn.execute(sa.text(f"CREATE TABLE {kept.keys} ({ddl})"))
+        warehouse.append(conn, kept.keys, self.rows)
+        if _declared(conn, table) != _declared(conn, staged):
+            kept.copy_into(conn, staged)
+            return None
+        return kept
+
+
+def _declared(conn: Connection, table: str) -> list[tuple[str, str]]:
+    # information_schema rather than SQLAlchemy's inspector: on DuckDB that answers from
+    # pg_catalog emulation, some twenty times slower.
+    schema, _, name = table.rpartition(".")
+    found = conn.execute(
+        sa.text(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = COALESCE(NULLIF(:schema, ''), current_schema()) "
+            "AND table_name = :name ORDER BY ordinal_position"
+        ),
+        {"schema": schema, "name": name},
+    )
+    return [tuple(row) for row in found]
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The served rows a staged build keeps, left in `table`: those whose `key` is listed
+    in `keys` (a table beside it), the other columns of `keys` replacing the served ones.
+
+    The audit reads them together with the build's own rows; the swap deletes the other
+    rows, updates the replaced columns and adds the build's rows, in one transaction.
+    That writes a fraction of what copying every kept row into the build would."""
+
+    table: str
+    keys: str
+    key: str
+    replaced: tuple[str, ...]  # the columns of `keys`: the key and those it replaces
+    columns: tuple[str, ...]  # the table's, in order
+
+    def select(self) -> str:
+        """SQL selecting the kept rows as they will read."""
+        values = ", ".join(f"{'c' if c in self.replaced else 't'}.{c}" for c in self.columns)
+        key = self.key
+        return f"SELECT {values} FROM {self.table} t JOIN {self.keys} c ON t.{key} = c.{key}"
+
+    def apply(self, conn: Connection) -> None:
+        """Leave only the kept rows in `table`, as they will read, in `conn`'s transaction."""
+        key = self.key
         conn.execute(
             sa.text(
-                f"INSERT INTO {staged} ({names}) SELECT {values} FROM {table} t "
-                f"JOIN {carried} c ON t.{self.key} = c.{self.key}"
+                f"DELETE FROM {self.table} t WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {self.keys} c WHERE c.{key} = t.{key})"
             )
         )
-        conn.execute(sa.text(f"DROP TABLE {carried}"))
+        values = ", ".join(f"{c} = c.{c}" for c in self.replaced if c != key)
+        if values:
+            conn.execute(
+                sa.text(
+                    f"UPDATE {self.table} AS t SET {values} "
+                    f"FROM {self.keys} c WHERE t.{key} = c.{key}"
+                )
+            )
+        conn.execute(sa.text(f"DROP TABLE {self.keys}"))
+
+    def copy_into(self, conn: Connection, staged: str) -> None:
+        """Copy the kept rows into `staged`, which then holds them too, and drop `keys`,
+        in `conn`'s transaction."""
+        names = ", ".join(self.columns)
+        conn.execute(sa.text(f"INSERT INTO {staged} ({names}) {self.select()}"))
+        conn.execute(sa.text(f"DROP TABLE {self.keys}"))
 
 
 @dataclass(frozen=True)
@@ -148,6 +213,7 @@ class Staged:
     # Statements (SQL, parameters) run in the swap's transaction: an incremental build's
     # record of what it was built from, which must advance only if the build serves.
     after_swap: tuple[tuple[str, dict[str, Any]], ...] = ()
+    kept: Kept | None = None  # served rows the build keeps where they are
 
     @property
     def params(self) -> dict[str, Any]:
@@ -155,6 +221,9 @@ class Staged:
 
     def build_rows(self) -> str:
         """SQL selecting the build's own rows (what a row-level check reads)."""
+        if self.kept:
+            columns = ", ".join(self.kept.columns)
+            return f"{self.kept.select()} UNION ALL SELECT {columns} FROM {self.staged}"
         where = f" WHERE {self.window.inside()}" if self.window else ""
         return f"SELECT * FROM {self.staged}{where}"
 
@@ -162,7 +231,7 @@ class Staged:
         """SQL selecting the table as it will read once this build is swapped in."""
         if self.staged == self.table:  # checked in place: the table is what it is
             return f"SELECT * FROM {self.table}"
-        if not self.window or not warehouse.table_exists(self.table):
+        if self.kept or not self.window or not warehouse.table_exists(self.table):
             return self.build_rows()
         return (
             f"SELECT * FROM {self.table} WHERE {self.window.outside()} "
@@ -217,6 +286,9 @@ def write_audit_swap(
         approved = audit is None or audit(staged)
         if approved:
             swap(warehouse, staged)
+        elif staged.kept:  # the rejected build, whole, for inspection
+            with warehouse.begin() as conn:
+                staged.kept.copy_into(conn, staged.staged)
     return Built(staged, approved)
 
 
@@ -226,15 +298,18 @@ def swap(warehouse: Warehouse, staged: Staged) -> None:
         return
     name = staged.table.rpartition(".")[2]
     with warehouse.begin() as conn:
-        whole = staged.window is None or not rows_outside(conn, staged.table, staged.window)
+        window = staged.window
+        whole = not staged.kept and (window is None or not rows_outside(conn, staged.table, window))
         if whole:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged.table}"))
             conn.execute(sa.text(f"ALTER TABLE {staged.staged} RENAME TO {name}"))
         else:
-            window = staged.window
-            conn.execute(
-                sa.text(f"DELETE FROM {staged.table} WHERE {window.inside()}"), window.params
-            )
+            if staged.kept:
+                staged.kept.apply(conn)
+            else:
+                conn.execute(
+                    sa.text(f"DELETE FROM {staged.table} WHERE {window.inside()}"), window.params
+                )
             conn.execute(sa.text(f"INSERT INTO {staged.table} SELECT * FROM {staged.staged}"))
             conn.execute(sa.text(f"DROP TABLE {staged.staged}"))
         for sql, params in staged.after_swap:
@@ -267,7 +342,9 @@ def stage_frames(
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged}"))
         conn.execute(sa.text(f"CREATE TABLE {staged} ({ddl})"))
         rows = sum(warehouse.append(conn, staged, chunk[list(columns)]) for chunk in chunks)
-        if carry is not None:
-            carry.copy_into(warehouse, conn, table, staged, columns)
-            rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {staged}")).scalar()
-    return Staged(table, staged, rows)
+        if carry is None:
+            return Staged(table, staged, rows)
+        kept = carry.stage(warehouse, conn, table, staged, columns)
+        built = Staged(table, staged, rows, kept=kept)
+        rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM ({built.build_rows()}) b")).scalar()
+    return replace(built, rows=rows)
