@@ -47,7 +47,7 @@ from reward_assets.warehouse.staging import (
     Slice,
     Staged,
     Window,
-    rows_outside,
+    replace_rows,
     staged_name,
     write_audit_swap,
 )
@@ -171,37 +171,25 @@ def _stage_table(conn: Connection, model: SqlModel, sql: str, params: Mapping[st
     return Staged(model.table, staged, int(rows))
 
 
-def _stage_window(conn: Connection, model: SqlModel, sql: str, params: Mapping[str, Any]) -> Staged:
+def _stage_window(
+    conn: Connection, model: SqlModel, sql: str, params: Mapping[str, Any], in_place: bool = False
+) -> Staged:
+    """A partitioned model's window; `in_place` (nothing will audit it), written straight
+    into the table in the build's transaction, as its swap would: staging would copy every
+    row of the window twice, into `__next` and from there into the table."""
     # The outer filter keeps even a careless model from writing outside its window.
     window = Window(model.partition_column, params["partition_start"], params["partition_end"])
-    staged = staged_name(model.table)
-    conn.execute(
-        sa.text(f"CREATE TABLE {staged} AS SELECT * FROM ({sql}) q WHERE {window.inside('q')}"),
-        {**params, **window.params},
-    )
-    # Counted, not taken from rowcount: DuckDB's driver reports -1 for CREATE ... AS.
-    rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {staged}")).scalar()
-    return Staged(model.table, staged, int(rows), window)
-
-
-def _write_window(conn: Connection, model: SqlModel, sql: str, params: Mapping[str, Any]) -> Staged:
-    """A partitioned model with nothing to audit: its window is written straight into the
-    table, in the build's transaction, which is what the swap of a staged window would do
-    (readers see the previous rows or the new window). Staging it would copy every row of
-    the window twice, into `__next` and from there into the table."""
-    window = Window(model.partition_column, params["partition_start"], params["partition_end"])
     select = f"SELECT * FROM ({sql}) q WHERE {window.inside('q')}"
-    bound = {**params, **window.params}
-    if rows_outside(conn, model.table, window):
-        conn.execute(sa.text(f"DELETE FROM {model.table} WHERE {window.inside()}"), bound)
-        conn.execute(sa.text(f"INSERT INTO {model.table} {select}"), bound)
-    else:  # a new table, or one of this window alone: built anew, as a rename would leave it
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {model.table}"))
-        conn.execute(sa.text(f"CREATE TABLE {model.table} AS {select}"), bound)
+    staged = model.table if in_place else staged_name(model.table)
+    if in_place:
+        replace_rows(conn, staged, select, {**params, **window.params}, window)
+    else:
+        conn.execute(sa.text(f"CREATE TABLE {staged} AS {select}"), {**params, **window.params})
+    # Counted, not taken from rowcount: DuckDB's driver reports -1 for CREATE ... AS.
     rows = conn.execute(
-        sa.text(f"SELECT COUNT(*) FROM {model.table} WHERE {window.inside()}"), window.params
+        sa.text(f"SELECT COUNT(*) FROM {staged} WHERE {window.inside()}"), window.params
     ).scalar()
-    return Staged(model.table, model.table, int(rows), window)
+    return Staged(model.table, staged, int(rows), window)
 
 
 _ATTRIBUTES = ("tier", "tier_rank", "points_balance", "marketing_opt_in")
@@ -435,7 +423,7 @@ def stage(
 ) -> Staged:
     """Build `model` into `<table>__next`, in one transaction; readers still see the table.
     `in_place`: no audit will read the build, so a partitioned model writes its window
-    into the table (`_write_window`)."""
+    into the table (`_stage_window`)."""
     sql = render(model, models)
     incremental = model.materialized == "incremental"
     try:
@@ -449,7 +437,7 @@ def stage(
             if incremental:
                 return _stage_incremental(conn, model, models, sql, params)
             if in_place and model.partitioned:
-                return _write_window(conn, model, sql, params)
+                return _stage_window(conn, model, sql, params, in_place=True)
             return BUILDS[model.materialized](conn, model, sql, params)
     except sa.exc.DBAPIError as error:
         raise SqlModelError(f"{model.path}: {error.orig}") from error

@@ -296,35 +296,46 @@ def swap(warehouse: Warehouse, staged: Staged) -> None:
     """Put an approved build in place of the table (or of its window), in one transaction."""
     if staged.staged == staged.table:  # built in place (a view): nothing to swap
         return
-    name = staged.table.rpartition(".")[2]
     with warehouse.begin() as conn:
-        window = staged.window
-        whole = not staged.kept and (window is None or not rows_outside(conn, staged.table, window))
-        if whole:
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged.table}"))
-            conn.execute(sa.text(f"ALTER TABLE {staged.staged} RENAME TO {name}"))
-        else:
-            if staged.kept:
-                staged.kept.apply(conn)
-            else:
-                conn.execute(
-                    sa.text(f"DELETE FROM {staged.table} WHERE {window.inside()}"), window.params
-                )
-            conn.execute(sa.text(f"INSERT INTO {staged.table} SELECT * FROM {staged.staged}"))
-            conn.execute(sa.text(f"DROP TABLE {staged.staged}"))
+        replace_rows(conn, staged.table, staged.staged, window=staged.window, kept=staged.kept)
         for sql, params in staged.after_swap:
             conn.execute(sa.text(sql), params)
 
 
-def rows_outside(conn: Connection, table: str, window: Window | Slice) -> bool:
-    """Whether `table` keeps rows outside `window` (else a rename will do)."""
+def replace_rows(
+    conn: Connection,
+    table: str,
+    rows: str,
+    params: Mapping[str, Any] | None = None,
+    window: Window | Slice | None = None,
+    kept: Kept | None = None,
+) -> None:
+    """Replace `table`'s rows (all, those of `window`, or all but the `kept`) with `rows`, in
+    `conn`'s transaction: its build beside it (`staged_name`), which this consumes, or a
+    SELECT taking `params`. When none stays, the table is made anew: nothing to delete."""
+    staged = rows == staged_name(table)
+    select = f"SELECT * FROM {rows}" if staged else rows
     schema, _, name = table.rpartition(".")
-    if not sa.inspect(conn).has_table(name, schema=schema or None):
-        return False
-    found = conn.execute(
-        sa.text(f"SELECT 1 FROM {table} WHERE {window.outside()} LIMIT 1"), window.params
-    ).first()
-    return found is not None
+    if kept is None and (
+        window is None
+        or not sa.inspect(conn).has_table(name, schema=schema or None)
+        or not conn.execute(
+            sa.text(f"SELECT 1 FROM {table} WHERE {window.outside()} LIMIT 1"), window.params
+        ).first()
+    ):
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        made = (
+            f"ALTER TABLE {rows} RENAME TO {name}" if staged else f"CREATE TABLE {table} AS {rows}"
+        )
+        conn.execute(sa.text(made), params)
+        return
+    if kept:
+        kept.apply(conn)
+    else:
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE {window.inside()}"), window.params)
+    conn.execute(sa.text(f"INSERT INTO {table} {select}"), params)
+    if staged:
+        conn.execute(sa.text(f"DROP TABLE {rows}"))
 
 
 def stage_frames(
