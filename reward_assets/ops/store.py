@@ -207,7 +207,15 @@ def insert_missing(conn: Connection, table: sa.Table, rows: Sequence[dict]) -> i
     themselves for the cycle's 100k+ outbox rows. Each value still goes through its
     column's bind processor for the engine (JSON, SQLite's datetime text), and columns
     the rows leave out take their default, so the rows stored are Core's. Both drivers
-    sum the row count over the batch: conflicting rows count nothing.
+    sum the row count over the batch: conflicting rows count nothing. A left-out column
+    whose default is not a plain value (a callable, a SQL expression) is refused.
+
+    Core alone cost more, measured (process CPU, best of 3, 200,000 outbox rows with their
+    JSON and datetimes in one call; new keys / all keys taken): SQLite 3.60 / 2.48 s here,
+    5.92 / 4.13 s with `conn.execute(insert...on_conflict_do_nothing(), rows)`, 5.27 / 4.04
+    s with that statement compiled once; PostgreSQL 6.61 / 6.15 s here, 7.52 / 6.50 and
+    7.43 / 6.34 s. Counting `inserted_keys` (RETURNING, insertmanyvalues) cost more still.
+    Through Core, psycopg's count also needs `preserve_rowcount` (else -1).
     """
     if not rows:
         return 0
