@@ -392,23 +392,21 @@ def fit_engagement(
         matrix = xgb.DMatrix(features[rows], target[rows], feature_names=list(FEATURES))
         return xgb.train(params, matrix, num_boost_round=ROUNDS)
 
-    # The latest fit's held-out open probabilities: the curve keeps its last fit as the
-    # model, whose metrics need them again.
-    held_out_open = []
-
-    def fit_open(rows: np.ndarray) -> tuple[xgb.Booster, float]:
+    def fit_open(rows: np.ndarray) -> tuple[tuple[xgb.Booster, np.ndarray], float]:
+        """The open model with its held-out probabilities, which the metrics need again."""
         booster = fit(rows, opened)
-        held_out_open[:] = [booster.inplace_predict(held_out)]
+        probability = booster.inplace_predict(held_out)
         if not 0 < held_out_opened.sum() < held_out_opened.size:
-            return booster, math.nan
-        return booster, float(roc_auc_score(held_out_opened, held_out_open[0]))
+            return (booster, probability), math.nan
+        return (booster, probability), float(roc_auc_score(held_out_opened, probability))
 
     curve = learning_curve(opened.astype(np.int8) + clicked, max_rows, fit_open, seed)
     rows = curve.rows
+    open_booster, held_out_open = curve.model
     # P(click | open) learns from the sample's opened sends.
     click_booster = fit(rows[opened[rows]], clicked)
-    model = EngagementModel(curve.model, click_booster, data.categories, uses_weekday)
-    predicted = model.predict(held_out, held_out_open[0])
+    model = EngagementModel(open_booster, click_booster, data.categories, uses_weekday)
+    predicted = model.predict(held_out, held_out_open)
     targets = {"open": held_out_opened, "click": data.clicked[valid]}
     metrics = {
         **_lifts(targets, dict(zip(targets, predicted, strict=True)), held_out, seed),
