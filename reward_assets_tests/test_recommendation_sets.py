@@ -667,7 +667,7 @@ def test_rules_are_validated():
         SetRules(almost_there_ratio=0.9)
 
 
-@pytest.mark.parametrize("n", [1, FOLD_ROWS - 1, FOLD_ROWS, 2 * FOLD_ROWS + 3])
+@pytest.mark.parametrize("n", [0, 1, FOLD_ROWS - 1, FOLD_ROWS, 2 * FOLD_ROWS + 3])
 def test_fold_by_blocks_gives_each_rows_key_word_by_word(n):
     """`fold` mixes blocks of rows in place; a row's key is still its words mixed one
     after another into the seed, whatever block it falls in."""

@@ -84,7 +84,8 @@ def bits(values: np.ndarray) -> np.ndarray:
     """(n, m) uint64 of the exact bit patterns of `values` ((n,) or (n, m), any numeric
     dtype of at most 8 bytes): equal floats to the bit give equal words."""
     values = np.ascontiguousarray(values)
-    values = values.reshape(len(values), -1)
+    if values.ndim == 1:  # not reshape(n, -1): it cannot infer m when n is 0
+        values = values[:, None]
     unsigned = values.view(f"u{values.dtype.itemsize}") if values.dtype.kind != "b" else values
     return unsigned.astype(np.uint64)
 
