@@ -73,8 +73,11 @@ dev: install ## Dagster UI and daemon on the same local storage as `make run`
 api: install ## the HTTP API on API_HOST:API_PORT (default 127.0.0.1:8000), docs at /docs
 	$(BIN)/reward-assets api
 
-test: install ## the whole test suite
-	$(BIN)/python -m pytest
+# One pytest-xdist worker per core; a group of modules sharing a session build runs whole
+# on one of them (reward_assets_tests/conftest.py). TEST_WORKERS=0: serially, as `pytest`.
+TEST_WORKERS ?= auto
+test: install ## the whole test suite, on one worker process per core
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 notebooks: install ## run the notebooks/ on the outputs of `make run` (nothing is saved)
 	$(BIN)/jupyter-execute notebooks/*.ipynb

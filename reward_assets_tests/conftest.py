@@ -2,6 +2,7 @@ import datetime as dt
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,112 @@ PG_URL_ENV = "REWARD_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # The data platform's asset groups, without the models built on top of it.
 PLATFORM_GROUPS = ("ingestion", "staging", "warehouse")
+
+
+# Under `make test` (pytest-xdist, `--dist loadfile`) a group of modules runs whole on one
+# worker, in collection order. A module is its own group, except that the modules reading
+# one of the session's expensive builds share one: on two workers each would build it again
+# (two xdist workers, each with its own worlds, took 20 min against 16.7 serially), and
+# the modules on the scored warehouse read what earlier ones left in it, as they do
+# serially. Listed by name because xdist's scheduler sees node ids only (its own
+# xdist_group marks do not reach it under pytest 9.2: pytest-xdist issue #1386); a
+# worker's collection warns when a module is missing here or listed wrongly.
+SHARED_BUILDS = {
+    "seeded-worlds": (
+        lambda item: "worlds" in item.fixturenames,
+        {
+            "test_analytics.py",
+            "test_churn.py",
+            "test_engagement.py",
+            "test_engagement_cycle.py",
+            "test_incremental_recommendations.py",
+            "test_incremental_scores.py",
+            "test_ml_assets.py",
+            "test_ranking_quality.py",
+            "test_send_time.py",
+            "test_ui_webserver.py",
+        },
+    ),
+    "api-world": (
+        lambda item: hasattr(item.module, "shared_world"),
+        {
+            "test_api.py",
+            "test_api_fuzz.py",
+            "test_api_hardening.py",
+            "test_api_live.py",
+            "test_email_lineage.py",
+            "test_experiments.py",
+            "test_notebooks.py",
+            "test_write_audit_publish.py",
+        },
+    ),
+}
+# The groups handed out first, slowest first (their setup included; --durations=0 on two
+# workers): a long group handed out last would leave the other worker idle at the end.
+# Missing one costs only balance; the rest keep collection order.
+SLOW_FIRST = (
+    "seeded-worlds",
+    "api-world",
+    "test_onboarding.py",
+    "test_deploy_live.py",
+    "test_production_instance.py",
+    "test_pipeline.py",
+    "test_cdnow.py",
+    "test_celery.py",
+    "test_definitions.py",
+    "test_event_log.py",
+    "test_dagster_instances.py",
+)
+
+
+def worker_group(module: str) -> str:
+    """The group a test module (file name) runs in on the xdist workers."""
+    for group, (_, modules) in SHARED_BUILDS.items():
+        if module in modules:
+            return group
+    return module
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which plain `pytest` may lack
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, with the groups of worker_group as its units of work."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class GroupScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(Path(super()._split_scope(nodeid)).name)
+
+    return GroupScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)  # every collected item, before -k or -m deselect some
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):  # not a pytest-xdist worker
+        return
+    collected = {item.path.name for item in items}
+    for group, (uses, modules) in SHARED_BUILDS.items():
+        using = {item.path.name for item in items if uses(item)}
+        if using != modules & collected:
+            # A warning, not an error: a stale list costs time (a second build), not results.
+            warnings.warn(
+                pytest.PytestWarning(
+                    f"conftest.SHARED_BUILDS[{group!r}] is out of date: the modules using "
+                    f"it are {sorted(using)}, listed are {sorted(modules & collected)}"
+                ),
+                stacklevel=1,
+            )
+
+
+# After pytest's own reordering by fixture parameters, before a worker reports its items.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session):
+    if not hasattr(session.config, "workerinput"):
+        return
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    # Stable: within a group, pytest's order (by session fixture parameter) holds.
+    session.items.sort(key=lambda item: rank.get(worker_group(item.path.name), len(rank)))
 
 
 @pytest.fixture(autouse=True)

@@ -256,7 +256,7 @@ def test_a_million_customers_in_seconds():
     band = rng.choice(["low", "medium", "high", "lapsed", "never_purchased"], count)
     probability = np.where(np.isin(band, ["lapsed", "never_purchased"]), np.nan, rng.random(count))
     churn = pd.DataFrame({"customer_id": ids, "churn_probability": probability, "risk_band": band})
-    # CPU time, not wall time: the test workers (pyproject.toml's addopts) and whatever else
+    # CPU time, not wall time: the test workers (`make test`) and whatever else
     # shares the cores must not fail the budget; threads, if any, only add to it.
     started = time.process_time()
     out = segment_customers(customers, churn.sample(frac=1, random_state=1), NO_ENGAGEMENT, AS_OF)
