@@ -166,6 +166,14 @@ class Settings(BaseSettings):
     api_key: str = Field(
         "", description="When set, /api requests need it in X-API-Key (not /health, unsubscribe)."
     )
+    # Whole hours: even one outlasts a running claim (idempotency.CLAIM_SECONDS), as
+    # IdempotencyKeys requires.
+    idempotency_ttl_hours: int = Field(
+        24,
+        gt=0,
+        description="An Idempotency-Key replays its answer this long after its request; "
+        "then a request with it runs anew, and the stored answer is deleted.",
+    )
 
     def resolved_warehouse_url(self) -> str:
         return self.warehouse_url or f"duckdb:///{(self.data_dir / 'warehouse.duckdb').as_posix()}"

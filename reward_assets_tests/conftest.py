@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from reward_assets.ops.store import open_ops_store
 from reward_assets.seed.generate import generate, simulate_day
 from reward_assets.seed.model import Model, SeedConfig
 from reward_assets.warehouse.store import Warehouse
@@ -185,6 +186,17 @@ def pg_url(pg_server_url):
     """A fresh database on the PostgreSQL server, dropped after the test."""
     with fresh_database(pg_server_url) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def ops_store(request, tmp_path):
+    """An empty operational store on each engine: a SQLite file, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ops.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    with open_ops_store(url) as opened:
+        yield opened
 
 
 @pytest.fixture

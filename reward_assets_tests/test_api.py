@@ -10,14 +10,6 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from uvicorn.logging import AccessFormatter
 
-from reward_assets.api.idempotency import (
-    CLAIM_SECONDS,
-    IdempotencyKeys,
-    KeyReused,
-    StillRunning,
-    Stored,
-    fingerprint,
-)
 from reward_assets.api.main import RedactTokens, create_app
 from reward_assets.contact.holdout import is_holdout
 from reward_assets.email.outbox import set_kill_switch
@@ -27,7 +19,6 @@ from reward_assets.ops.store import (
     followups,
     open_ops_store,
     outbox,
-    stored_now,
     suppressions,
     to_db,
 )
@@ -528,26 +519,3 @@ def test_the_batch_never_sends_a_welcome_the_api_queued(world, tmp_path, monkeyp
     assert result.output_for_node("welcome_new_customers") == 0
     rows = ops_rows(outbox, customer_id=customer_id)
     assert [(r.idempotency_key, r.run_id) for r in rows] == [(body["message_key"], None)]
-
-
-def test_idempotency_claims_conflict_while_running_and_are_taken_over_when_stale(tmp_path):
-    with open_ops_store(f"sqlite:///{tmp_path / 'ops.sqlite'}") as store:
-        keys = IdempotencyKeys(store)
-        first = fingerprint("POST", "/api/customers/c1/engagement", ONBOARDING)
-
-        assert keys.claim("k", first) is None
-        with pytest.raises(StillRunning):
-            keys.claim("k", first)
-        with pytest.raises(KeyReused):
-            keys.claim("k", fingerprint("POST", "/api/customers/c2/engagement", ONBOARDING))
-
-        stale = stored_now() - dt.timedelta(seconds=CLAIM_SECONDS + 1)
-        with store.begin() as conn:
-            conn.execute(sa.update(api_idempotency).values(created_at=stale))
-        assert keys.claim("k", first) is None  # the crashed request's claim is taken over
-        with pytest.raises(StillRunning):
-            keys.claim("k", first)
-
-        keys.finish("k", 200, {"queued": True})
-        keys.release("k")  # a finished answer is kept
-        assert keys.claim("k", first) == Stored(200, {"queued": True})

@@ -58,28 +58,18 @@ def message(customer_id="c1", campaign="rewards_digest", send_at=T0, subject="Hi
     )
 
 
-def set_status(store, key, status):
-    with store.begin() as conn:
+def set_status(ops_store, key, status):
+    with ops_store.begin() as conn:
         conn.execute(sa.update(outbox).where(outbox.c.idempotency_key == key).values(status=status))
 
 
-def row(store, key):
-    with store.begin() as conn:
+def row(ops_store, key):
+    with ops_store.begin() as conn:
         return conn.execute(sa.select(outbox).where(outbox.c.idempotency_key == key)).one()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ops.sqlite'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    with open_ops_store(url) as opened:
-        yield opened
-
-
-def test_enqueue_twice_keeps_one_row_and_the_first_content(store):
-    box = Outbox(store)
+def test_enqueue_twice_keeps_one_row_and_the_first_content(ops_store):
+    box = Outbox(ops_store)
     first = message()
 
     assert box.enqueue([first, message(subject="duplicate in the batch")], run_id="r1") == 1
@@ -88,13 +78,13 @@ def test_enqueue_twice_keeps_one_row_and_the_first_content(store):
     assert first.key == "c1:rewards_digest:2024-03-04"
     assert box.existing([first.key, "c9:welcome:once"]) == {first.key}
     assert box.status_counts() == {"queued": 1}
-    stored = row(store, first.key)
+    stored = row(ops_store, first.key)
     assert (stored.subject, stored.run_id, stored.attempts) == ("Hi", "r1", 0)
     assert stored.send_at == dt.datetime(2024, 3, 4, 12)  # naive UTC
     assert stored.reward_ids == ["r1", "r2"]
 
 
-def test_insert_missing_stores_what_core_stores_and_counts_only_new_rows(store):
+def test_insert_missing_stores_what_core_stores_and_counts_only_new_rows(ops_store):
     def outbox_row(key, **fields):
         at = dt.datetime(2024, 3, 4, 12, 0, 0, 500)
         return {
@@ -114,7 +104,7 @@ def test_insert_missing_stores_what_core_stores_and_counts_only_new_rows(store):
 
     # `attempts` left out: its default fills it in.
     rows = [outbox_row("a"), outbox_row("b", lineage=None, reward_ids=[])]
-    with store.begin() as conn:
+    with ops_store.begin() as conn:
         insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
         conn.execute(insert(outbox).on_conflict_do_nothing(), rows)
         fast = [{**r, "idempotency_key": f"fast-{r['idempotency_key']}"} for r in rows]
@@ -133,14 +123,14 @@ def test_insert_missing_stores_what_core_stores_and_counts_only_new_rows(store):
     assert stored["a"] != stored["b"]
 
 
-def test_enqueue_refuses_an_unknown_campaign(store):
+def test_enqueue_refuses_an_unknown_campaign(ops_store):
     with pytest.raises(ValueError, match="unknown campaign"):
-        Outbox(store).enqueue([message(campaign="spam")])
-    assert Outbox(store).status_counts() == {}
+        Outbox(ops_store).enqueue([message(campaign="spam")])
+    assert Outbox(ops_store).status_counts() == {}
 
 
-def test_record_skips_never_overwrites_a_message(store):
-    box = Outbox(store)
+def test_record_skips_never_overwrites_a_message(ops_store):
+    box = Outbox(ops_store)
     queued = message()
     box.enqueue([queued])
     skip_queued = Skip("c1", "rewards_digest", "2024-03-04", "frequency_cap", T0, None)
@@ -151,14 +141,14 @@ def test_record_skips_never_overwrites_a_message(store):
     # A skip is a decision too: a later plan cannot turn it into a message.
     assert box.enqueue([message("c2", "welcome")]) == 0
 
-    assert row(store, queued.key).status == "queued"
-    skipped = row(store, skip_new.key)
+    assert row(ops_store, queued.key).status == "queued"
+    skipped = row(ops_store, skip_new.key)
     assert (skipped.status, skipped.reason, skipped.timezone) == ("skipped", "holdout", "UTC")
     assert box.status_counts() == {"queued": 1, "skipped": 1}
 
 
-def test_other_marketing_sends_counts_only_messages_that_go_out(store):
-    box = Outbox(store)
+def test_other_marketing_sends_counts_only_messages_that_go_out(ops_store):
+    box = Outbox(ops_store)
     box.enqueue(
         [
             message("c1", send_at=T0),  # queued: counts
@@ -171,9 +161,9 @@ def test_other_marketing_sends_counts_only_messages_that_go_out(store):
         ]
     )
     box.record_skips([Skip("c2", "win_back", "x", "holdout", T0, None)])
-    set_status(store, "c1:win_back:2024-03-05", "sent")
-    set_status(store, "c1:reactivation:2024-03-06", "cancelled")
-    set_status(store, "c3:rewards_digest:2024-03-06", "uncertain")
+    set_status(ops_store, "c1:win_back:2024-03-05", "sent")
+    set_status(ops_store, "c1:reactivation:2024-03-06", "cancelled")
+    set_status(ops_store, "c3:rewards_digest:2024-03-06", "uncertain")
 
     sends = box.other_marketing_sends(["c1", "c2", "c3", "c4"], T0, T0 + 3 * DAY)
 
@@ -185,8 +175,8 @@ def test_other_marketing_sends_counts_only_messages_that_go_out(store):
     assert departed == {"c1": [T0 + DAY]}
 
 
-def test_the_cap_is_counted_again_as_messages_go_in(store):
-    box = Outbox(store)
+def test_the_cap_is_counted_again_as_messages_go_in(ops_store):
+    box = Outbox(ops_store)
     policy = ContactPolicy(frequency_cap=2, frequency_cap_days=7)
     box.enqueue([message("c1", "rewards_digest", T0 - 2 * DAY)])
     box.enqueue([message("c1", "welcome", T0 - DAY)])  # exempt, and not counted
@@ -206,14 +196,14 @@ def test_the_cap_is_counted_again_as_messages_go_in(store):
 
     assert done.queued == 3
     assert done.capped == (f"c1:reactivation:{(T0 + DAY).date()}",)
-    capped = row(store, done.capped[0])
+    capped = row(ops_store, done.capped[0])
     assert (capped.status, capped.reason, capped.run_id) == ("skipped", "frequency_cap", "run-1")
     # A message outside the window is not capped by these.
     later = box.enqueue_within_cap([message("c1", "reactivation", T0 + 9 * DAY)], policy)
     assert (later.queued, later.capped) == (1, ())
 
 
-def test_concurrent_planners_never_queue_more_than_the_cap(store):
+def test_concurrent_planners_never_queue_more_than_the_cap(ops_store):
     """Each thread has counted nothing yet (its plan saw room) and queues one message for
     the same customer: under the cap's lock only `frequency_cap` of them go in."""
     policy = ContactPolicy(frequency_cap=2, frequency_cap_days=7)
@@ -222,22 +212,22 @@ def test_concurrent_planners_never_queue_more_than_the_cap(store):
 
     def queue(one):
         barrier.wait()
-        return Outbox(store).enqueue_within_cap([one], policy)
+        return Outbox(ops_store).enqueue_within_cap([one], policy)
 
     with ThreadPoolExecutor(len(messages)) as pool:
         results = list(pool.map(queue, messages))
 
     assert sum(r.queued for r in results) == 2
     assert sum(len(r.capped) for r in results) == 4
-    assert Outbox(store).status_counts() == {"queued": 2, "skipped": 4}
+    assert Outbox(ops_store).status_counts() == {"queued": 2, "skipped": 4}
 
 
-def test_uncertain_rows_and_resolve(store):
-    box = Outbox(store)
+def test_uncertain_rows_and_resolve(ops_store):
+    box = Outbox(ops_store)
     box.enqueue([message("c1"), message("c2"), message("c3")])
     keys = [f"c{i}:rewards_digest:2024-03-04" for i in (1, 2, 3)]
     for key in keys:
-        set_status(store, key, "uncertain")
+        set_status(ops_store, key, "uncertain")
 
     rows = box.uncertain_rows()
     assert sorted(r["key"] for r in rows) == keys
@@ -249,17 +239,17 @@ def test_uncertain_rows_and_resolve(store):
     box.resolve(keys[2], "requeue", by="ana")
 
     assert box.status_counts() == {"sent": 1, "failed": 1, "queued": 1}
-    resolved = row(store, keys[0])
+    resolved = row(ops_store, keys[0])
     assert resolved.reason == "resolved by ana" and resolved.sent_at is not None
-    assert row(store, keys[2]).reason == "requeued by ana"
+    assert row(ops_store, keys[2]).reason == "requeued by ana"
     with pytest.raises(ValueError, match="no uncertain message"):
         box.resolve(keys[0], "failed", by="ana")
     with pytest.raises(ValueError, match="outcome must be"):
         box.resolve(keys[0], "maybe", by="ana")
 
 
-def test_sent_events_are_the_sent_messages(store):
-    box = Outbox(store)
+def test_sent_events_are_the_sent_messages(ops_store):
+    box = Outbox(ops_store)
     assert list(box.sent_events().columns) == [
         "event_id",
         "customer_id",
@@ -271,7 +261,7 @@ def test_sent_events_are_the_sent_messages(store):
     ]
     box.enqueue([message("c1"), message("c2")])
     sent_at = dt.datetime(2024, 3, 4, 12, 5)
-    with store.begin() as conn:
+    with ops_store.begin() as conn:
         conn.execute(
             sa.update(outbox)
             .where(outbox.c.customer_id == "c1")
@@ -293,23 +283,23 @@ def test_sent_events_are_the_sent_messages(store):
     ]
 
 
-def test_kill_switch(store):
-    assert not kill_switch_engaged(store, env_flag=False)
-    assert kill_switch_engaged(store, env_flag=True)
+def test_kill_switch(ops_store):
+    assert not kill_switch_engaged(ops_store, env_flag=False)
+    assert kill_switch_engaged(ops_store, env_flag=True)
 
-    set_kill_switch(store, True, by="ana")
-    set_kill_switch(store, True, by="ana")
-    assert kill_switch_engaged(store, env_flag=False)
+    set_kill_switch(ops_store, True, by="ana")
+    set_kill_switch(ops_store, True, by="ana")
+    assert kill_switch_engaged(ops_store, env_flag=False)
 
-    set_kill_switch(store, False, by="bo")
-    assert not kill_switch_engaged(store, env_flag=False)
+    set_kill_switch(ops_store, False, by="bo")
+    assert not kill_switch_engaged(ops_store, env_flag=False)
 
 
-def test_suppression_is_idempotent_and_keeps_the_first_reason(store):
-    assert suppress(store, "c1", "unsubscribe", "api")
-    assert not suppress(store, "c1", "complaint", "operator")
+def test_suppression_is_idempotent_and_keeps_the_first_reason(ops_store):
+    assert suppress(ops_store, "c1", "unsubscribe", "api")
+    assert not suppress(ops_store, "c1", "complaint", "operator")
     with pytest.raises(ValueError, match="reason must be"):
-        suppress(store, "c2", "bored", "api")
+        suppress(ops_store, "c2", "bored", "api")
 
     events = pd.DataFrame(
         {
@@ -320,11 +310,11 @@ def test_suppression_is_idempotent_and_keeps_the_first_reason(store):
             ),
         }
     )
-    assert sync_from_events(store, events) == 2
-    assert sync_from_events(store, events) == 0
+    assert sync_from_events(ops_store, events) == 2
+    assert sync_from_events(ops_store, events) == 0
 
-    assert suppressed(store, ["c1", "c2", "c3", "c4", "c5", "c6"]) == {"c1", "c2", "c3"}
-    with store.begin() as conn:
+    assert suppressed(ops_store, ["c1", "c2", "c3", "c4", "c5", "c6"]) == {"c1", "c2", "c3"}
+    with ops_store.begin() as conn:
         query = sa.select(suppressions.c.customer_id, suppressions.c.reason)
         reasons = dict(conn.execute(query).all())
     assert reasons == {"c1": "unsubscribe", "c2": "hard_bounce", "c3": "hard_bounce"}
@@ -360,7 +350,7 @@ def undated_token(customer_id: str, secret: str) -> str:
     return f"{encode(customer_id.encode())}.{encode(signature.digest())}"
 
 
-def test_a_link_works_for_its_days_after_it_was_issued_or_last_sent(store):
+def test_a_link_works_for_its_days_after_it_was_issued_or_last_sent(ops_store):
     now = dt.datetime(2024, 9, 1, 12, tzinfo=dt.UTC)
     days = 180
     fresh = make_token("c1", "secret", now.date() - dt.timedelta(days=days))
@@ -369,7 +359,7 @@ def test_a_link_works_for_its_days_after_it_was_issued_or_last_sent(store):
     assert read_token(undated, "secret") == Link("c1", None)
 
     def works(token: str) -> bool:
-        return honoured(store, token, read_token(token, "secret"), days, now)
+        return honoured(ops_store, token, read_token(token, "secret"), days, now)
 
     assert works(fresh)
     assert not works(old)
@@ -383,8 +373,8 @@ def test_a_link_works_for_its_days_after_it_was_issued_or_last_sent(store):
         sent = dataclasses.replace(
             message("c1", campaign, sent_at, occurrence="once"), text_body=body
         )
-        Outbox(store).enqueue([sent])
-        with store.begin() as conn:
+        Outbox(ops_store).enqueue([sent])
+        with ops_store.begin() as conn:
             conn.execute(
                 sa.update(outbox)
                 .where(outbox.c.idempotency_key == sent.key)
@@ -394,7 +384,7 @@ def test_a_link_works_for_its_days_after_it_was_issued_or_last_sent(store):
     # Another customer's link is not vouched for by c1's email, nor is a link c1's email
     # never carried.
     assert not works(undated_token("c2", "secret"))
-    assert not honoured(store, undated, Link("c1", None), 99, now)
+    assert not honoured(ops_store, undated, Link("c1", None), 99, now)
 
 
 @pytest.fixture
@@ -403,8 +393,8 @@ def ops_env(monkeypatch, tmp_path):
     url = f"sqlite:///{tmp_path / 'ops.sqlite'}"
     monkeypatch.setenv("OPS_DB_URL", url)
     monkeypatch.delenv("KILL_SWITCH", raising=False)
-    with open_ops_store(url) as store:
-        yield store
+    with open_ops_store(url) as ops_store:
+        yield ops_store
 
 
 def test_emailctl_commands(ops_env, capsys):

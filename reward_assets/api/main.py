@@ -4,6 +4,7 @@ Settings are read when the server starts (the lifespan), not at import, so a tes
 deployment points the same app at other stores through the environment.
 """
 
+import datetime as dt
 import gc
 import logging
 import math
@@ -75,7 +76,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # What start-up loaded lives as long as the server: spare the full collections
             # the scan of it (over 100 ms with pandas and an index in memory) on requests.
             gc.freeze()
-            app.state.api = ApiState(settings, data, store, recommender, IdempotencyKeys(store))
+            keys = IdempotencyKeys(store, dt.timedelta(hours=settings.idempotency_ttl_hours))
+            app.state.api = ApiState(settings, data, store, recommender, keys)
             yield
     finally:
         data.dispose()
