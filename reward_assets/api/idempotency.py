@@ -86,7 +86,9 @@ class IdempotencyKeys:
                     api_idempotency.c.status_code,
                     api_idempotency.c.response,
                 ).where(api_idempotency.c.key == key)
-            ).one()
+            ).one_or_none()
+            if found is None:  # released or purged since the insert: a retry will claim it
+                raise StillRunning()
             if found.fingerprint != request_fingerprint:
                 raise KeyReused()
             if found.status_code is not None:
