@@ -314,21 +314,15 @@ def replace_rows(
     `conn`'s transaction: its build beside it (`staged_name`), which this consumes, or a
     SELECT taking `params`. When none stays, the table is made anew: nothing to delete."""
     staged = rows == staged_name(table)
-    select = f"SELECT * FROM {rows}" if staged else rows
-    schema, _, name = table.rpartition(".")
-    if kept is None and (
-        window is None
-        or not sa.inspect(conn).has_table(name, schema=schema or None)
-        or not conn.execute(
-            sa.text(f"SELECT 1 FROM {table} WHERE {window.outside()} LIMIT 1"), window.params
-        ).first()
-    ):
+    if kept is None and (window is None or not _rows_outside(conn, table, window)):
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        name = table.rpartition(".")[2]
         made = (
             f"ALTER TABLE {rows} RENAME TO {name}" if staged else f"CREATE TABLE {table} AS {rows}"
         )
         conn.execute(sa.text(made), params)
         return
+    select = f"SELECT * FROM {rows}" if staged else rows
     if kept:
         kept.apply(conn)
     else:
@@ -336,6 +330,15 @@ def replace_rows(
     conn.execute(sa.text(f"INSERT INTO {table} {select}"), params)
     if staged:
         conn.execute(sa.text(f"DROP TABLE {rows}"))
+
+
+def _rows_outside(conn: Connection, table: str, window: Window | Slice) -> bool:
+    """Whether `table` exists and keeps rows outside `window` (else it can be made anew)."""
+    schema, _, name = table.rpartition(".")
+    if not sa.inspect(conn).has_table(name, schema=schema or None):
+        return False
+    query = sa.text(f"SELECT 1 FROM {table} WHERE {window.outside()} LIMIT 1")
+    return conn.execute(query, window.params).first() is not None
 
 
 def stage_frames(
