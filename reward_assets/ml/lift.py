@@ -88,7 +88,9 @@ class _Bins:
             (
                 np.ones(rows * len(ranks)),
                 (
-                    np.concatenate([r.bins + s for r, s in zip(ranks, self.starts, strict=False)]),
+                    np.concatenate(
+                        [r.bins + s for r, s in zip(ranks, self.starts[:-1], strict=True)]
+                    ),
                     np.tile(np.arange(rows), len(ranks)),
                 ),
             ),
@@ -103,7 +105,7 @@ class _Bins:
         counts = self.indicator @ np.ascontiguousarray(weights.T, dtype=float)
         return [
             _Ranks.auc(counts[start : start + r.size])
-            for r, start in zip(self.ranks, self.starts, strict=False)
+            for r, start in zip(self.ranks, self.starts[:-1], strict=True)
         ]
 
 
