@@ -1,8 +1,10 @@
+import math
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from reward_assets.ml.lift import _Bins, _Ranks, auc_lift, auc_lifts
+from reward_assets.ml.lift import _Bins, _Ranks, auc_lift, auc_lifts, poisson_ones
 
 
 def _scores(seed: int, n: int = 4000):
@@ -31,6 +33,16 @@ def test_a_model_no_better_than_its_baseline_is_not_significant():
     assert not lift.significant
     # Seeded: the same inputs give the same interval.
     assert auc_lift(target, noisy, signal, seed=3) == lift
+
+
+def test_resample_weights_are_poisson_ones():
+    draws = poisson_ones(np.random.default_rng(8), (4, 2_500_000)).ravel()
+    frequencies = np.bincount(draws, minlength=13) / draws.size
+    assert draws.max() <= 12
+    for k in range(7):
+        expected = math.exp(-1) / math.factorial(k)
+        # Five standard errors of a binomial frequency over 10M draws.
+        assert abs(frequencies[k] - expected) < 5 * math.sqrt(expected / draws.size)
 
 
 def test_one_class_is_refused():

@@ -10,6 +10,7 @@ to exclude zero: a lift the validation rows could show by luck does not approve 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -17,6 +18,11 @@ import scipy.sparse as sp
 
 RESAMPLES = 200
 CHUNK = 25  # resamples per pass, so memory stays rows x CHUNK
+
+# P(X <= k) of a Poisson(1) variable X in units of 2**-32, for each k where it is below
+# 2**32: k up to 11, and P(X > 12) is under 2**-32, so no draw exceeds 12.
+_POISSON_CDF = np.round(np.cumsum([math.exp(-1) / math.factorial(k) for k in range(20)]) * 2**32)
+_POISSON_CDF = _POISSON_CDF[_POISSON_CDF < 2**32].astype(np.uint32)
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,18 @@ class _Bins:
         ]
 
 
+def poisson_ones(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Poisson(1) draws as uint8: a 32-bit integer draw counts the CDF steps it reaches, so
+    each probability is exact to 2**-32. 40% of the time of `rng.poisson` (uniforms
+    multiplied until their product falls below 1/e), which was half of a lift's time at
+    800,000 validation rows."""
+    draws = rng.integers(0, 2**32, size=shape, dtype=np.uint32)
+    counts = np.zeros(shape, dtype=np.uint8)
+    for step in _POISSON_CDF:
+        counts += draws >= step
+    return counts
+
+
 def auc_lift(
     target: np.ndarray,
     model: np.ndarray,
@@ -146,7 +164,7 @@ def auc_lifts(
     rng = np.random.default_rng(seed)
     differences: list[list[np.ndarray]] = [[] for _ in labels]
     for done in range(0, resamples, CHUNK):
-        weights = rng.poisson(1.0, size=(min(CHUNK, resamples - done), rows))
+        weights = poisson_ones(rng, (min(CHUNK, resamples - done), rows))
         aucs = bins.aucs(weights)
         for label, difference in enumerate(differences):
             difference.append(aucs[2 * label] - aucs[2 * label + 1])
