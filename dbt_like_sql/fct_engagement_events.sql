@@ -1,7 +1,12 @@
 -- schema: marts
--- materialized: table
+-- materialized: incremental
+-- partition_column: occurred_at
+-- incremental_on: dim_customers(customer_id) stg_provider_events(event_id, customer_id, event_type, occurred_at, message_id, campaign, landed)
 -- group: warehouse
 -- description: Engagement events of known customers: the ingested ones, the emails this product sent, and the events providers posted to the API that no landing file brought already (same event id).
+-- A provider event is kept or dropped by a landed event of any date, so a load's window
+-- does not reach it: it is rebuilt by its id, whenever its row or its `landed` flag in
+-- stg_provider_events changed since the last build.
 SELECT e.*
 FROM (
     SELECT event_id, customer_id, event_type, occurred_at, occurred_date, message_id, campaign, channel
@@ -18,18 +23,8 @@ FROM (
         'email' AS channel
     FROM {{ source('raw', 'email_sends') }}
     UNION ALL
-    SELECT
-        p.event_id,
-        p.customer_id,
-        p.event_type,
-        p.occurred_at,
-        CAST(p.occurred_at AS DATE) AS occurred_date,
-        p.message_id,
-        p.campaign,
-        'email' AS channel
-    FROM {{ source('raw', 'provider_events') }} p
-    WHERE NOT EXISTS (
-        SELECT 1 FROM {{ ref('stg_engagement_events') }} s WHERE s.event_id = p.event_id
-    )
+    SELECT event_id, customer_id, event_type, occurred_at, occurred_date, message_id, campaign, channel
+    FROM {{ ref('stg_provider_events') }}
+    WHERE NOT landed
 ) e
 JOIN {{ ref('dim_customers') }} c ON c.customer_id = e.customer_id

@@ -232,7 +232,9 @@ def test_a_signed_bounce_suppresses_before_the_next_send_and_reaches_the_warehou
     assert (status, reason) == ("cancelled", "suppressed")
 
     # The next load: each posted event once in fct_engagement_events, however often it runs.
-    selection = dg.AssetSelection.keys("provider_events", "fct_engagement_events")
+    selection = dg.AssetSelection.keys(
+        "provider_events", "stg_provider_events", "fct_engagement_events"
+    )
     for _ in range(2):
         materialize(world, selection, world.last_day, world.last_day)
         facts = world_events(world)

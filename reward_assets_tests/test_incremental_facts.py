@@ -1,6 +1,7 @@
 """The daily refresh builds the fact tables incrementally (the windows loaded since their
-last build, and the rows of customers and rewards that changed), and what it serves
-equals, row for row, a full rebuild from the same inputs, on DuckDB and PostgreSQL."""
+last build, the rows of customers and rewards that changed, and the provider events
+whose row or landed twin changed), and what it serves equals, row for row, a full
+rebuild from the same inputs, on DuckDB and PostgreSQL."""
 
 import datetime as dt
 
@@ -8,6 +9,8 @@ import pandas as pd
 import pytest
 
 from reward_assets.defs.warehouse.sql_assets import model_params, project_models
+from reward_assets.email.outbox import SENT_EVENT_COLUMNS
+from reward_assets.email.webhooks import EVENT_COLUMNS
 from reward_assets.ingest.contract import CUSTOMERS, ENTITIES, REDEMPTIONS, REWARDS
 from reward_assets.ingest.load import load_snapshot, load_window
 from reward_assets.pipeline import warehouse_summary
@@ -19,7 +22,7 @@ from reward_assets.warehouse.load_log import LOG_TABLE
 from reward_assets.warehouse.staging import Slice
 from reward_assets.warehouse.store import Warehouse
 
-INCREMENTAL = ["fct_transactions", "fct_redemptions", "held_rows"]
+INCREMENTAL = ["fct_transactions", "fct_redemptions", "held_rows", "fct_engagement_events"]
 # What the incremental models read, in dependency order (the refresh job builds these
 # with the same function, one asset each).
 MODELS = [
@@ -28,6 +31,7 @@ MODELS = [
     "stg_transactions",
     "stg_redemptions",
     "stg_engagement_events",
+    "stg_provider_events",
     "dim_customers",
     "dim_rewards",
     *INCREMENTAL,
@@ -43,9 +47,9 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(list(frame.columns)).reset_index(drop=True)
 
 
-def _refresh(warehouse: Warehouse, data, first: dt.date, last: dt.date) -> dict:
-    """Load the days first..last and the snapshots, and build the models as the daily
-    refresh does; each model's audit."""
+def _refresh(warehouse: Warehouse, data, first: dt.date, last: dt.date, sends, posted) -> dict:
+    """Load the days first..last, the snapshots, the emails sent and the provider events
+    posted, and build the models as the daily refresh does; each model's audit."""
     start = dt.datetime.combine(first, dt.time())
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time())
     for entity in (CUSTOMERS, REWARDS):
@@ -55,6 +59,13 @@ def _refresh(warehouse: Warehouse, data, first: dt.date, last: dt.date) -> dict:
     for entity in (e for e in ENTITIES.values() if e.partitioned):
         known = rewards if entity is REDEMPTIONS else None
         load_window(warehouse, entity, data, start, end, known, first_partition)
+    for table, columns, rows in (
+        ("raw.email_sends", SENT_EVENT_COLUMNS, sends),
+        ("raw.provider_events", EVENT_COLUMNS, posted),
+    ):
+        frame = pd.DataFrame(rows, columns=list(columns))
+        frame["occurred_at"] = pd.to_datetime(frame["occurred_at"])
+        warehouse.replace_table(table, columns, [frame], logged_by="occurred_at")
     models, params = project_models(), model_params(warehouse, Settings())
     return {name: build_model(warehouse, models[name], models, params, data) for name in MODELS}
 
@@ -78,13 +89,30 @@ def test_an_incremental_refresh_equals_a_full_rebuild(tmp_path, request, backend
     transactions = pd.concat(map(_read, sorted((data / "transactions").glob("*.csv"))))
     buyers = transactions.customer_id[transactions.customer_id.isin(customers.customer_id)]
     late, leaving = buyers.value_counts().index[:2]
+    last = config.start_date + dt.timedelta(days=config.days - 1)
+    # A landed event that arrives late: missing from its file until the new day's
+    # refresh reloads that day, and posted by its provider meanwhile with an earlier time.
+    late_file = data / "engagement_events" / f"{last.isoformat()}.csv"
+    late_events = _read(late_file)
+    twin = late_events.iloc[len(late_events) // 2]
+    late_events[late_events.event_id != twin.event_id].to_csv(late_file, index=False)
+    early = f"{config.start_date + dt.timedelta(days=2)} 09:00:00"
+    provider_row = [
+        twin.event_id,
+        twin.customer_id,
+        twin.event_type,
+        early,
+        twin.message_id,
+        twin.campaign,
+    ]
+    posted = [provider_row, ["prov-1", buyers.iloc[0], "click", early, "m-1", "c"]]
+    sends = [["send-1", buyers.iloc[0], early, "m-1", "c", None, None]]
     # A customer who arrives only with the new day, their earlier rows held until then.
     customers[customers.customer_id != late].to_csv(customers_file, index=False)
     warehouse = Warehouse(url)
     try:
         warehouse.ensure_schemas()
-        last = config.start_date + dt.timedelta(days=config.days - 1)
-        first_build = _refresh(warehouse, data, config.start_date, last)
+        first_build = _refresh(warehouse, data, config.start_date, last, sends, posted)
         assert all(first_build[m].built.staged.window is None for m in INCREMENTAL)
 
         # The new day, with the late customer arriving, another leaving the snapshot and
@@ -98,9 +126,14 @@ def test_an_incremental_refresh_equals_a_full_rebuild(tmp_path, request, backend
         moved = redemptions.reward_id.value_counts().index[0]
         rewards.loc[rewards.reward_id == moved, "category"] = "moved"
         rewards.to_csv(rewards_file, index=False)
+        late_events.to_csv(late_file, index=False)
+        # An email sent on the new day, one more provider event on an early day.
+        new_day = f"{landed.first_day} 10:00:00"
+        sends.append(["send-2", buyers.iloc[1], new_day, "m-2", "c", None, None])
+        posted.append(["prov-2", buyers.iloc[1], "open", early, "m-2", "c"])
         # As daily_refresh_schedule asks: the new day and the day before it.
         day_before = landed.first_day - dt.timedelta(days=1)
-        refresh = _refresh(warehouse, data, day_before, landed.last_day)
+        refresh = _refresh(warehouse, data, day_before, landed.last_day, sends, posted)
 
         served = {m: _sorted(warehouse.frame(f"SELECT * FROM marts.{m}")) for m in INCREMENTAL}
         for name in INCREMENTAL:
@@ -124,6 +157,17 @@ def test_an_incremental_refresh_equals_a_full_rebuild(tmp_path, request, backend
             )
             == (redemptions.reward_id == moved).sum()
         )
+
+        # The provider's copy of the late event left the early day once it landed.
+        events = warehouse.frame(
+            "SELECT event_id, occurred_at FROM marts.fct_engagement_events "
+            "WHERE event_id IN ('prov-1', 'prov-2', 'send-1', 'send-2', :twin)",
+            {"twin": twin.event_id},
+        )
+        assert sorted(events.event_id) == sorted(
+            ["prov-1", "prov-2", "send-1", "send-2", twin.event_id]
+        )
+        assert str(events[events.event_id == twin.event_id].occurred_at.iloc[0]) > early
 
         models = project_models()
         params = model_params(warehouse, Settings())

@@ -474,6 +474,7 @@ def test_project_models_load_in_dependency_order():
         "stg_transactions": (("raw", "transactions"),),
         "stg_redemptions": (("raw", "redemptions"),),
         "stg_engagement_events": (("raw", "engagement_events"),),
+        "stg_provider_events": (("raw", "provider_events"), ("raw", "engagement_events")),
     }
     assert partitioned == {
         "score_history": "as_of",

@@ -51,6 +51,56 @@ def record_load(
     )
 
 
+def swap_logged(conn: Connection, table: str, replacement: str, dated_by: str) -> None:
+    """Put the rows of the table `replacement` in place of `table`'s and log the days of
+    `dated_by` whose rows differ (added, removed or changed; a window per run of
+    consecutive days), in the caller's transaction. Only those days' rows are deleted and
+    inserted: the other rows are the same, and on PostgreSQL the views over `table` stay
+    bound to it. A new table, other columns or a changed row without a day replace and log
+    the whole table."""
+    entity = table.rpartition(".")[2]
+    inspector = sa.inspect(conn)
+
+    def columns(name: str) -> list[str]:
+        schema, _, bare = name.rpartition(".")
+        return [c["name"] for c in inspector.get_columns(bare, schema=schema)]
+
+    schema, _, bare = table.rpartition(".")
+    if not inspector.has_table(bare, schema=schema) or columns(table) != columns(replacement):
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        conn.execute(sa.text(f"ALTER TABLE {replacement} RENAME TO {bare}"))
+        record_load(conn, entity)
+        return
+    days = list(
+        conn.execute(
+            sa.text(
+                f"SELECT DISTINCT CAST({dated_by} AS DATE) AS day FROM ("
+                f"(SELECT * FROM {table} EXCEPT ALL SELECT * FROM {replacement}) UNION ALL "
+                f"(SELECT * FROM {replacement} EXCEPT ALL SELECT * FROM {table})) changed"
+            )
+        ).scalars()
+    )
+    windows: list[tuple[dt.datetime | None, dt.datetime | None]] = [(None, None)]
+    if None not in days:
+        windows = []
+        for day in sorted(days):
+            midnight = dt.datetime.combine(day, dt.time())
+            if windows and windows[-1][1] == midnight:
+                windows[-1] = (windows[-1][0], midnight + dt.timedelta(days=1))
+            else:
+                windows.append((midnight, midnight + dt.timedelta(days=1)))
+    for start, end in windows:
+        inside = f"{dated_by} >= :start AND {dated_by} < :end" if start else "TRUE"
+        bounds = {"start": start, "end": end}
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE {inside}"), bounds)
+        conn.execute(
+            sa.text(f"INSERT INTO {table} SELECT * FROM {replacement} WHERE {inside}"), bounds
+        )
+    conn.execute(sa.text(f"DROP TABLE {replacement}"))
+    for start, end in windows:
+        record_load(conn, entity, start, end)
+
+
 def _logged(conn: Connection) -> bool:
     schema, _, name = LOG_TABLE.partition(".")
     return sa.inspect(conn).has_table(name, schema=schema)

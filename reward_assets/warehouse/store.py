@@ -20,6 +20,8 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from reward_assets.warehouse.load_log import LOG_COLUMNS, LOG_TABLE, swap_logged
+
 SCHEMAS = ("raw", "staging", "marts", "ml", "analytics")
 COPY_BATCH_ROWS = 200_000
 
@@ -114,18 +116,30 @@ class Warehouse:
         return rows
 
     def replace_table(
-        self, table: str, columns: Mapping[str, str], chunks: Iterable[pd.DataFrame]
+        self,
+        table: str,
+        columns: Mapping[str, str],
+        chunks: Iterable[pd.DataFrame],
+        logged_by: str | None = None,
     ) -> int:
         """Rebuild `table` (columns: name -> SQL type) from `chunks` and swap it in.
 
         Readers see the old rows until the commit; a failure leaves them in place.
+        `logged_by`: a table incremental models read, dated by that column: only the days
+        whose rows changed are replaced, and the load log records them
+        (`load_log.swap_logged`).
         """
         staged = f"{table}__next"
         ddl = ", ".join(f"{name} {sql_type}" for name, sql_type in columns.items())
+        if logged_by:
+            self.create_table(LOG_TABLE, LOG_COLUMNS)
         with self.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {staged}"))
             conn.execute(sa.text(f"CREATE TABLE {staged} ({ddl})"))
             written = sum(self.append(conn, staged, chunk[list(columns)]) for chunk in chunks)
+            if logged_by:
+                swap_logged(conn, table, staged, logged_by)
+                return written
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
             conn.execute(sa.text(f"ALTER TABLE {staged} RENAME TO {table.rpartition('.')[2]}"))
         return written

@@ -18,5 +18,7 @@ def email_sends(warehouse: WarehouseResource, ops: OpsStoreResource):
     with ops.open() as store:
         sent = Outbox(store).sent_events()
     with warehouse.open() as wh:
-        rows = wh.replace_table("raw.email_sends", SENT_EVENT_COLUMNS, [sent])
+        rows = wh.replace_table(
+            "raw.email_sends", SENT_EVENT_COLUMNS, [sent], logged_by="occurred_at"
+        )
     return dg.MaterializeResult(metadata={"dagster/row_count": rows})

@@ -16,5 +16,7 @@ def provider_events(warehouse: WarehouseResource, ops: OpsStoreResource):
     with ops.open() as store:
         events = warehouse_events(store)
     with warehouse.open() as wh:
-        rows = wh.replace_table("raw.provider_events", EVENT_COLUMNS, [events])
+        rows = wh.replace_table(
+            "raw.provider_events", EVENT_COLUMNS, [events], logged_by="occurred_at"
+        )
     return dg.MaterializeResult(metadata={"dagster/row_count": rows})
