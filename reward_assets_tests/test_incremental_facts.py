@@ -192,3 +192,45 @@ def test_an_incremental_refresh_equals_a_full_rebuild(tmp_path, request, backend
         assert [t for t in counts if "__" in t or t in (LOG_TABLE, VIEW_CHECKS_TABLE)] == []
     finally:
         warehouse.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_logged_replacement_logs_and_rewrites_only_the_days_that_changed(
+    tmp_path, request, backend
+):
+    url = (
+        f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+        if backend == "duckdb"
+        else request.getfixturevalue("pg_url")
+    )
+    columns = {"event_id": "VARCHAR", "occurred_at": "TIMESTAMP"}
+    day = dt.datetime(2023, 3, 1, 12)
+    rows = {f"e{i}": day + dt.timedelta(days=i) for i in range(8)}
+
+    def replace(events: dict) -> list:
+        frame = pd.DataFrame({"event_id": list(events), "occurred_at": list(events.values())})
+        warehouse.replace_table("raw.sends", columns, [frame], logged_by="occurred_at")
+        log = warehouse.frame(f"SELECT * FROM {LOG_TABLE} ORDER BY seq")
+        served = warehouse.frame("SELECT * FROM raw.sends ORDER BY event_id")
+        assert list(served.event_id) == sorted(events)
+        return [
+            tuple(None if pd.isna(value) else str(value) for value in window)
+            for window in zip(log.window_start, log.window_end, strict=True)
+        ]
+
+    warehouse = Warehouse(url)
+    try:
+        warehouse.ensure_schemas()
+        assert replace(rows) == [(None, None)]  # a new table: logged whole
+        assert len(replace(rows)) == 1  # the same rows: nothing logged
+        # Days 1 and 2 (a row moved from one to the other), day 5 (added), day 7 (removed).
+        changed = {**rows, "e1": rows["e2"], "new": rows["e5"]}
+        del changed["e7"]
+        days = [str(dt.datetime(2023, 3, 1) + dt.timedelta(days=d)) for d in range(9)]
+        assert replace(changed)[1:] == [(days[1], days[3]), (days[5], days[6]), (days[7], days[8])]
+        # A changed row without a day: the whole table.
+        assert replace({**changed, "undated": None})[-1] == (None, None)
+    finally:
+        warehouse.dispose()

@@ -331,6 +331,69 @@ def test_a_views_unique_rule_reads_only_the_windows_loaded_since_its_pass(wareho
     assert outcome(build()) == (False, 2, 2, ["t1", "t1"])
 
 
+def test_a_views_row_rules_read_only_the_windows_loaded_since_their_pass(warehouse, tmp_path):
+    """Once a view's row rules passed, the next build reads them on the windows loaded
+    since, as long as only the period's end moved, and forward; anything else, or a load
+    of the whole table, reads the whole view again."""
+    data_dir, day = tmp_path / "data", dt.datetime(2023, 3, 1)
+    warehouse.create_table(LOG_TABLE, LOG_COLUMNS)
+    with warehouse.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE raw.transactions (transaction_id VARCHAR, customer_id VARCHAR, "
+                "occurred_at TIMESTAMP, amount DOUBLE PRECISION, currency VARCHAR, "
+                "category VARCHAR, channel VARCHAR, points_earned INTEGER)"
+            )
+        )
+    models = load_models(SQL_DIR)
+    view = models["stg_transactions"]
+    rule = next(c for c in load_checks(checks_path(view)) if c.expectations)
+
+    def build(**params):
+        audited = build_model(warehouse, view, models, {**PERIOD, **params}, data_dir)
+        o = audited.outcomes[rule.name]
+        return (o.passed, o.failing_rows, o.checked_rows)
+
+    def unlogged(transaction_id, at):
+        # A row no load logged: only a read of the whole view can see it.
+        with warehouse.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO raw.transactions VALUES (:id, 'c1', :t, 1, 'usd', 'x', 'y', 1)"
+                ),
+                {"id": transaction_id, "t": at},
+            )
+
+    def load(first: int, *rows: tuple[str, int]):
+        """A logged load of the days [first, first + 1), rows as (id, day)."""
+        start = day + dt.timedelta(days=first)
+        rows = tuple((i, day + dt.timedelta(days=d)) for i, d in rows)
+        _load_transactions(warehouse, start, start + dt.timedelta(days=1), *rows)
+
+    load(0, ("t1", 0))
+    assert build() == (True, 0, 1)
+    unlogged("early", day - dt.timedelta(days=5))  # before the period: breaks the rule
+    later = {
+        "as_of_end": PERIOD["as_of_end"] + dt.timedelta(days=1),
+        "period_end": PERIOD["period_end"] + dt.timedelta(days=1),
+    }
+    # The next day, the period's end moved on: its window alone is read.
+    load(2, ("t2", 2))
+    assert build(**later) == (True, 0, 3)
+    # A window's row past the period fails, counted from the window; fixed, it passes.
+    load(12, ("t3", 12))
+    assert build(**later) == (False, 1, 4)
+    load(12)
+    assert build(**later) == (True, 0, 3)
+    # An earlier end than the pass's, or another period start: the whole view.
+    assert build() == (False, 1, 3)
+    assert build(**later, period_start=day - dt.timedelta(days=9)) == (True, 0, 3)
+    assert build(**later) == (False, 1, 3)
+    # A load of the whole table reads it all, here too.
+    _load_transactions(warehouse, None, None, ("t1", day), ("t2", day + dt.timedelta(days=1)))
+    assert build(**later) == (True, 0, 2)
+
+
 def test_a_failing_warning_check_still_publishes(duckdb_warehouse, tmp_path):
     with duckdb_warehouse.begin() as conn:
         conn.execute(sa.text("CREATE TABLE marts.dim_rewards (reward_id VARCHAR, category TEXT)"))

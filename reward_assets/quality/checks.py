@@ -64,6 +64,7 @@ class TableCheck:
     unique: bool = False
     # A table rule: SQL selecting the offending rows ({table} is the table checked).
     violations_sql: str | None = None
+    declared: str = ""  # the check as declared, for what a remembered pass depends on
 
 
 @dataclass
@@ -111,6 +112,12 @@ def _before_as_of_end(spec: Mapping[str, Any]) -> Expectations:
         )
     ]
 
+
+# The parameters of the period's end. Every row rule below admits at least the same rows
+# when they grow (`in_period`, `before_as_of_end`: a row inside a period is inside a later
+# one), so a view's row rules read only the windows loaded since a pass under smaller ends
+# (`quality/publish.py`). A kind that a growing end could fail must not be added as it is.
+GROWING_PARAMS = ("as_of", "as_of_end", "period_end", "partition_end")
 
 # The kinds a `<table>.yml` may use: the row rule's expectations (None for a table rule),
 # and the description a check gets by default.
@@ -168,6 +175,7 @@ def load_checks(path: Path) -> list[TableCheck]:
                 column=spec.get("column"),
                 expectations=build(spec) if build else None,
                 unique=kind == "unique_not_null",
+                declared=repr(sorted(spec.items())),
                 violations_sql=spec.get("sql"),
             )
         )

@@ -17,12 +17,16 @@ A unique rule takes none: its pass is remembered on its own, and when the loads 
 replaced only windows of a view with a `partition_column`, the rows outside them are the
 ones that passed, so the rule reads just the windows' values (missing, repeated, or
 shared with a row outside). Anything found there runs the whole rule, so a failure
-reports exactly what it reports today.
+reports exactly what it reports today. A row rule's pass is remembered with the parameters
+but the period's end, which only admits more rows as it grows (`checks.GROWING_PARAMS`):
+under the same others and an end no earlier, the rule reads just the windows loaded since,
+and what fails there fails the rule (counted from the windows).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +38,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from reward_assets.quality.checks import (
+    GROWING_PARAMS,
+    MAX_EXAMPLES,
     CheckOutcome,
     TableCheck,
     checks_path,
@@ -49,6 +55,7 @@ from reward_assets.warehouse.staging import (
     Carry,
     Slice,
     Staged,
+    Window,
     stage_frames,
     write_audit_swap,
 )
@@ -113,15 +120,63 @@ class ViewAudit:
         """`checks` on the view as it reads now (see the module's docstring)."""
         view = self.view
         kept = [c for c in checks if c.unique and self.unique_still_holds(warehouse, c)]
-        rest = [c for c in checks if c.name not in {k.name for k in kept}]
-        outcomes = run_checks(warehouse, rest, Staged(view.table, view.table, 0), params)
+        outcomes = self.row_rules_since(warehouse, [c for c in checks if c.expectations], params)
+        rest = [c for c in checks if c.name not in {k.name for k in kept} | set(outcomes)]
+        outcomes |= run_checks(warehouse, rest, Staged(view.table, view.table, 0), params)
         if kept:
             rows = int(warehouse.scalar(f"SELECT COUNT(*) FROM {view.table}"))
             outcomes |= {c.name: CheckOutcome(True, 0, rows) for c in kept}
         for check in checks:
             if check.unique and outcomes[check.name].passed:
                 self._remember(warehouse, *_unique_key(view, check))
+            elif check.expectations and outcomes[check.name].passed:
+                name, state = _row_key(view, check, params)
+                self._remember(warehouse, name, f"{state} {json.dumps(_ends(params))}")
         return outcomes
+
+    def row_rules_since(
+        self, warehouse: Warehouse, checks: Sequence[TableCheck], params: Mapping[str, Any]
+    ) -> dict[str, CheckOutcome]:
+        """The row rules' outcomes read on the windows loaded since they all last passed,
+        under the same parameters but for the period's end, no larger then than now
+        (`checks.GROWING_PARAMS`): the rows outside those windows are the ones that passed.
+        Empty when one of them has to read the whole view."""
+        view = self.view
+        if not (checks and self.seq and view.partition_column):
+            return {}
+        if not warehouse.table_exists(VIEW_CHECKS_TABLE):
+            return {}
+        passes = []
+        for check in checks:
+            name, state = _row_key(view, check, params)
+            found = warehouse.frame(
+                f"SELECT state, seq FROM {VIEW_CHECKS_TABLE} WHERE view_name = :view",
+                {"view": name},
+            )
+            if found.empty:
+                return {}
+            digest, _, ends = str(found.state.iloc[0]).partition(" ")
+            if digest != state or not _grown(json.loads(ends), _ends(params)):
+                return {}
+            passes.append(int(found.seq.iloc[0]))
+        last = min(passes)
+        if last > self.seq:  # the log was started again
+            return {}
+        with warehouse.engine.connect() as conn:
+            windows = windows_since(conn, [e for _, e in view.sources], last, self.seq)
+        if None in windows:  # a load replaced the whole table
+            return {}
+        rows = int(warehouse.scalar(f"SELECT COUNT(*) FROM {view.table}"))
+        outcomes = {c.name: CheckOutcome(True, 0, rows) for c in checks}
+        for start, end in windows:
+            loaded = Staged(view.table, view.table, 0, Window(view.partition_column, start, end))
+            for name, found in run_checks(warehouse, checks, loaded, params).items():
+                total = outcomes[name]
+                total.passed &= found.passed
+                total.failing_rows += found.failing_rows
+                total.examples += found.examples[: MAX_EXAMPLES - len(total.examples)]
+        # A load committed meanwhile may have changed rows outside the windows read.
+        return outcomes if _sources_seq(warehouse, view) == self.seq else {}
 
     def unique_still_holds(self, warehouse: Warehouse, check: TableCheck) -> bool:
         """Whether the unique rule's last pass holds still: the loads since replaced only
@@ -159,6 +214,24 @@ def _unique_key(view: SqlModel, check: TableCheck) -> tuple[str, str]:
     """Where a unique rule's pass is remembered, and what it depends on besides the rows."""
     facts = repr((view.body, view.partition_column, check.name, check.column))
     return f"{view.name}:{check.name}", hashlib.sha256(facts.encode()).hexdigest()
+
+
+def _row_key(view: SqlModel, check: TableCheck, params: Mapping[str, Any]) -> tuple[str, str]:
+    """Where a row rule's pass is remembered, and what it depends on besides the rows and
+    the period's end."""
+    fixed = sorted((k, repr(v)) for k, v in params.items() if k not in GROWING_PARAMS)
+    facts = repr((view.body, view.partition_column, check.name, check.declared, fixed))
+    return f"{view.name}:{check.name}", hashlib.sha256(facts.encode()).hexdigest()
+
+
+def _ends(params: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(params[k]) for k in GROWING_PARAMS if k in params}
+
+
+def _grown(then: Mapping[str, str], now: Mapping[str, str]) -> bool:
+    """Whether every end of the period is where it was or later (ISO text of one type per
+    parameter, which sorts as the values do)."""
+    return then.keys() == now.keys() and all(now[k] >= then[k] for k in now)
 
 
 def _sources_seq(warehouse: Warehouse, view: SqlModel) -> int:
