@@ -270,11 +270,8 @@ def _load_transactions(warehouse, start, end, *rows):
         record_load(conn, "transactions", start, end)
 
 
-def test_a_views_unique_rule_reads_only_the_windows_loaded_since_its_pass(warehouse, tmp_path):
-    """Once the whole rule passed, a load of a window is checked on the window's ids: a
-    missing id, one repeated in the window, or one a row outside holds. What it finds
-    runs the whole rule, so the outcome is the one the whole rule reports."""
-    data_dir, day = tmp_path / "data", dt.datetime(2023, 3, 1)
+def _transactions_view(warehouse):
+    """An empty, logged raw.transactions; the models and the view stg_transactions."""
     warehouse.create_table(LOG_TABLE, LOG_COLUMNS)
     with warehouse.begin() as conn:
         conn.execute(
@@ -285,7 +282,15 @@ def test_a_views_unique_rule_reads_only_the_windows_loaded_since_its_pass(wareho
             )
         )
     models = load_models(SQL_DIR)
-    view = models["stg_transactions"]
+    return models, models["stg_transactions"]
+
+
+def test_a_views_unique_rule_reads_only_the_windows_loaded_since_its_pass(warehouse, tmp_path):
+    """Once the whole rule passed, a load of a window is checked on the window's ids: a
+    missing id, one repeated in the window, or one a row outside holds. What it finds
+    runs the whole rule, so the outcome is the one the whole rule reports."""
+    data_dir, day = tmp_path / "data", dt.datetime(2023, 3, 1)
+    models, view = _transactions_view(warehouse)
     unique = next(c for c in load_checks(checks_path(view)) if c.unique)
 
     def build():
@@ -336,17 +341,7 @@ def test_a_views_row_rules_read_only_the_windows_loaded_since_their_pass(warehou
     since, as long as only the period's end moved, and forward; anything else, or a load
     of the whole table, reads the whole view again."""
     data_dir, day = tmp_path / "data", dt.datetime(2023, 3, 1)
-    warehouse.create_table(LOG_TABLE, LOG_COLUMNS)
-    with warehouse.begin() as conn:
-        conn.execute(
-            sa.text(
-                "CREATE TABLE raw.transactions (transaction_id VARCHAR, customer_id VARCHAR, "
-                "occurred_at TIMESTAMP, amount DOUBLE PRECISION, currency VARCHAR, "
-                "category VARCHAR, channel VARCHAR, points_earned INTEGER)"
-            )
-        )
-    models = load_models(SQL_DIR)
-    view = models["stg_transactions"]
+    models, view = _transactions_view(warehouse)
     rule = next(c for c in load_checks(checks_path(view)) if c.expectations)
 
     def build(**params):
