@@ -121,11 +121,14 @@ class ViewAudit:
         view = self.view
         kept = [c for c in checks if c.unique and self.unique_still_holds(warehouse, c)]
         outcomes = self.row_rules_since(warehouse, [c for c in checks if c.expectations], params)
-        rest = [c for c in checks if c.name not in {k.name for k in kept} | set(outcomes)]
+        vouched = [c.name for c in kept] + list(outcomes)
+        rest = [c for c in checks if c.name not in vouched]
         outcomes |= run_checks(warehouse, rest, Staged(view.table, view.table, 0), params)
-        if kept:
+        outcomes |= {c.name: CheckOutcome(True, 0, 0) for c in kept}
+        if vouched:  # for the rows outside what they read too: as many as the view has
             rows = int(warehouse.scalar(f"SELECT COUNT(*) FROM {view.table}"))
-            outcomes |= {c.name: CheckOutcome(True, 0, rows) for c in kept}
+            for name in vouched:
+                outcomes[name].checked_rows = rows
         for check in checks:
             if check.unique and outcomes[check.name].passed:
                 self._remember(warehouse, *_unique_key(view, check))
@@ -140,7 +143,7 @@ class ViewAudit:
         """The row rules' outcomes read on the windows loaded since they all last passed,
         under the same parameters but for the period's end, no larger then than now
         (`checks.GROWING_PARAMS`): the rows outside those windows are the ones that passed.
-        Empty when one of them has to read the whole view."""
+        Empty when one of them has to read the whole view; `run` counts the rows checked."""
         view = self.view
         if not (checks and self.seq and view.partition_column):
             return {}
@@ -166,8 +169,7 @@ class ViewAudit:
             windows = windows_since(conn, [e for _, e in view.sources], last, self.seq)
         if None in windows:  # a load replaced the whole table
             return {}
-        rows = int(warehouse.scalar(f"SELECT COUNT(*) FROM {view.table}"))
-        outcomes = {c.name: CheckOutcome(True, 0, rows) for c in checks}
+        outcomes = {c.name: CheckOutcome(True, 0, 0) for c in checks}
         for start, end in windows:
             loaded = Staged(view.table, view.table, 0, Window(view.partition_column, start, end))
             for name, found in run_checks(warehouse, checks, loaded, params).items():
