@@ -79,7 +79,7 @@ def load_activity(
             "SELECT DISTINCT category FROM marts.dim_rewards WHERE category IS NOT NULL"
         )
         categories = tuple(sorted(known["category"]))
-    customers = warehouse.frame(
+    customers = warehouse.text_frame(
         "SELECT customer_id, timezone, tier FROM marts.dim_customers ORDER BY customer_id"
     )
     # The warehouse pairs each send with its message's first open and click and names the
@@ -95,7 +95,7 @@ def load_activity(
             WHERE e.event_type IN ('sent', 'open', 'click')
               AND e.message_id IS NOT NULL AND e.occurred_at < :end
         )"""
-    sends = warehouse.frame(
+    sends = warehouse.text_frame(
         events
         + """, firsts AS (
             SELECT message_id,
@@ -124,7 +124,7 @@ def load_activity(
         + ("ORDER BY s.occurred_at, s.message_id" if in_time_order else ""),
         {"end": end},
     )
-    opens = warehouse.frame(
+    opens = warehouse.text_frame(
         events
         + """
         SELECT customer, occurred_at AS at FROM events WHERE event_type = 'open'

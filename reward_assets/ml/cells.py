@@ -126,13 +126,13 @@ def served_keyed(warehouse: Warehouse, table: str, columns: Sequence[str]) -> pd
         return None
     if "inputs_key" not in {name for name, _ in warehouse.columns(table)}:
         return None  # written before keys existed: nothing can be carried
-    # The day as a time: a date column would not be read through Arrow (`arrow_frame`).
+    # The day as a time: a date column would not be read through Arrow (`text_frame`).
     selected = [
         "CAST(computed_as_of AS TIMESTAMP) AS computed_as_of" if c == "computed_as_of" else c
         for c in columns
     ]
     # Rows computed afresh every run have no key; leaving them out keeps it an exact int64.
-    rows = warehouse.frame(
+    rows = warehouse.text_frame(
         f"SELECT customer_id, inputs_key, {', '.join(selected)} FROM {table} "
         "WHERE inputs_key IS NOT NULL"
     )

@@ -65,7 +65,7 @@ def reward_catalog(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
 
 def redemption_pairs(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:
     """Every (customer_id, reward_id) redeemed before the end of `as_of`."""
-    return warehouse.frame(
+    return warehouse.text_frame(
         "SELECT DISTINCT customer_id, reward_id FROM marts.fct_redemptions "
         "WHERE redeemed_at < :as_of_end",
         as_of_params(as_of),
@@ -84,7 +84,7 @@ def eligibility_inputs(
         params,
     )
     rewards = reward_catalog(warehouse, as_of)
-    recent = warehouse.frame(
+    recent = warehouse.text_frame(
         """
         SELECT DISTINCT customer_id, reward_id FROM marts.fct_redemptions
         WHERE redeemed_at < :as_of_end
@@ -92,7 +92,7 @@ def eligibility_inputs(
         """,
         params,
     )
-    last_redeemed = warehouse.frame(
+    last_redeemed = warehouse.text_frame(
         """
         SELECT customer_id, category, reward_name FROM (
             SELECT x.customer_id, r.category, r.name AS reward_name,

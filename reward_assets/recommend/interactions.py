@@ -59,23 +59,23 @@ class Interactions:
         def before(column: str) -> str:
             return f"{column} < CAST(:as_of_end AS TIMESTAMP)" if as_of else "TRUE"
 
-        customers = warehouse.frame(
+        customers = warehouse.text_frame(
             "SELECT customer_id, tier, preferred_categories FROM marts.dim_customers "
             f"WHERE {before('signup_at')} ORDER BY customer_id",
             params,
         )
-        rewards = warehouse.frame(
+        rewards = warehouse.text_frame(
             "SELECT reward_id, category, points_cost, min_tier FROM marts.dim_rewards "
             "ORDER BY reward_id"
         )
-        redemptions = warehouse.frame(
+        redemptions = warehouse.text_frame(
             "SELECT redemption_id, customer_id, reward_id, redeemed_at FROM marts.fct_redemptions "
             f"WHERE {before('redeemed_at')} ORDER BY redemption_id",
             params,
         )
         # Not sorted: every reader sums counts per customer and category (a third of the
         # query's CPU went to the sort).
-        purchases = warehouse.frame(
+        purchases = warehouse.text_frame(
             "SELECT customer_id, category, COUNT(*) AS purchases FROM marts.fct_transactions "
             f"WHERE NOT is_refund AND category IS NOT NULL AND {before('occurred_at')} "
             "GROUP BY customer_id, category",
