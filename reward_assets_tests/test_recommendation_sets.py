@@ -615,10 +615,15 @@ def test_one_customer_path_gives_the_batch_rows(world, world_sets):
         pd.testing.assert_frame_equal(one, batch, check_exact=True)
 
 
-def keyed(world: dict, as_of: dt.date, previous=None, rules=DEFAULT_RULES) -> pd.DataFrame:
+def keyed(
+    world: dict, as_of: dt.date, previous=None, rules=DEFAULT_RULES, vector_keys=None
+) -> pd.DataFrame:
     catalog = RewardCatalog.build(world["rewards"], world["reward_vectors"], BLOCKS)
     inputs = (world["customers"], world["customer_vectors"], catalog, world["rewards"], None)
-    build = SetBuild.prepare(*inputs, world["recent"], world["latest"], rules, ("v-test", "model"))
+    labels = ("v-test", "model")
+    build = SetBuild.prepare(
+        *inputs, world["recent"], world["latest"], rules, labels, vector_keys=vector_keys
+    )
     stale = build.stale(previous)
     frames = list(build.sets(as_of, np.flatnonzero(stale), chunk_size=7, keyed=True))
     if previous is not None:
@@ -656,6 +661,32 @@ def test_only_customers_whose_inputs_moved_get_a_new_set_the_rest_is_carried(wor
     rewards = world["rewards"].assign(points_cost=world["rewards"]["points_cost"] + 1)
     for other, rules in [(dict(world, rewards=rewards), DEFAULT_RULES), (world, PLAIN)]:
         assert (keyed(other, next_day, before, rules)["computed_as_of"] == next_day).all()
+
+
+def test_a_vectors_key_stands_for_the_vector_in_the_sets_keys(world):
+    """With the key each vector was computed from (the customer embeddings' inputs_key),
+    a customer whose vector key moved gets a new set and the others are carried, with the
+    rows a full build gives."""
+    day, next_day = AS_OF, AS_OF + dt.timedelta(days=1)
+    vector_keys = np.arange(len(world["customers"]), dtype=np.int64) * 7919
+    before = keyed(world, day, vector_keys=vector_keys)
+    vectors = world["customer_vectors"].copy()
+    vectors[5, BLOCKS["latent"].start] += 0.5
+    changed = dict(world, customer_vectors=vectors)
+    moved_keys = vector_keys.copy()
+    moved_keys[5] += 1
+    after = keyed(changed, next_day, before, vector_keys=moved_keys)
+    full = keyed(changed, next_day)
+    assert set(after["customer_id"][after["computed_as_of"] == next_day]) == {"c0005"}
+    pd.testing.assert_frame_equal(
+        after.drop(columns=["computed_as_of", "inputs_key"]),
+        full.drop(columns=["computed_as_of", "inputs_key"]),
+        check_exact=True,
+    )
+    # The vectors' own words are not read once their keys are given.
+    unread = dict(world, customer_vectors=vectors)
+    again = keyed(unread, next_day, before, vector_keys=vector_keys)
+    assert (again["computed_as_of"] == day).all()
 
 
 def test_rules_are_validated():

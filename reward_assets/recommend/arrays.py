@@ -1,5 +1,6 @@
-"""Row-wise array helpers of the recommendation sets: top-n per row, labels seen before,
-running sums, seeded hashes of ids and the 64-bit keys that tell whose inputs changed."""
+"""Row-wise array helpers of the recommendation sets: top-n per row, candidates by score,
+labels seen before, running sums, seeded hashes of ids and the 64-bit keys that tell whose
+inputs changed."""
 
 from __future__ import annotations
 
@@ -41,6 +42,16 @@ def best(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         values[:, i] = scores[rows, columns[:, i]]
         scores[rows, columns[:, i]] = -np.inf
     return columns, values
+
+
+def by_score(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, scores) blocks side by side (a category's candidates each), in one list
+    per row, best first."""
+    columns = np.concatenate([c for c, _ in parts] or [np.zeros((0, 0), np.int64)], axis=1)
+    values = np.concatenate([v for _, v in parts] or [np.zeros((0, 0))], axis=1)
+    # Stable: equal scores stay in catalogue order, whatever chunk the customer is in.
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
 def running_sum(values: np.ndarray) -> np.ndarray:

@@ -38,6 +38,7 @@ import scipy.sparse as sp
 
 from reward_assets.recommend.arrays import (
     best,
+    by_score,
     fold,
     hash_ids,
     mix,
@@ -124,7 +125,10 @@ class SetBuild:
     new), the model's reward vectors and weights, the rules, the seed and the labels.
     `keys` digests all of it per customer, so a customer whose key is the one their served
     set was computed from would get that set again, row for row: only the others need
-    computing (`stale`).
+    computing (`stale`). With `vector_keys`, the key each vector was computed from (the
+    customer embeddings' `inputs_key`, under the model version of the labels), a vector
+    counts in the digest by that one word instead of its 64: the same key, the same
+    vector to the bit.
     """
 
     customers: pd.DataFrame
@@ -136,6 +140,7 @@ class SetBuild:
     rules: SetRules
     labels: tuple[str, str]  # the rows' model_version and source
     seed: int
+    vector_keys: np.ndarray | None = None  # int64 per customer, see above
 
     @classmethod
     def prepare(
@@ -150,6 +155,7 @@ class SetBuild:
         rules: SetRules,
         labels: tuple[str, str],
         seed: int = 42,
+        vector_keys: np.ndarray | None = None,
     ) -> SetBuild:
         """`build_sets`'s inputs, the rewards also as their catalogue (`RewardCatalog.build`)
         and the labels as (model_version, source)."""
@@ -163,6 +169,7 @@ class SetBuild:
             rules,
             labels,
             seed,
+            None if vector_keys is None else np.asarray(vector_keys, np.int64),
         )
 
     @cached_property
@@ -195,7 +202,8 @@ class SetBuild:
             history_key = set_keys(n, rows, catalog.hash[self.history.indices])
         tier = hash_ids(pd.Series(people.segment_reason, dtype=object))
         columns = [people.hash, tier, people.has_tier, people.tier_rank, people.points_balance]
-        columns += [self.vectors, recent_key, latest_key, history_key]
+        vectors = self.vectors if self.vector_keys is None else self.vector_keys
+        columns += [vectors, recent_key, latest_key, history_key]
         return fold(shared, columns).view(np.int64)
 
     def stale(self, previous: pd.DataFrame | None) -> np.ndarray:
@@ -566,16 +574,7 @@ def _candidates(
         regular.append((part.start + columns, values))
         columns, values = best(np.where(almost_there[:, part], scores, -np.inf), 1)
         almost.append((part.start + columns, values))
-    return _by_score(regular), _by_score(almost)
-
-
-def _by_score(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """The categories' candidates in one list per row, best first."""
-    columns = np.concatenate([c for c, _ in parts] or [np.zeros((0, 0), np.int64)], axis=1)
-    values = np.concatenate([v for _, v in parts] or [np.zeros((0, 0))], axis=1)
-    # Stable: equal scores stay in catalogue order, whatever chunk the customer is in.
-    order = np.argsort(-values, axis=1, kind="stable")
-    return np.take_along_axis(columns, order, axis=1), np.take_along_axis(values, order, axis=1)
+    return by_score(regular), by_score(almost)
 
 
 def _pick(

@@ -96,7 +96,13 @@ def recommendation_sets(
             catalog = RewardCatalog.build(rewards, reward_vectors, model.blocks, item_weights)
             inputs = (customers, vectors[position[position >= 0]], catalog, rewards, history)
             labels = (version, MODEL_SOURCE)
-            build = SetBuild.prepare(*inputs, recent, last_redeemed, rules, labels)
+            # The key each vector was computed from stands for it in the sets' keys.
+            vector_keys = None
+            if "inputs_key" in meta:
+                vector_keys = meta.inputs_key.to_numpy(np.int64)[position[position >= 0]]
+            build = SetBuild.prepare(
+                *inputs, recent, last_redeemed, rules, labels, vector_keys=vector_keys
+            )
             stale = build.stale(served_keys(wh, TABLE))
             chunks = build.sets(as_of, np.flatnonzero(stale), keyed=True)
             # The others' served sets are the ones they would get: copied as they are
