@@ -5,7 +5,7 @@
 -- description: Recommendation coverage and acceptance per scoring day (from recommendation_log): customers with a set among those signed up by then, and the recommended rewards the customer redeemed within 14 days; window_complete is false while those 14 days reach past AS_OF.
 WITH recs AS (
     SELECT as_of, customer_id, reward_id
-    FROM {{ ref('recommendation_log') }}
+    FROM {{ source('ml', 'recommendation_log') }}
     WHERE as_of >= :partition_start AND as_of < :partition_end
 ),
 accepted AS (

@@ -418,7 +418,8 @@ def test_a_whole_run_fills_the_analytics_that_read_the_scored_day(scored, tmp_pa
     url = _copy_warehouse(warehouse, tmp_path / "warehouse.duckdb")
     copy = Warehouse(url)
     with copy.begin() as conn:  # the day not recorded yet, as before its first scoring
-        for table in ("ml.score_history", "ml.recommendation_log"):
+        # recommendation_log is a view over the spans and the days (recommend/log.py).
+        for table in ("ml.score_history", "ml.recommendation_spans", "ml.recommendation_days"):
             conn.exec_driver_sql(f"DELETE FROM {table}")
     copy.dispose()
     with pytest.MonkeyPatch.context() as patch:

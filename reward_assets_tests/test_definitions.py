@@ -45,7 +45,7 @@ ENGAGEMENT = {"suppression_list", "customer_segments", "engagement_plan", "engag
 ANALYTICS_WHOLE = {"analytics_experiments"}
 ANALYTICS_DAILY = {name for name in MODEL_FILES if name.startswith("analytics_")} - ANALYTICS_WHOLE
 ANALYTICS = ANALYTICS_DAILY | ANALYTICS_WHOLE | {"analytics_report"}
-ALL_ASSETS = INGESTION | MODEL_FILES | ML | SCORING | ENGAGEMENT | ANALYTICS
+ALL_ASSETS = INGESTION | MODEL_FILES | ML | SCORING | HISTORY | ENGAGEMENT | ANALYTICS
 DAILY = {"transactions", "redemptions", "engagement_events"}
 # Views over the daily raw tables: no partitions of their own (docs/architecture.md).
 STAGING_VIEWS = {"stg_transactions", "stg_redemptions", "stg_engagement_events"}
@@ -144,7 +144,7 @@ def test_asset_keys_are_the_ingestion_assets_and_every_sql_model(d):
         MODEL_FILES
     )
     assert not INGESTION & MODEL_FILES
-    assert HISTORY <= MODEL_FILES
+    assert "score_history" in MODEL_FILES
 
     assert set(d.resolve_all_asset_keys()) == keys(ALL_ASSETS)
 

@@ -1,6 +1,7 @@
 """The day after: customer embeddings and recommendation sets are computed again only for
 customers whose inputs changed, and the served result is, row for row, what a full
-recomputation gives.
+recomputation gives; the recommendation log stores only the changed sets and reads back
+each day's sets.
 
 Runs on a copy of the scored default world (models approved), lands one more day with
 `simulate_day`, loads it, and runs the two assets incrementally; then removes their
@@ -16,12 +17,34 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from reward_assets.ingest.clock import resolve_as_of
+from reward_assets.recommend.log import LOG, SPANS
 from reward_assets.seed.generate import simulate_day
 from reward_assets.warehouse.store import Warehouse
 
-ASSETS = dg.AssetSelection.assets("customer_embeddings", "recommendation_sets")
+ASSETS = dg.AssetSelection.assets(
+    "customer_embeddings", "recommendation_sets", "recommendation_log"
+)
 SETS = "ml.recommendation_sets"
 ORDER = ["customer_id", "rank"]
+
+
+def logged(url: str, day) -> pd.DataFrame:
+    warehouse = Warehouse(url)
+    found = warehouse.frame(
+        f"SELECT * FROM {LOG} WHERE as_of = :day ORDER BY customer_id, rank", {"day": day}
+    )
+    warehouse.dispose()
+    return found
+
+
+def assert_logged(found: pd.DataFrame, sets: pd.DataFrame) -> None:
+    shown = sets[found.columns]
+    pd.testing.assert_frame_equal(
+        found.astype({"as_of": "datetime64[s]"}),
+        shown.astype({"as_of": "datetime64[s]"}),
+        check_dtype=False,
+        check_exact=True,
+    )
 
 
 def served(warehouse: Warehouse, data_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -44,6 +67,7 @@ def test_the_day_after_only_changed_customers_are_recomputed_as_a_full_run_would
     url = f"duckdb:///{warehouse_file}"
     warehouse = Warehouse(url)
     day = resolve_as_of(warehouse, None)
+    served_before = warehouse.frame(f"SELECT * FROM {SETS} ORDER BY customer_id, rank")
     warehouse.dispose()
 
     landed = simulate_day(data_dir)
@@ -52,6 +76,15 @@ def test_the_day_after_only_changed_customers_are_recomputed_as_a_full_run_would
     sets, vectors = served(warehouse, data_dir)
     next_day = resolve_as_of(warehouse, None)
     assert next_day == day + pd.Timedelta(days=1)
+
+    # The log reads back both days; the second added only the recomputed customers' sets.
+    assert_logged(logged(url, day), served_before)
+    assert_logged(logged(url, next_day), sets)
+    warehouse = Warehouse(url)
+    recomputed_rows = int((sets["computed_as_of"] == pd.Timestamp(next_day)).sum())
+    assert 0 < recomputed_rows < len(sets) / 2
+    assert warehouse.row_count(SPANS) == len(served_before) + recomputed_rows
+    warehouse.dispose()
 
     warehouse = Warehouse(url)
     with warehouse.begin() as conn:
@@ -66,6 +99,9 @@ def test_the_day_after_only_changed_customers_are_recomputed_as_a_full_run_would
     assert (full_sets["computed_as_of"] == pd.Timestamp(next_day)).all()
     same = [c for c in full_sets.columns if c != "computed_as_of"]
     pd.testing.assert_frame_equal(sets[same], full_sets[same], check_exact=True)
+    # Scoring the day again replaced its log: the same rows, the day before unchanged.
+    assert_logged(logged(url, next_day), full_sets)
+    assert_logged(logged(url, day), served_before)
     recomputed = sets.groupby("customer_id")["computed_as_of"].first() == pd.Timestamp(next_day)
     assert 0 < recomputed.sum() < len(recomputed) / 2
     assert set(sets["computed_as_of"]) == {pd.Timestamp(day), pd.Timestamp(next_day)}
