@@ -89,6 +89,9 @@ def test_each_day_reads_back_the_sets_it_served_and_stores_only_the_changes(ware
 
 
 def test_logging_the_last_day_again_replaces_it_and_an_earlier_day_stays(warehouse):
+    before_any = log_day(warehouse, D1)
+    assert "missing or empty" in before_any.skipped and before_any.rows == 0
+
     day1 = sets_of(D1, {"a": ("r1", D1, 11), "b": ("r2", D1, 12)})
     serve(warehouse, day1)
     log_day(warehouse, D1)

@@ -66,11 +66,13 @@ def log_day(warehouse: Warehouse, day: dt.date) -> Logged:
     """Log the sets as of `day` (see the module's docstring), in one transaction."""
     with warehouse.begin() as conn:
         ensure_log(conn)
-        as_of = conn.execute(sa.text(f"SELECT MIN(as_of), MAX(as_of) FROM {SETS}")).first()
+        as_of = (None, None)
+        if _kind(conn, SETS):
+            as_of = conn.execute(sa.text(f"SELECT MIN(as_of), MAX(as_of) FROM {SETS}")).first()
         last = conn.execute(sa.text(f"SELECT MAX(as_of) FROM {DAYS}")).scalar()
         reason = ""
         if as_of[0] is None:
-            reason = f"{SETS} is empty"
+            reason = f"{SETS} is missing or empty"
         elif as_of[0] != day or as_of[1] != day:
             reason = f"{SETS} is as of {as_of[1]}, not {day}"
         elif last is not None and day < last:
