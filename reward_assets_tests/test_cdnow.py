@@ -111,6 +111,12 @@ def test_the_pipeline_runs_on_cdnow(cdnow_master, tmp_path):
         segments = warehouse.row_count("ml.customer_segments")
         plan = warehouse.row_count("ml.engagement_plan")
         sets = warehouse.frame("SELECT DISTINCT customer_id, source FROM ml.recommendation_sets")
+        # The fallback's sets have no inputs key: the log still reads back the day's rows.
+        logged = warehouse.frame(
+            "SELECT (SELECT COUNT(*) FROM ml.recommendation_sets) AS served, "
+            "(SELECT COUNT(*) FROM ml.recommendation_log l JOIN ml.recommendation_sets s "
+            "USING (as_of, customer_id, rank, reward_id)) AS logged"
+        ).iloc[0]
         can_redeem = int(
             warehouse.frame(
                 "SELECT COUNT(*) AS n FROM marts.dim_customers WHERE points_balance >= "
@@ -130,6 +136,7 @@ def test_the_pipeline_runs_on_cdnow(cdnow_master, tmp_path):
     assert "recommendation_sets:served_by_a_ranker" in failed
     assert sets.customer_id.nunique() == can_redeem > 0
     assert set(sets.source) <= {"category_affinity", "tier_popularity", "popularity"}
+    assert logged.logged == logged.served > 0
     # Churn: the model where it beat recency on this slice, else the fallback; either way
     # every row says which, and the check warns exactly when the fallback served.
     by_model = "churn_scores:served_by_model" not in failed

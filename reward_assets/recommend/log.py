@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from reward_assets.recommend.sets import COLUMNS
+from reward_assets.recommend.sets import COLUMNS, TABLE_COLUMNS
 from reward_assets.warehouse.store import Warehouse
 
 SETS = "ml.recommendation_sets"
@@ -42,8 +42,7 @@ LOGGED = {name: kind for name, kind in COLUMNS.items() if name not in ("as_of", 
 IDENTITY = ("computed_as_of", "inputs_key")
 SPAN_COLUMNS = {
     **LOGGED,
-    "computed_as_of": "DATE",
-    "inputs_key": "BIGINT",
+    **{name: TABLE_COLUMNS[name] for name in IDENTITY},
     "valid_from": "DATE",
     "valid_to": "DATE",
 }
