@@ -114,12 +114,16 @@ MART_ROWS = {
         ("d1", "c1", "r1", "2023-03-02 23:59:59"),
         ("d2", "c1", "r2", "2023-03-03 00:00:00"),
         ("d3", "c2", "r1", "2023-03-06 00:00:00"),
+        # A reward the catalogue does not hold, and c2 before signing up.
+        ("d4", "c1", "r9", "2023-03-01 08:00:00"),
+        ("d5", "c2", "r1", "2023-03-01 09:00:00"),
     ],
     "marts.fct_transactions": [
         ("c1", "dining", False, "2023-03-01 10:00:00"),
         ("c1", "dining", False, "2023-03-02 10:00:00"),
         ("c1", "dining", True, "2023-03-02 11:00:00"),
         ("c1", "travel", False, "2023-03-04 10:00:00"),
+        ("c2", "travel", False, "2023-03-01 12:00:00"),
     ],
 }
 
@@ -143,11 +147,22 @@ def test_from_warehouse_keeps_events_before_the_end_of_as_of(request, warehouse_
     assert cut.customers["customer_id"].tolist() == ["c1"]
     assert cut.redemptions["redemption_id"].tolist() == ["d1"]
     assert cut.category_purchases[["category", "purchases"]].values.tolist() == [["dining", 2]]
+    # Rows of customers not signed up by then (c2's purchase and redemption), and of
+    # rewards not in the catalogue, are left out and counted.
+    assert cut.excluded == {
+        "redemptions": {"unknown_customer": 1, "unknown_reward": 1},
+        "transactions": {"unknown_customer": 1},
+    }
 
     everything = Interactions.from_warehouse(warehouse)
-    assert everything.redemptions["redemption_id"].tolist() == ["d1", "d2", "d3"]
-    assert everything.category_purchases["purchases"].tolist() == [2, 1]
-    assert everything.excluded == {}
+    assert everything.redemptions["redemption_id"].tolist() == ["d1", "d2", "d3", "d5"]
+    purchases = everything.category_purchases.sort_values(["customer_id", "category"])
+    assert purchases.values.tolist() == [
+        ["c1", "dining", 2],
+        ["c1", "travel", 1],
+        ["c2", "travel", 1],
+    ]
+    assert everything.excluded == {"redemptions": {"unknown_reward": 1}}
     assert everything.profiles.preferences.toarray().tolist() == [[1, 1], [0, 0]]
 
 

@@ -59,6 +59,12 @@ class Interactions:
         def before(column: str) -> str:
             return f"{column} < CAST(:as_of_end AS TIMESTAMP)" if as_of else "TRUE"
 
+        # Whether a row's customer is one of `customers` (and its reward one of `rewards`),
+        # answered by the engine: an Arrow hash lookup of millions of ids here cost more
+        # than the queries (1.3-2.5 s of purchases at 1,000,000 customers).
+        signed_up = f"SELECT customer_id FROM marts.dim_customers WHERE {before('signup_at')}"
+        known_customer = f"COALESCE(customer_id IN ({signed_up}), FALSE) AS known_customer"
+
         customers = warehouse.text_frame(
             "SELECT customer_id, tier, preferred_categories FROM marts.dim_customers "
             f"WHERE {before('signup_at')} ORDER BY customer_id",
@@ -69,21 +75,36 @@ class Interactions:
             "ORDER BY reward_id"
         )
         redemptions = warehouse.text_frame(
-            "SELECT redemption_id, customer_id, reward_id, redeemed_at FROM marts.fct_redemptions "
-            f"WHERE {before('redeemed_at')} ORDER BY redemption_id",
+            f"SELECT redemption_id, customer_id, reward_id, redeemed_at, {known_customer}, "
+            "COALESCE(reward_id IN (SELECT reward_id FROM marts.dim_rewards), FALSE) "
+            "AS known_reward "
+            f"FROM marts.fct_redemptions WHERE {before('redeemed_at')} ORDER BY redemption_id",
             params,
         )
         # Not sorted: every reader sums counts per customer and category (a third of the
         # query's CPU went to the sort).
         purchases = warehouse.text_frame(
-            "SELECT customer_id, category, COUNT(*) AS purchases FROM marts.fct_transactions "
+            f"SELECT customer_id, category, COUNT(*) AS purchases, {known_customer} "
+            "FROM marts.fct_transactions "
             f"WHERE NOT is_refund AND category IS NOT NULL AND {before('occurred_at')} "
             "GROUP BY customer_id, category",
             params,
         )
         excluded: dict[str, dict[str, int]] = {}
-        redemptions = _known(redemptions, customers, rewards, excluded, "redemptions")
-        purchases = _known(purchases, customers, None, excluded, "transactions")
+        redemptions = _known(
+            redemptions.drop(columns=["known_customer", "known_reward"]),
+            redemptions["known_customer"].to_numpy(bool),
+            redemptions["known_reward"].to_numpy(bool),
+            excluded,
+            "redemptions",
+        )
+        purchases = _known(
+            purchases.drop(columns=["known_customer"]),
+            purchases["known_customer"].to_numpy(bool),
+            None,
+            excluded,
+            "transactions",
+        )
         return cls(customers, rewards, redemptions, purchases, excluded)
 
     @classmethod
@@ -98,13 +119,20 @@ class Interactions:
         rewards = _read_entity(Path(data_dir), "rewards", excluded)
         redemptions = _read_entity(Path(data_dir), "redemptions", excluded)
         rewards["category"] = rewards["category"].str.lower()
-        redemptions = _known(redemptions, customers, rewards, excluded, "redemptions")
+        redemptions = _known(
+            redemptions,
+            member_of(redemptions["customer_id"], customers["customer_id"]),
+            member_of(redemptions["reward_id"], rewards["reward_id"]),
+            excluded,
+            "redemptions",
+        )
 
         purchases = None
         if landing_files(Path(data_dir), "transactions"):
             transactions = _read_entity(Path(data_dir), "transactions", excluded)
             bought = transactions[(transactions["amount"] >= 0) & transactions["category"].notna()]
-            bought = _known(bought, customers, None, excluded, "transactions")
+            known = member_of(bought["customer_id"], customers["customer_id"])
+            bought = _known(bought, known, None, excluded, "transactions")
             purchases = (
                 bought.assign(category=bought["category"].str.lower())
                 .groupby(["customer_id", "category"], sort=True)
@@ -257,19 +285,18 @@ def _read_entity(data_dir: Path, name: str, excluded: dict) -> pd.DataFrame:
 
 def _known(
     rows: pd.DataFrame,
-    customers: pd.DataFrame,
-    rewards: pd.DataFrame | None,
+    known_customer: np.ndarray,
+    known_reward: np.ndarray | None,
     excluded: dict,
     entity: str,
 ) -> pd.DataFrame:
-    """Rows whose customer (and reward) exist; the others are counted in `excluded`."""
-    known_customer = member_of(rows["customer_id"], customers["customer_id"])
+    """The rows whose customer (and reward) exist, as the boolean arrays say; the others
+    are counted in `excluded`."""
     keep = known_customer.copy()
     # Named as the loader's outcomes: it holds back unknown customers, quarantines unknown
     # rewards.
     reasons = {"unknown_customer": int((~known_customer).sum())}
-    if rewards is not None:
-        known_reward = member_of(rows["reward_id"], rewards["reward_id"])
+    if known_reward is not None:
         keep &= known_reward
         reasons[QuarantineReason.UNKNOWN_REWARD] = int((known_customer & ~known_reward).sum())
     counts = excluded.setdefault(entity, {})
