@@ -29,9 +29,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from reward_assets.recommend.sets import COLUMNS, TABLE_COLUMNS
+from reward_assets.recommend.sets import TABLE as SETS
 from reward_assets.warehouse.store import Warehouse
 
-SETS = "ml.recommendation_sets"
 LOG = "ml.recommendation_log"
 SPANS = "ml.recommendation_spans"
 DAYS = "ml.recommendation_days"

@@ -56,7 +56,7 @@ from reward_assets.recommend.eligibility import (
 )
 from reward_assets.recommend.inputs import positions
 
-# ml.recommendation_sets: one row per customer and rank.
+TABLE = "ml.recommendation_sets"  # one row per customer and rank, COLUMNS:
 COLUMNS = {
     "as_of": "DATE",
     "customer_id": "VARCHAR",

@@ -1,5 +1,6 @@
 """What was scored and recommended on each as-of day: the SQL model `score_history` and
-`recommendation_log` (group `scoring`, daily partitions by as-of day)."""
+the asset `recommendation_log`, written in Python (group `scoring`, daily partitions by
+as-of day)."""
 
 import dagster as dg
 

@@ -25,6 +25,7 @@ from reward_assets.recommend.interactions import Interactions
 from reward_assets.recommend.served import ServedModel, redemption_history
 from reward_assets.recommend.sets import (
     MODEL_SOURCE,
+    TABLE,
     TABLE_COLUMNS,
     RewardCatalog,
     SetBuild,
@@ -33,7 +34,6 @@ from reward_assets.recommend.sets import (
 from reward_assets.warehouse.staging import Carry
 
 RANKER_SERVED = "served_by_a_ranker"
-TABLE = "ml.recommendation_sets"
 
 
 @dg.asset(
@@ -42,7 +42,7 @@ TABLE = "ml.recommendation_sets"
     deps=["customer_embeddings", "reward_embeddings", "dim_rewards", "fct_redemptions"],
     kinds={"numpy", "duckdb"},
     check_specs=[
-        *served_check_specs("ml.recommendation_sets"),
+        *served_check_specs(TABLE),
         dg.AssetCheckSpec(
             RANKER_SERVED,
             asset="recommendation_sets",
@@ -118,12 +118,12 @@ def recommendation_sets(
             "COUNT(DISTINCT CASE WHEN computed_as_of = :as_of THEN customer_id END) AS computed, "
             "AVG(CAST(is_exploration AS INTEGER)) AS exploration_share, "
             "AVG(CAST(is_almost_there AS INTEGER)) AS almost_there_share "
-            "FROM ml.recommendation_sets",
+            f"FROM {TABLE}",
             {"as_of": as_of},
         ).iloc[0]
         sources = wh.frame(
             "SELECT source, COUNT(DISTINCT customer_id) AS customers "
-            "FROM ml.recommendation_sets GROUP BY source ORDER BY source"
+            f"FROM {TABLE} GROUP BY source ORDER BY source"
         )
     context.log.info(f"{rows:,} recommendations for {int(summary.customers):,} customers")
     reason = f"{why}; the ranking fallback built the sets" if fallback else ""
