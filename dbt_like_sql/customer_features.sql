@@ -37,7 +37,7 @@ tx AS (
         -CAST(SUM(CAST(amount AS DECIMAL(18, 4))) FILTER (WHERE is_refund) AS DOUBLE PRECISION) AS refunded_total,
         CAST(SUM(CAST(amount AS DECIMAL(18, 4))) AS DOUBLE PRECISION) AS net_amount_total,
         CAST(SUM(CASE WHEN occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days' THEN CAST(amount AS DECIMAL(18, 4)) ELSE 0 END) AS DOUBLE PRECISION) AS net_amount_90d
-    FROM {{ ref('fct_transactions') }}
+    FROM {{ ref('fct_transactions') }} t
     WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
     GROUP BY customer_id
 ),
@@ -49,7 +49,7 @@ span AS (
 -- below are the windows of timestamps above.
 purchase_days AS (
     SELECT DISTINCT customer_id, CAST(occurred_at AS DATE) AS day
-    FROM {{ ref('fct_transactions') }}
+    FROM {{ ref('fct_transactions') }} t
     WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP) AND NOT is_refund
 ),
 purchase_day_stats AS (
@@ -80,7 +80,7 @@ gap_stats AS (
 ),
 category_spend AS (
     SELECT customer_id, category, SUM(CAST(amount AS DECIMAL(18, 4))) AS gross_amount
-    FROM {{ ref('fct_transactions') }}
+    FROM {{ ref('fct_transactions') }} t
     WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP) AND NOT is_refund AND category IS NOT NULL
     GROUP BY customer_id, category
 ),
@@ -109,7 +109,7 @@ email AS (
         COUNT(*) FILTER (WHERE event_type = 'click' AND occurred_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS clicks_90d,
         MAX(CASE WHEN event_type IN ('open', 'click') THEN occurred_at END) AS last_engaged_at,
         COUNT(*) FILTER (WHERE event_type IN ('unsubscribe', 'complaint')) > 0 AS has_opted_out
-    FROM {{ ref('fct_engagement_events') }}
+    FROM {{ ref('fct_engagement_events') }} e
     WHERE occurred_at < CAST(:as_of_end AS TIMESTAMP)
     GROUP BY customer_id
 ),
@@ -119,7 +119,7 @@ redeemed AS (
         COUNT(*) AS redemptions_total,
         COUNT(*) FILTER (WHERE redeemed_at >= CAST(:as_of_end AS TIMESTAMP) - INTERVAL '90 days') AS redemptions_90d,
         COALESCE(SUM(points_spent), 0) AS points_spent_total
-    FROM {{ ref('fct_redemptions') }}
+    FROM {{ ref('fct_redemptions') }} r
     WHERE redeemed_at < CAST(:as_of_end AS TIMESTAMP)
     GROUP BY customer_id
 )

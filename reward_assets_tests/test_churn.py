@@ -1,4 +1,5 @@
 import datetime as dt
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from reward_assets.churn.model import (
     churn_quality,
     fit_churn,
     is_active,
+    labelled_frames,
     labelled_snapshot,
     plan_dates,
     train_churn,
@@ -175,6 +177,63 @@ def test_purchase_windows_gaps_and_missing_history(request, warehouse_fixture):
         assert pd.isna(row[column]), column
     early = features_as_of(warehouse, AS_OF).set_index("customer_id").loc["early"]
     assert pd.isna(early["mean_gap_days"]) and pd.isna(early["recency_gap_ratio"])
+
+
+@ON_BOTH_WAREHOUSES
+def test_training_dates_sample_customers_whose_rows_are_everyones(request, warehouse_fixture):
+    warehouse = request.getfixturevalue(warehouse_fixture)
+    rng = np.random.default_rng(5)
+    ids = np.array([f"s{i:04d}" for i in range(600)])
+    days = pd.date_range("2023-01-01", "2023-06-30")
+    who, day = np.nonzero(rng.random((ids.size, days.size)) < 0.03)
+    purchases = pd.DataFrame(
+        {"customer_id": ids[who], "occurred_at": days[day] + pd.Timedelta(hours=12)}
+    ).assign(is_refund=False)
+    # The first day of data is one customer's, whose id's MD5 puts them outside any sample
+    # under 15/16 of the customers.
+    early = next(
+        f"early{i}" for i in range(100) if hashlib.md5(f"early{i}".encode()).hexdigest() >= "f"
+    )
+    early_purchase = pd.DataFrame(
+        {
+            "customer_id": [early],
+            "occurred_at": [pd.Timestamp("2022-12-20 09:00")],
+            "is_refund": False,
+        }
+    )
+    customers = pd.DataFrame(
+        {"customer_id": [*ids, early], "signup_at": pd.Timestamp("2022-12-01")}
+    )
+    _build_marts(warehouse, customers, pd.concat([early_purchase, purchases], ignore_index=True))
+    as_of = dt.date(2023, 6, 30)
+
+    def ordered(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.sort_values(["as_of", "customer_id"], ignore_index=True)
+
+    # A sample without the first day's customer would date the data's start later: every
+    # customer's rows are computed instead.
+    everyone = labelled_frames(warehouse, as_of)
+    cap = len(everyone.train) // 3
+    unsampled = labelled_frames(warehouse, as_of, max_train_rows=cap)
+    assert everyone.customer_share == unsampled.customer_share == 1.0
+    pd.testing.assert_frame_equal(ordered(unsampled.train), ordered(everyone.train))
+
+    with warehouse.begin() as conn:
+        conn.execute(
+            sa.text("DELETE FROM marts.fct_transactions WHERE customer_id = :c"), {"c": early}
+        )
+    everyone = labelled_frames(warehouse, as_of)
+    sampled = labelled_frames(warehouse, as_of, max_train_rows=cap)
+    assert 0 < sampled.customer_share < 1
+    assert cap <= len(sampled.train) < len(everyone.train)
+    pd.testing.assert_frame_equal(ordered(sampled.validation), ordered(everyone.validation))
+    # Each sampled customer's rows, at every training date, are theirs among everyone's.
+    theirs = everyone.train[everyone.train.customer_id.isin(sampled.train.customer_id)]
+    pd.testing.assert_frame_equal(ordered(sampled.train), ordered(theirs))
+    training = fit_churn(
+        sampled.train, sampled.validation, max_train_rows=cap, customer_share=sampled.customer_share
+    )
+    assert training.metrics["training_customer_share"] == sampled.customer_share
 
 
 def test_plan_dates_keep_training_labels_before_validation():

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"loading {args.data}", file=sys.stderr, flush=True)
             as_of = load_folder(warehouse, args.data, args.as_of)
-            train, validation = labelled_frames(warehouse, as_of, args.horizon)
+            train, validation, _ = labelled_frames(warehouse, as_of, args.horizon)
             report = evaluate_churn(train, validation, args.horizon, args.seed)
         except ValueError as error:  # a ContractError is one too
             print(f"error: {error}", file=sys.stderr)

@@ -16,11 +16,36 @@ from reward_assets.ingest.clock import as_of_params
 from reward_assets.warehouse.sql_models import SQL_DIR, load_models, render
 from reward_assets.warehouse.store import Warehouse
 
+# A share of the customers, the same at every date and on every engine: those whose id's
+# MD5 starts below `:sample_cut` (eight hex digits; "ffffffff" takes nearly all).
+SAMPLE = (
+    "SELECT customer_id FROM marts.dim_customers WHERE SUBSTR(MD5(customer_id), 1, 8) < :sample_cut"
+)
 
-def features_sql() -> str:
-    """The `customer_features` model's SELECT, bound by `as_of_params`."""
+
+def features_sql(sampled: bool = False) -> str:
+    """The `customer_features` model's SELECT, bound by `as_of_params`; `sampled`, for the
+    customers of `SAMPLE` only: each table it reads holds just their rows, so their
+    features are computed as for everyone, the others' not at all. One value reads beyond
+    a customer's rows, the first day of data (`history_days`): the caller compares it."""
     models = load_models(SQL_DIR)
-    return render(models["customer_features"], models)
+    model = models["customer_features"]
+    if not sampled:
+        return render(model, models)
+    tables = {
+        ref: f"(SELECT * FROM {models[ref].table} WHERE customer_id IN "
+        "(SELECT customer_id FROM sampled_customers))"
+        for ref in model.refs
+    }
+    return (
+        f"WITH sampled_customers AS MATERIALIZED ({SAMPLE}) "
+        f"SELECT * FROM ({render(model, models, tables)}) features"
+    )
+
+
+def sample_cut(share: float) -> str:
+    """`:sample_cut` for a share of the customers."""
+    return f"{min(round(share * 16**8), 16**8 - 1):08x}"
 
 
 def features_as_of(warehouse: Warehouse, as_of: dt.date) -> pd.DataFrame:

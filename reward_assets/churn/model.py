@@ -19,14 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from reward_assets.churn.features import DERIVED, features_sql, model_matrix
+from reward_assets.churn.features import DERIVED, features_sql, model_matrix, sample_cut
 from reward_assets.churn.selection import select_features
 from reward_assets.ingest.clock import as_of_params
 from reward_assets.ml.cells import cells, distinct, keys, served_keyed, split_points
@@ -67,6 +67,10 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "lambda": 10.0,
     "num_boost_round": 100,
 }
+# Training dates' rows are computed for a share of the customers expected to give this
+# many times the fit's cap (`labelled_frames`): a sample's size varies by about a thousand
+# rows in a million, so the learning curve keeps every size up to the cap.
+SAMPLE_MARGIN = 1.05
 # Risk bands cut the training scores: the riskiest 10% of them and above are 'high', the
 # next 20% 'medium'. Fixed at training, so a customer's band does not depend on who else
 # is scored, and more customers turn 'high' when risk rises.
@@ -127,17 +131,38 @@ def plan_dates(
 
 
 def labelled_snapshot(
-    warehouse: Warehouse, as_of: dt.date, horizon_days: int = 60, active_days: int = 90
+    warehouse: Warehouse,
+    as_of: dt.date,
+    horizon_days: int = 60,
+    active_days: int = 90,
+    share: float = 1.0,
 ) -> pd.DataFrame:
     """`customer_features` as of `as_of` for the customers active then (a non-refund
     purchase in the `active_days` days ending with `as_of`, as `is_active` reads it), with
-    `churned`: no non-refund purchase in the `horizon_days` days after `as_of`."""
+    `churned`: no non-refund purchase in the `horizon_days` days after `as_of`. A `share`
+    under 1 computes them for that share of the customers only (`features.SAMPLE`)."""
     params = as_of_params(as_of)
     params["horizon_end"] = params["as_of_end"] + dt.timedelta(days=horizon_days)
+    params["active_days"] = active_days
+    if share < 1:
+        params["sample_cut"] = sample_cut(share)
     labelled = warehouse.frame(
-        _LABELLED_SQL.format(features=features_sql()), {**params, "active_days": active_days}
+        _LABELLED_SQL.format(features=features_sql(sampled=share < 1)), params
     )
     return labelled.astype({"churned": bool})
+
+
+def _active_customers(warehouse: Warehouse, as_of: dt.date, active_days: int = 90) -> int:
+    """About how many customers `labelled_snapshot` labels at `as_of` (at least as many),
+    counted without their features: those with a non-refund purchase in its window."""
+    end = as_of_params(as_of)["as_of_end"]
+    return int(
+        warehouse.scalar(
+            "SELECT COUNT(DISTINCT customer_id) FROM marts.fct_transactions "
+            "WHERE NOT is_refund AND occurred_at >= :start AND occurred_at < :end",
+            {"start": end - dt.timedelta(days=active_days), "end": end},
+        )
+    )
 
 
 def day_stamp(as_of: dt.date | None) -> np.datetime64:
@@ -365,13 +390,15 @@ def fit_churn(
     seed: int = 42,
     max_train_rows: int = TRAINING_MAX_ROWS,
     features: list[str] | None = None,
+    customer_share: float = 1.0,
     **params: Any,
 ) -> ChurnTraining:
     """Fit on `train` and measure on `validation`: labelled `customer_features` frames
     (a `churned` column added), as `labelled_snapshot` gives. The inputs are `features`
     when given, else chosen on the training dates (`churn/selection.py`). Above
     `max_train_rows` training rows, the fit is on a sample sized by its learning curve
-    (`ml/learning_curve.py`), stratified by as-of date and outcome."""
+    (`ml/learning_curve.py`), stratified by as-of date and outcome; `customer_share` is
+    the share of the customers `train` holds, for the metrics (`labelled_frames`)."""
     if train.empty or validation["churned"].nunique() < 2:
         raise ValueError("churn needs training rows and both outcomes among validation rows")
     settings = {**DEFAULT_PARAMS, **params, "seed": seed}
@@ -419,6 +446,7 @@ def fit_churn(
         "train_rows": len(train),
         "validation_rows": len(validation),
         "learning_curve": curve.metrics("roc_auc"),
+        "training_customer_share": customer_share,
         "train_as_of_dates": sorted(_iso(d) for d in train["as_of"].unique()),
         "validation_as_of": _iso(validation["as_of"].iloc[0]),
         "horizon_days": horizon_days,
@@ -442,6 +470,12 @@ def fit_churn(
     )
 
 
+class Labelled(NamedTuple):
+    train: pd.DataFrame  # labelled rows of several past as-of dates
+    validation: pd.DataFrame  # those of the latest date the data can label
+    customer_share: float  # of the customers whose training rows were computed
+
+
 def labelled_frames(
     warehouse: Warehouse,
     as_of: dt.date | None = None,
@@ -451,9 +485,12 @@ def labelled_frames(
     train_dates: int = 3,
     step_days: int = 14,
     min_history_days: int = 28,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training rows of several past as-of dates, validation rows of the latest date the
-    data can label): `labelled_snapshot`s dated by `plan_dates`.
+    max_train_rows: int | None = None,
+) -> Labelled:
+    """`labelled_snapshot`s dated by `plan_dates`: every customer's at validation, and at
+    the training dates, with `max_train_rows` given, only a share of the customers large
+    enough to leave that many rows (`SAMPLE_MARGIN`): the fit takes no more
+    (`fit_churn`), and their features cost as much time as their rows.
 
     The data end is `as_of` when given, else the date of the latest transaction.
     """
@@ -468,12 +505,26 @@ def labelled_frames(
     training_dates, validation_date = plan_dates(
         first_day, data_end, horizon_days, train_dates, step_days, min_history_days
     )
-    train = pd.concat(
-        [labelled_snapshot(warehouse, d, horizon_days, active_days) for d in training_dates],
-        ignore_index=True,
-    )
     validation = labelled_snapshot(warehouse, validation_date, horizon_days, active_days)
-    return train, validation
+
+    def training_rows(share: float) -> pd.DataFrame:
+        snapshots = [
+            labelled_snapshot(warehouse, day, horizon_days, active_days, share)
+            for day in training_dates
+        ]
+        return pd.concat(snapshots, ignore_index=True)
+
+    share = 1.0
+    if max_train_rows is not None:
+        active = sum(_active_customers(warehouse, day, active_days) for day in training_dates)
+        share = min(1.0, SAMPLE_MARGIN * max_train_rows / max(active, 1))
+    train = training_rows(share)
+    # The sample's history is the data's, and it left the fit its rows: else, everyone.
+    days = (pd.to_datetime(train["as_of"]) - pd.Timestamp(first_day)).dt.days
+    history = train["history_days"] == days + 1
+    if share < 1 and (len(train) < max_train_rows or not history.all()):
+        share, train = 1.0, training_rows(1.0)
+    return Labelled(train, validation, share)
 
 
 def train_churn(
@@ -490,7 +541,7 @@ def train_churn(
     **params: Any,
 ) -> ChurnTraining:
     """Train on past as-of dates and validate on the latest one the data can label."""
-    train, validation = labelled_frames(
+    labelled = labelled_frames(
         warehouse,
         as_of,
         horizon_days,
@@ -498,14 +549,16 @@ def train_churn(
         train_dates=train_dates,
         step_days=step_days,
         min_history_days=min_history_days,
+        max_train_rows=max_train_rows,
     )
     return fit_churn(
-        train,
-        validation,
+        labelled.train,
+        labelled.validation,
         horizon_days=horizon_days,
         active_days=active_days,
         seed=seed,
         max_train_rows=max_train_rows,
+        customer_share=labelled.customer_share,
         **params,
     )
 

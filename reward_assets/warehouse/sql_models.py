@@ -157,8 +157,13 @@ def load_models(folder: Path) -> dict[str, SqlModel]:
         raise SqlModelError(f"{models[error.args[1][0]].path}: ref cycle {cycle}") from error
 
 
-def render(model: SqlModel, models: Mapping[str, SqlModel]) -> str:
-    sql = _REF.sub(lambda m: models[m.group(1)].table, model.body)
+def render(
+    model: SqlModel, models: Mapping[str, SqlModel], tables: Mapping[str, str] | None = None
+) -> str:
+    """`model`'s SQL with its refs and macros filled in; `tables` reads other relations (a
+    subquery, say) in place of the models it names."""
+    tables = tables or {}
+    sql = _REF.sub(lambda m: tables.get(m.group(1)) or models[m.group(1)].table, model.body)
     sql = _SOURCE.sub(lambda m: f"{m.group(1)}.{m.group(2)}", sql)
     sql = _TIER_RANK.sub(lambda m: f"array_position({_TIERS}, {m.group(1)})", sql)
     return _LOWEST_TIER.sub(f"({_TIERS})[1]", sql)
