@@ -22,6 +22,8 @@ import pytest
 
 from reward_assets.churn.cdnow import CdnowUnavailable, convert, fetch, read_master
 from reward_assets.churn.evaluate import main as evaluate_churn
+from reward_assets.churn.model import labelled_frames
+from reward_assets.ingest.offline import load_folder
 from reward_assets.warehouse.store import Warehouse
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -153,3 +155,24 @@ def test_evaluate_churn_on_cdnow(cdnow_folder, capsys):
     assert product["lift_95_interval"][0] > 0
     assert product["approved"]
     assert models["logistic_regression"]["roc_auc"] > recency["roc_auc"]
+
+
+def test_churn_training_sample_on_cdnow(cdnow_folder, tmp_path):
+    """Above the fit's cap the training dates' features are computed for a share of the
+    customers: on real data, each sampled customer's rows are theirs among everyone's."""
+    warehouse = Warehouse(f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    try:
+        as_of = load_folder(warehouse, cdnow_folder)
+        everyone = labelled_frames(warehouse, as_of)
+        cap = len(everyone.train) // 2
+        sampled = labelled_frames(warehouse, as_of, max_train_rows=cap)
+    finally:
+        warehouse.dispose()
+    assert 0 < sampled.customer_share < 1
+    assert cap <= len(sampled.train) < len(everyone.train)
+    key = ["as_of", "customer_id"]
+    theirs = everyone.train[everyone.train.customer_id.isin(sampled.train.customer_id)]
+    pd.testing.assert_frame_equal(
+        sampled.train.sort_values(key, ignore_index=True),
+        theirs.sort_values(key, ignore_index=True),
+    )
