@@ -10,7 +10,13 @@ import pytest
 import sqlalchemy as sa
 import xgboost as xgb
 
-from reward_assets.churn.features import FEATURE_GROUPS, FEATURES, features_as_of, model_matrix
+from reward_assets.churn.features import (
+    FEATURE_GROUPS,
+    FEATURES,
+    features_as_of,
+    model_matrix,
+    sample_cut,
+)
 from reward_assets.churn.model import (
     ChurnModel,
     churn_quality,
@@ -230,6 +236,12 @@ def test_training_dates_sample_customers_whose_rows_are_everyones(request, wareh
     # Each sampled customer's rows, at every training date, are theirs among everyone's.
     theirs = everyone.train[everyone.train.customer_id.isin(sampled.train.customer_id)]
     pd.testing.assert_frame_equal(ordered(sampled.train), ordered(theirs))
+    # The sample is the customers whose id's MD5 is under the cut, on either engine.
+    cut = sample_cut(sampled.customer_share)
+    chosen = {
+        c for c in everyone.train.customer_id if hashlib.md5(c.encode()).hexdigest()[:8] < cut
+    }
+    assert set(sampled.train.customer_id) == chosen
     training = fit_churn(
         sampled.train, sampled.validation, max_train_rows=cap, customer_share=sampled.customer_share
     )
