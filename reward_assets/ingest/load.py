@@ -290,14 +290,20 @@ class _Load:
             )
             self.con.register("stored", pa.table({"k": pa.array(found.tolist(), pa.string())}))
             stored = f"({key} IN (SELECT k FROM stored) AND {window})"
+        # `seen` grows with every batch: it is scanned against this batch's ids (a semi
+        # join that hashes the batch) rather than hashed whole for each batch, whose cost
+        # grew with the load (at 22.7M transactions, 0.2 s for the first batch, 1.2 s for
+        # the last).
         self.con.execute(
             f"""UPDATE ruled SET reason = '{QuarantineReason.DUPLICATE_ID}',
               detail = CASE WHEN d.repeated THEN '{self.entity.key}' ELSE 'already loaded' END
             FROM (
+              WITH fresh AS (SELECT {key} FROM ruled WHERE reason IS NULL),
+              earlier AS (SELECT DISTINCT {key} FROM seen SEMI JOIN fresh USING ({key}))
               SELECT __file, __line, repeated FROM (
                 SELECT __file, __line, {stored} AS stored,
                   row_number() OVER (PARTITION BY {key} ORDER BY __file, __line) > 1
-                    OR {key} IN (SELECT {key} FROM seen) AS repeated
+                    OR {key} IN (SELECT {key} FROM earlier) AS repeated
                 FROM ruled WHERE reason IS NULL
               ) WHERE repeated OR stored
             ) d
