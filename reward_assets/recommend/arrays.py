@@ -1,16 +1,39 @@
 """Row-wise array helpers of the recommendation sets: top-n per row, candidates by score,
-labels seen before, running sums, seeded hashes of ids and the 64-bit keys that tell whose
-inputs changed."""
+labels seen before, running sums, seeded hashes of ids, the 64-bit keys that tell whose
+inputs changed, and chunks computed on two threads."""
 
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
 # Rows `fold` mixes at a time (their words stay in the CPU's cache).
 FOLD_ROWS = 8192
+# Chunks computed at once: NumPy releases the GIL in its loops, so a second chunk uses the
+# second CPU while the first one's Python runs; each chunk's rows come out as alone.
+CHUNK_THREADS = 2
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_threads(work: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    """`work` of each item, in order, CHUNK_THREADS computed at once and no more results
+    held than that (each may be a chunk x catalogue matrix)."""
+    with ThreadPoolExecutor(CHUNK_THREADS) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) >= CHUNK_THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def seen_before(labels: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from reward_assets.recommend.arrays import (
     by_score,
     fold,
     hash_ids,
+    in_threads,
     mix,
     salt,
     seen_before,
@@ -357,21 +358,13 @@ def _sets(
     model_version, source = labels
     people = _Customers.build(customers)
     recent_pairs, latest_pairs = _pairs(people, catalog, recent, last_redeemed)
-    for start in range(0, len(customers), chunk_size):
+
+    def one(start: int) -> pd.DataFrame:
         part = slice(start, min(start + chunk_size, len(customers)))
-        sets = _chunk(
-            people.rows(part),
-            Scorer(
-                np.asarray(customer_vectors[part], dtype=np.float32),
-                catalog,
-                None if history is None else history[part],
-            ),
-            catalog,
-            recent_pairs.chunk(part)[0],
-            latest_pairs.chunk(part),
-            rules,
-            seed,
-        )
+        vectors = np.asarray(customer_vectors[part], dtype=np.float32)
+        scorer = Scorer(vectors, catalog, None if history is None else history[part])
+        recent_part, latest_part = recent_pairs.chunk(part)[0], latest_pairs.chunk(part)
+        sets = _chunk(people.rows(part), scorer, catalog, recent_part, latest_part, rules, seed)
         n = len(sets["rank"])
         frame = {
             "as_of": np.full(n, as_of, dtype=object),
@@ -382,7 +375,9 @@ def _sets(
         # Typed here, not inferred: an empty chunk would infer object columns.
         for name in ("reason", "model_version", "source"):
             frame[name] = pd.array(frame[name], dtype="str")
-        yield pd.DataFrame({name: frame[name] for name in COLUMNS}, copy=False)
+        return pd.DataFrame({name: frame[name] for name in COLUMNS}, copy=False)
+
+    yield from in_threads(one, range(0, len(customers), chunk_size))
 
 
 def _pairs(
