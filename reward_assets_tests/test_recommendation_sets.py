@@ -9,12 +9,14 @@ dim (customer latent = [1, 0]), so each reward's score is the number the test ch
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from reward_assets.recommend.arrays import FOLD_ROWS, bits, fold, mix
+from reward_assets.recommend.arrays import FOLD_ROWS, bits, fold, in_threads, mix
 from reward_assets.recommend.eligibility import (
     ALMOST_THERE_RATIO,
     blocking_reason,
@@ -741,3 +743,14 @@ def test_a_categorys_latest_redemption_is_the_last_row_given_for_it():
     assert keys.tolist() == [0 * width + dining, 1 * width + dining, 1 * width + travel]
     assert named[:2].tolist() == ["because you redeemed New", "because you redeemed Tea"]
     assert pd.isna(named[2])
+
+
+def test_in_threads_keeps_the_order_and_works_a_single_item_on_the_callers_thread():
+    def slow_first(item: int) -> tuple[int, int]:
+        time.sleep(0.05 if item == 0 else 0)  # the second item finishes first
+        return item, threading.get_ident()
+
+    results = list(in_threads(slow_first, range(5)))
+    assert [item for item, _ in results] == [0, 1, 2, 3, 4]
+    assert threading.get_ident() not in {thread for _, thread in results}
+    assert list(in_threads(slow_first, [7])) == [(7, threading.get_ident())]

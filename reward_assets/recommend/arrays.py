@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -23,9 +23,13 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def in_threads(work: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-    """`work` of each item, in order, CHUNK_THREADS computed at once and no more results
-    held than that (each may be a chunk x catalogue matrix)."""
+def in_threads(work: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """`work` of each item, in order, on CHUNK_THREADS threads: no more items worked or
+    waiting at once than that (each result may be a chunk x catalogue matrix). A single
+    item (the API's one customer) is worked on the caller's thread, without a pool."""
+    if len(items) < 2:
+        yield from map(work, items)
+        return
     with ThreadPoolExecutor(CHUNK_THREADS) as pool:
         pending: deque = deque()
         for item in items:

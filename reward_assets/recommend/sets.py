@@ -377,9 +377,7 @@ def _sets(
             frame[name] = pd.array(frame[name], dtype="str")
         return pd.DataFrame({name: frame[name] for name in COLUMNS}, copy=False)
 
-    starts = range(0, len(customers), chunk_size)
-    # A single chunk (the API's one customer) is computed here, without a thread.
-    yield from in_threads(one, starts) if len(starts) > 1 else map(one, starts)
+    yield from in_threads(one, range(0, len(customers), chunk_size))
 
 
 def _pairs(
